@@ -1,0 +1,166 @@
+"""Typed settings. Each adapter and service takes only its own section.
+
+Layering (later wins): defaults < file (YAML/JSON/TOML, `--config` or
+NEXXUS_CONFIG) < environment (NEXXUS_<SECTION>__<KEY>, e.g.
+NEXXUS_DATABASE__ADAPTER=postgres) < CLI (`--set database.adapter=postgres`),
+then custom providers registered under the `nexxus.config_providers` entry
+point. Validated at start by `nexxus.core.config.loader.load_settings`; a bad
+key or value raises ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SqliteSettings:
+    # Relative paths are under `data_dir`.
+    path: str = "nexxus.db"
+
+
+@dataclass(slots=True)
+class PostgresSettings:
+    dsn: str = "postgresql://127.0.0.1:5432/nexxus"
+    min_pool: int = 1
+    max_pool: int = 10
+    # Tables are created in this schema (created if missing).
+    schema: str = "nexxus"
+
+
+@dataclass(slots=True)
+class ElasticsearchSettings:
+    hosts: list[str] = field(default_factory=lambda: ["http://127.0.0.1:9200"])
+    index_prefix: str = "nexxus"
+    api_key: str = ""
+    # "" | "wait_for" | "true": refresh after writes (tests use wait_for).
+    refresh: str = ""
+
+
+@dataclass(slots=True)
+class DatabaseSettings:
+    adapter: str = "sqlite"
+    sqlite: SqliteSettings = field(default_factory=SqliteSettings)
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
+
+
+@dataclass(slots=True)
+class NatsSettings:
+    servers: list[str] = field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    # JetStream stream replicas (1 on a single server; 3 on a cluster).
+    replicas: int = 1
+    # Prefix of every stream name, so several deployments can share a server.
+    stream_prefix: str = "NEXXUS"
+    # Prefix of every subject.
+    subject_prefix: str = "nexxus"
+
+
+@dataclass(slots=True)
+class BusSettings:
+    adapter: str = "nats"
+    nats: NatsSettings = field(default_factory=NatsSettings)
+
+
+@dataclass(slots=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    # Prefix of every key (the seed's "nxx").
+    key_prefix: str = "nxx"
+    # Changes kept per application in the router change log.
+    change_log_length: int = 100_000
+
+
+@dataclass(slots=True)
+class StoreSettings:
+    adapter: str = "redis"
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+
+@dataclass(slots=True)
+class OidcProviderSettings:
+    issuer: str = ""
+    # A JWKS URL, or a file path / inline JSON key set (tests, air-gapped setups).
+    jwks: str = ""
+    audience: str = ""
+
+
+@dataclass(slots=True)
+class AuthSettings:
+    # HS256 secret for access tokens; generated into data_dir when empty.
+    signing_key: str = ""
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    # Failed logins per (app, login) per minute before RESOURCE_EXHAUSTED.
+    max_failed_logins_per_minute: int = 5
+    min_password_length: int = 8
+    oidc: dict[str, OidcProviderSettings] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ApiSettings:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    # Max time a `wait` write waits for the writer.
+    write_wait_seconds: float = 10.0
+
+
+@dataclass(slots=True)
+class WriterSettings:
+    batch_size: int = 256
+    # Deliveries of one command before it is parked as poison.
+    max_deliver: int = 5
+
+
+@dataclass(slots=True)
+class RouterSettings:
+    batch_size: int = 256
+
+
+@dataclass(slots=True)
+class TransportSettings:
+    host: str = "127.0.0.1"
+    # gRPC event stream (EventService).
+    grpc_port: int = 50052
+    # WebSocket bridge.
+    ws_port: int = 8765
+    heartbeat_seconds: int = 15
+    # Events queued per connection before a slow client is disconnected.
+    max_queue: int = 10_000
+
+
+@dataclass(slots=True)
+class EnvoySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_port: int = 9901
+    cors_allow_origins: list[str] = field(default_factory=lambda: ["*"])
+
+
+@dataclass(slots=True)
+class LoggingSettings:
+    level: str = "INFO"
+    # "text" or "json"
+    format: str = "text"
+    # Optional custom sink: "module:callable" returning a logging.Handler.
+    handler: str = ""
+
+
+@dataclass(slots=True)
+class Settings:
+    # Identifies this process's transport node (deliveries are routed per node).
+    node_id: str = ""
+    data_dir: str = ".nexxus"
+    # The operator (admin) credential for application management; generated
+    # into data_dir by `nexxus dev` when empty.
+    operator_key: str = ""
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    bus: BusSettings = field(default_factory=BusSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    writer: WriterSettings = field(default_factory=WriterSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    envoy: EnvoySettings = field(default_factory=EnvoySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)

@@ -1,0 +1,374 @@
+"""The pluggable parts of Nexxus: small abstract ports with explicit start/stop.
+
+An adapter implements one port, takes only its own typed config section, and is
+registered under an entry-point group (see `nexxus.adapters.registry`):
+
+    nexxus.database   DatabaseAdapter (objects, operations) + IdentityStore
+    nexxus.bus        MessageBus
+    nexxus.store      SubscriptionStore
+    nexxus.transports Transport
+
+Using an adapter before `start()` raises `RuntimeError` with a clear message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from nexxus.core.errors import NexxusError
+from nexxus.core.models import (
+    AppRecord,
+    DeviceRecord,
+    OperationRecord,
+    RefreshTokenRecord,
+    SortKey,
+    StoredObject,
+    UserRecord,
+)
+
+if TYPE_CHECKING:
+    from nexxus.core.filterquery import FilterNode
+    from nexxus.core.schema import ModelSchema
+    from nexxus.v1.events_pb2 import Event
+    from nexxus.v1.internal_pb2 import ModelEvent, SubscriptionChange, WriteCommand
+    from nexxus.v1.subscriptions_pb2 import Subscription
+
+__all__ = [
+    "BusMessage",
+    "BusSubscription",
+    "Connection",
+    "DatabaseAdapter",
+    "IdentityStore",
+    "Lifecycle",
+    "MessageBus",
+    "SearchPage",
+    "SubscriptionStore",
+    "Transport",
+    "WriteOutcome",
+]
+
+
+class Lifecycle(ABC):
+    """Explicit start and stop; usable as `async with adapter:`."""
+
+    name: ClassVar[str] = "unnamed"
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+# --------------------------------------------------------------------------- database
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """The result of applying one WriteCommand."""
+
+    command_id: str
+    # Set when the write applied (or had applied before: `replayed`).
+    event: ModelEvent | None
+    # Set when the write can never apply (version conflict, missing object, schema...).
+    error: NexxusError | None
+    # True when the command id had already been applied: nothing changed now and
+    # `event` is the event recorded the first time.
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class SearchPage:
+    objects: list[StoredObject]
+    next_page_token: str
+
+
+class DatabaseAdapter(Lifecycle):
+    """Objects of application models, and the writer's operation log.
+
+    `apply_writes` is the writer's only entry: for each command, in order, it
+    applies it idempotently (a command id applies once; later calls return the
+    recorded outcome with `replayed=True`), checks `expected_version`, validates
+    the result against the schema, and records the outcome, atomically per
+    command. The pure logic is `nexxus.core.writes.plan_write`; adapters only
+    store.
+    """
+
+    @abstractmethod
+    async def apply_writes(
+        self, writes: Sequence[tuple[WriteCommand, ModelSchema]]
+    ) -> list[WriteOutcome]: ...
+
+    @abstractmethod
+    async def get_object(self, app_id: str, model: str, object_id: str) -> StoredObject | None: ...
+
+    @abstractmethod
+    async def search_objects(
+        self,
+        app_id: str,
+        model: str,
+        filter: FilterNode | None,
+        sort: Sequence[SortKey],
+        page_size: int,
+        page_token: str,
+    ) -> SearchPage:
+        """Objects matching `filter` (same semantics as the Python matcher), sorted,
+        paged with an opaque token. Raises InvalidArgument for a bad page token."""
+
+    @abstractmethod
+    async def get_operation(self, app_id: str, command_id: str) -> OperationRecord | None: ...
+
+    @abstractmethod
+    async def delete_app_data(self, app_id: str) -> None:
+        """Remove every object and operation of an application."""
+
+
+class IdentityStore(Lifecycle):
+    """Applications, model schemas, users, devices and refresh tokens.
+
+    Identity writes go straight here from the api (not through the writer).
+    Unique violations raise AlreadyExists; lookups return None when absent.
+    """
+
+    @abstractmethod
+    async def create_app(self, app: AppRecord) -> None: ...
+
+    @abstractmethod
+    async def get_app(self, app_id: str) -> AppRecord | None: ...
+
+    @abstractmethod
+    async def delete_app(self, app_id: str) -> bool:
+        """Delete the application with its schemas, users, devices and tokens."""
+
+    @abstractmethod
+    async def put_schema(self, app_id: str, schema: Mapping[str, Any]) -> None:
+        """Store a model schema (its dict form, `ModelSchema.to_dict()`), keyed by its name."""
+
+    @abstractmethod
+    async def list_schemas(self, app_id: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def create_user(self, user: UserRecord) -> None:
+        """AlreadyExists when the username or e-mail (case-insensitive) is taken in the app."""
+
+    @abstractmethod
+    async def get_user(self, app_id: str, user_id: str) -> UserRecord | None: ...
+
+    @abstractmethod
+    async def find_user_by_login(self, app_id: str, login: str) -> UserRecord | None:
+        """By username or e-mail, case-insensitive."""
+
+    @abstractmethod
+    async def find_user_by_external_id(self, app_id: str, external_id: str) -> UserRecord | None: ...
+
+    @abstractmethod
+    async def update_user(self, user: UserRecord) -> None: ...
+
+    @abstractmethod
+    async def create_device(self, device: DeviceRecord) -> None: ...
+
+    @abstractmethod
+    async def get_device(self, app_id: str, device_id: str) -> DeviceRecord | None: ...
+
+    @abstractmethod
+    async def list_devices(
+        self, app_id: str, user_id: str, page_size: int, page_token: str
+    ) -> tuple[list[DeviceRecord], str]: ...
+
+    @abstractmethod
+    async def update_device(self, device: DeviceRecord) -> None: ...
+
+    @abstractmethod
+    async def delete_device(self, app_id: str, device_id: str) -> bool: ...
+
+    @abstractmethod
+    async def store_refresh_token(self, token: RefreshTokenRecord) -> None: ...
+
+    @abstractmethod
+    async def get_refresh_token(self, app_id: str, token_hash: str) -> RefreshTokenRecord | None: ...
+
+    @abstractmethod
+    async def revoke_refresh_tokens(
+        self, app_id: str, *, user_id: str | None = None, device_id: str | None = None,
+        token_hash: str | None = None,
+    ) -> int:
+        """Revoke the matching tokens; returns how many."""
+
+
+# --------------------------------------------------------------------------- message bus
+
+
+class BusMessage(ABC):
+    """A message received from the bus. Durable messages must be acked."""
+
+    subject: str
+    data: bytes
+    headers: Mapping[str, str]
+
+    @property
+    @abstractmethod
+    def num_delivered(self) -> int:
+        """1 on first delivery; more on redeliveries."""
+
+    @abstractmethod
+    async def ack(self) -> None: ...
+
+    @abstractmethod
+    async def nak(self, delay: float | None = None) -> None:
+        """Ask for redelivery (after `delay` seconds)."""
+
+    @abstractmethod
+    async def term(self) -> None:
+        """Never redeliver."""
+
+
+class BusSubscription(ABC):
+    @abstractmethod
+    async def unsubscribe(self) -> None: ...
+
+
+BatchHandler = Callable[[Sequence[BusMessage]], Awaitable[None]]
+MessageHandler = Callable[[BusMessage], Awaitable[None]]
+
+
+class MessageBus(Lifecycle):
+    """Durable streams (JetStream) and volatile pub/sub (core NATS).
+
+    Streams (created by `start`, idempotently):
+      NEXXUS_WRITES  subjects nexxus.*.write          (api → writer)
+      NEXXUS_EVENTS  subjects nexxus.*.events.>       (writer → router, custom workers)
+      NEXXUS_PARKED  subjects nexxus.parked.>         (poison commands with their reason)
+    """
+
+    @abstractmethod
+    async def publish(
+        self, subject: str, data: bytes, *, msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Durable publish; returns once the stream has stored it. `msg_id`
+        deduplicates (JetStream Nats-Msg-Id)."""
+
+    @abstractmethod
+    async def publish_volatile(
+        self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Fire-and-forget core publish."""
+
+    @abstractmethod
+    async def consume(
+        self, subject_filter: str, durable: str, handler: BatchHandler, *,
+        batch: int = 256, max_deliver: int = 10, ack_wait: float = 30.0,
+    ) -> BusSubscription:
+        """Durable pull consumer, shared by every process using the same
+        `durable` name (work queue). The handler gets batches and must ack,
+        nak or term each message; messages left unacked are redelivered."""
+
+    @abstractmethod
+    async def subscribe(
+        self, subject: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> BusSubscription:
+        """Volatile subscription (core NATS); ack/nak/term are no-ops."""
+
+    @abstractmethod
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes: ...
+
+
+# --------------------------------------------------------------------------- subscription store
+
+
+class SubscriptionStore(Lifecycle):
+    """Subscriptions, device connections and the per-application change log that
+    routers replay (Redis / Valkey). Every key is scoped by application id."""
+
+    @abstractmethod
+    async def add_subscription(self, app_id: str, subscription: Subscription) -> None: ...
+
+    @abstractmethod
+    async def get_subscription(self, app_id: str, subscription_id: str) -> Subscription | None: ...
+
+    @abstractmethod
+    async def remove_subscription(self, app_id: str, subscription_id: str) -> bool: ...
+
+    @abstractmethod
+    async def list_device_subscriptions(self, app_id: str, device_id: str) -> list[Subscription]: ...
+
+    @abstractmethod
+    async def remove_device_subscriptions(
+        self, app_id: str, device_id: str, *, volatile_only: bool
+    ) -> int: ...
+
+    @abstractmethod
+    def iter_subscriptions(self, app_id: str | None = None) -> AsyncIterator[tuple[str, Subscription]]:
+        """Every stored (app_id, subscription), for a router's initial load."""
+
+    @abstractmethod
+    async def changes_since(
+        self, cursors: Mapping[str, str]
+    ) -> dict[str, tuple[list[SubscriptionChange], str]]:
+        """For each app id → cursor ("" = from now), the changes after it and the
+        new cursor, in one round trip. A cursor older than the retained log
+        raises `LookupError` (the router then reloads that application)."""
+
+    @abstractmethod
+    async def log_cursor(self, app_id: str) -> str:
+        """The cursor of the newest change of an application."""
+
+    @abstractmethod
+    async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None: ...
+
+    @abstractmethod
+    async def device_disconnected(
+        self, app_id: str, device_id: str, node: str, connection_id: str
+    ) -> int:
+        """Returns how many connections the device still has (on any node)."""
+
+    @abstractmethod
+    async def device_nodes(self, app_id: str) -> dict[str, str]:
+        """device id → node, for every connected device of an application."""
+
+    @abstractmethod
+    async def hit(self, key: str, window_seconds: int) -> int:
+        """Count one event in a fixed window (throttling); returns the count so far."""
+
+    @abstractmethod
+    async def delete_app(self, app_id: str) -> None: ...
+
+
+# --------------------------------------------------------------------------- transports
+
+
+class Connection(ABC):
+    """One live client connection held by a transport node."""
+
+    app_id: str
+    user_id: str
+    device_id: str
+    connection_id: str
+
+    @abstractmethod
+    async def push(self, event: Event) -> None:
+        """Queue an event for the client (never blocks on a slow client: a full
+        queue closes the connection with an error frame)."""
+
+    @abstractmethod
+    async def close(self, code: str, reason: str) -> None: ...
+
+
+class Transport(Lifecycle):
+    """A way of reaching devices (gRPC stream, WebSocket, SSE; push notifications later).
+
+    Volatile transports' subscriptions are removed when the device's last
+    connection closes; persistent ones keep them."""
+
+    volatile: ClassVar[bool] = True
