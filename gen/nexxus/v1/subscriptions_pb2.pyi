@@ -34,6 +34,8 @@ class Subscription(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     PERSISTENT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIBER_USER_ID_FIELD_NUMBER: _builtins.int
+    PRIVILEGED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     model: _builtins.str
     user_id: _builtins.str
@@ -44,6 +46,14 @@ class Subscription(_message.Message):
     persistent: _builtins.bool
     """Survives the device's disconnection. Volatile subscriptions (the default)
     are removed when the device's last connection closes.
+    """
+    subscriber_user_id: _builtins.str
+    """The user of the subscribing device (set by the server; "" for anonymous
+    devices). Realtime pushes pass the model's read rule as this user.
+    """
+    privileged: _builtins.bool
+    """True when the subscription was created with the application's server key
+    (its pushes bypass access rules).
     """
     @_builtins.property
     def filter(self) -> _struct_pb2.Struct:
@@ -62,10 +72,12 @@ class Subscription(_message.Message):
         device_id: _builtins.str = ...,
         persistent: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        subscriber_user_id: _builtins.str = ...,
+        privileged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "filter", b"filter", "id", b"id", "model", b"model", "object_id", b"object_id", "persistent", b"persistent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "device_id", b"device_id", "filter", b"filter", "id", b"id", "model", b"model", "object_id", b"object_id", "persistent", b"persistent", "privileged", b"privileged", "subscriber_user_id", b"subscriber_user_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1647,6 +1647,18 @@ class Subscription(betterproto2.Message):
         8, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
     )
 
+    subscriber_user_id: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+    """
+    The user of the subscribing device (set by the server; "" for anonymous
+    devices). Realtime pushes pass the model's read rule as this user.
+    """
+
+    privileged: "bool" = betterproto2.field(10, betterproto2.TYPE_BOOL)
+    """
+    True when the subscription was created with the application's server key
+    (its pushes bypass access rules).
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "Subscription", Subscription)
 
