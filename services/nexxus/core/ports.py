@@ -122,9 +122,12 @@ class DatabaseAdapter(Lifecycle):
         sort: Sequence[SortKey],
         page_size: int,
         page_token: str,
+        *,
+        owner_id: str | None = None,
     ) -> SearchPage:
-        """Objects matching `filter` (same semantics as the Python matcher), sorted,
-        paged with an opaque token. Raises InvalidArgument for a bad page token."""
+        """Objects matching `filter` (same semantics as the Python matcher) and,
+        when `owner_id` is not None, owned by that user; sorted, paged with an
+        opaque token. Raises InvalidArgument for a bad page token."""
 
     @abstractmethod
     async def get_operation(self, app_id: str, command_id: str) -> OperationRecord | None: ...
@@ -258,6 +261,16 @@ class MessageBus(Lifecycle):
     ) -> None:
         """Durable publish; returns once the stream has stored it. `msg_id`
         deduplicates (JetStream Nats-Msg-Id)."""
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes, str | None]]) -> None:
+        """Durable publish of several (subject, data, msg_id) in order; adapters
+        pipeline it. Returns once all are stored."""
+        for subject, data, msg_id in items:
+            await self.publish(subject, data, msg_id=msg_id)
+
+    def subject(self, *parts: str) -> str:
+        """A subject under the configured prefix: subject("app1", "write") → "nexxus.app1.write"."""
+        return ".".join(("nexxus", *parts))
 
     @abstractmethod
     async def publish_volatile(
