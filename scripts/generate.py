@@ -94,6 +94,7 @@ def generate(out: Path) -> None:
         [
             f"--plugin=protoc-gen-python_betterproto2={_bin('protoc-gen-python_betterproto2')}",
             f"--python_betterproto2_out={bp_out}",
+            "--python_betterproto2_opt=client_generation=async",
             *protos,
         ]
     )

@@ -122,11 +122,14 @@ class WriteResult(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     OBJECT_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     ok: _builtins.bool
     error_code: _builtins.str
     """A google.rpc.Code name when not ok."""
     error_message: _builtins.str
+    error_reason: _builtins.str
+    """The machine reason when not ok (e.g. "VERSION_CONFLICT")."""
     @_builtins.property
     def object(self) -> _common_pb2.Object:
         """The object after the write (before, for deletes)."""
@@ -139,10 +142,11 @@ class WriteResult(_message.Message):
         error_code: _builtins.str = ...,
         error_message: _builtins.str = ...,
         object: _common_pb2.Object | None = ...,
+        error_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "error_code", b"error_code", "error_message", b"error_message", "object", b"object", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id", "error_code", b"error_code", "error_message", b"error_message", "error_reason", b"error_reason", "object", b"object", "ok", b"ok"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

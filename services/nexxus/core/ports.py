@@ -203,7 +203,11 @@ class IdentityStore(Lifecycle):
 
     @abstractmethod
     async def revoke_refresh_tokens(
-        self, app_id: str, *, user_id: str | None = None, device_id: str | None = None,
+        self,
+        app_id: str,
+        *,
+        user_id: str | None = None,
+        device_id: str | None = None,
         token_hash: str | None = None,
     ) -> int:
         """Revoke the matching tokens; returns how many."""
@@ -251,12 +255,16 @@ class MessageBus(Lifecycle):
     Streams (created by `start`, idempotently):
       NEXXUS_WRITES  subjects nexxus.*.write          (api → writer)
       NEXXUS_EVENTS  subjects nexxus.*.events.>       (writer → router, custom workers)
-      NEXXUS_PARKED  subjects nexxus.parked.>         (poison commands with their reason)
+      NEXXUS_PARKED  subjects nexxus.*.parked[.>]     (poison commands with their reason)
     """
 
     @abstractmethod
     async def publish(
-        self, subject: str, data: bytes, *, msg_id: str | None = None,
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Durable publish; returns once the stream has stored it. `msg_id`
@@ -272,6 +280,10 @@ class MessageBus(Lifecycle):
         """A subject under the configured prefix: subject("app1", "write") → "nexxus.app1.write"."""
         return ".".join(("nexxus", *parts))
 
+    def parked_subject(self, app_id: str) -> str:
+        """Where poison messages of an application are parked, with their reason."""
+        return self.subject(app_id, "parked")
+
     @abstractmethod
     async def publish_volatile(
         self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
@@ -280,8 +292,14 @@ class MessageBus(Lifecycle):
 
     @abstractmethod
     async def consume(
-        self, subject_filter: str, durable: str, handler: BatchHandler, *,
-        batch: int = 256, max_deliver: int = 10, ack_wait: float = 30.0,
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: BatchHandler,
+        *,
+        batch: int = 256,
+        max_deliver: int = 10,
+        ack_wait: float = 30.0,
     ) -> BusSubscription:
         """Durable pull consumer, shared by every process using the same
         `durable` name (work queue). The handler gets batches and must ack,
@@ -341,9 +359,7 @@ class SubscriptionStore(Lifecycle):
     async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None: ...
 
     @abstractmethod
-    async def device_disconnected(
-        self, app_id: str, device_id: str, node: str, connection_id: str
-    ) -> int:
+    async def device_disconnected(self, app_id: str, device_id: str, node: str, connection_id: str) -> int:
         """Returns how many connections the device still has (on any node)."""
 
     @abstractmethod

@@ -107,13 +107,18 @@ __all__ = (
 )
 
 import datetime
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import betterproto2
-import grpc
+from betterproto2 import grpclib as betterproto2_grpclib
 
 from ...message_pool import default_message_pool
+
+if TYPE_CHECKING:
+    from betterproto2.grpclib.grpclib_client import MetadataLike
+    from grpclib.metadata import Deadline
 
 _COMPILER_VERSION = "0.10.1"
 betterproto2.check_compiler_version(_COMPILER_VERSION)
@@ -1914,11 +1919,16 @@ class WriteResult(betterproto2.Message):
     The object after the write (before, for deletes).
     """
 
+    error_reason: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    The machine reason when not ok (e.g. "VERSION_CONFLICT").
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "WriteResult", WriteResult)
 
 
-class ApplicationServiceStub:
+class ApplicationServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Applications (tenants) and their model schemas.
 
@@ -1927,140 +1937,228 @@ class ApplicationServiceStub:
     credential or the application's server key.
     """
 
-    def __init__(self, channel: grpc.Channel):
-        self._channel = channel
-
-    def create_application(self, message: "CreateApplicationRequest") -> "CreateApplicationResponse":
+    async def create_application(
+        self,
+        message: "CreateApplicationRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateApplicationResponse":
         """
         Creates an application. Returns its server key once.
         Errors: INVALID_ARGUMENT (bad id or name), ALREADY_EXISTS,
         UNAUTHENTICATED, PERMISSION_DENIED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ApplicationService/CreateApplication",
-            CreateApplicationRequest.SerializeToString,
-            CreateApplicationResponse.FromString,
-        )(message)
+            message,
+            CreateApplicationResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def get_application(self, message: "GetApplicationRequest") -> "GetApplicationResponse":
+    async def get_application(
+        self,
+        message: "GetApplicationRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetApplicationResponse":
         """
         Returns an application.
         Errors: NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ApplicationService/GetApplication",
-            GetApplicationRequest.SerializeToString,
-            GetApplicationResponse.FromString,
-        )(message)
+            message,
+            GetApplicationResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def delete_application(self, message: "DeleteApplicationRequest") -> "DeleteApplicationResponse":
+    async def delete_application(
+        self,
+        message: "DeleteApplicationRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DeleteApplicationResponse":
         """
         Deletes an application with its schemas, users, devices, objects and
         subscriptions. Errors: NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ApplicationService/DeleteApplication",
-            DeleteApplicationRequest.SerializeToString,
-            DeleteApplicationResponse.FromString,
-        )(message)
+            message,
+            DeleteApplicationResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def put_model_schema(self, message: "PutModelSchemaRequest") -> "PutModelSchemaResponse":
+    async def put_model_schema(
+        self,
+        message: "PutModelSchemaRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "PutModelSchemaResponse":
         """
         Creates or replaces the schema of one model.
         Errors: INVALID_ARGUMENT (bad schema, with the field path), NOT_FOUND (app),
         UNAUTHENTICATED, PERMISSION_DENIED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ApplicationService/PutModelSchema",
-            PutModelSchemaRequest.SerializeToString,
-            PutModelSchemaResponse.FromString,
-        )(message)
+            message,
+            PutModelSchemaResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def list_model_schemas(self, message: "ListModelSchemasRequest") -> "ListModelSchemasResponse":
+    async def list_model_schemas(
+        self,
+        message: "ListModelSchemasRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListModelSchemasResponse":
         """
         Lists the model schemas of an application.
         Errors: NOT_FOUND, UNAUTHENTICATED, PERMISSION_DENIED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ApplicationService/ListModelSchemas",
-            ListModelSchemasRequest.SerializeToString,
-            ListModelSchemasResponse.FromString,
-        )(message)
+            message,
+            ListModelSchemasResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
 
-class DeviceServiceStub:
+class DeviceServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Devices of the signed-in user. A device receives the pushes of its
     subscriptions; its tokens are bound to it.
     """
 
-    def __init__(self, channel: grpc.Channel):
-        self._channel = channel
-
-    def register_device(self, message: "RegisterDeviceRequest") -> "RegisterDeviceResponse":
+    async def register_device(
+        self,
+        message: "RegisterDeviceRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "RegisterDeviceResponse":
         """
         Registers a device of the caller and returns tokens bound to it.
         Errors: INVALID_ARGUMENT, UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.DeviceService/RegisterDevice",
-            RegisterDeviceRequest.SerializeToString,
-            RegisterDeviceResponse.FromString,
-        )(message)
+            message,
+            RegisterDeviceResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def get_device(self, message: "GetDeviceRequest") -> "GetDeviceResponse":
+    async def get_device(
+        self,
+        message: "GetDeviceRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetDeviceResponse":
         """
         Returns one of the caller's devices.
         Errors: NOT_FOUND (also for another user's device), UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.DeviceService/GetDevice",
-            GetDeviceRequest.SerializeToString,
-            GetDeviceResponse.FromString,
-        )(message)
+            message,
+            GetDeviceResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def list_devices(self, message: "ListDevicesRequest") -> "ListDevicesResponse":
+    async def list_devices(
+        self,
+        message: "ListDevicesRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListDevicesResponse":
         """
         Lists the caller's devices. Errors: UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.DeviceService/ListDevices",
-            ListDevicesRequest.SerializeToString,
-            ListDevicesResponse.FromString,
-        )(message)
+            message,
+            ListDevicesResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def delete_device(self, message: "DeleteDeviceRequest") -> "DeleteDeviceResponse":
+    async def delete_device(
+        self,
+        message: "DeleteDeviceRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DeleteDeviceResponse":
         """
         Deletes a device: revokes its tokens, removes its subscriptions and
         closes its connections. Errors: NOT_FOUND, UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.DeviceService/DeleteDevice",
-            DeleteDeviceRequest.SerializeToString,
-            DeleteDeviceResponse.FromString,
-        )(message)
+            message,
+            DeleteDeviceResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
 
-class EventServiceStub:
+class EventServiceStub(betterproto2_grpclib.ServiceStub):
     """
     The device's event stream: every change matching one of the device's
     subscriptions, pushed as it happens. Through Envoy: gRPC, gRPC-web, and
     Server-Sent Events on `GET /v1/apps/{app_id}/events`.
     """
 
-    def __init__(self, channel: grpc.Channel):
-        self._channel = channel
-
-    def stream_events(self, message: "StreamEventsRequest") -> "Iterator[StreamEventsResponse]":
+    async def stream_events(
+        self,
+        message: "StreamEventsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AsyncIterator[StreamEventsResponse]":
         """
         Opens the caller device's event stream. The first frame is `ready`;
         `heartbeat` frames keep idle streams alive; an `error` frame precedes a
@@ -2068,14 +2166,18 @@ class EventServiceStub:
         not bound to a device), INVALID_ARGUMENT (bad inline subscription).
         """
 
-        yield from self._channel.unary_stream(
+        async for response in self._unary_stream(
             "/nexxus.v1.EventService/StreamEvents",
-            StreamEventsRequest.SerializeToString,
-            StreamEventsResponse.FromString,
-        )(message)
+            message,
+            StreamEventsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
 
 
-class ObjectServiceStub:
+class ObjectServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Objects of an application's models. Writes are queued to the writer and
     answered at once with an operation id (set `wait` to answer after commit);
@@ -2083,35 +2185,59 @@ class ObjectServiceStub:
     the database.
     """
 
-    def __init__(self, channel: grpc.Channel):
-        self._channel = channel
-
-    def create_object(self, message: "CreateObjectRequest") -> "CreateObjectResponse":
+    async def create_object(
+        self,
+        message: "CreateObjectRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateObjectResponse":
         """
         Creates an object. Errors: INVALID_ARGUMENT (schema violation, with the
         field path), NOT_FOUND (model), PERMISSION_DENIED, UNAUTHENTICATED;
         with `wait`: ALREADY_EXISTS (object id taken).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ObjectService/CreateObject",
-            CreateObjectRequest.SerializeToString,
-            CreateObjectResponse.FromString,
-        )(message)
+            message,
+            CreateObjectResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def get_object(self, message: "GetObjectRequest") -> "GetObjectResponse":
+    async def get_object(
+        self,
+        message: "GetObjectRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetObjectResponse":
         """
         Returns an object. Errors: NOT_FOUND (also when the caller may not read
         it), UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ObjectService/GetObject",
-            GetObjectRequest.SerializeToString,
-            GetObjectResponse.FromString,
-        )(message)
+            message,
+            GetObjectResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def update_object(self, message: "UpdateObjectRequest") -> "UpdateObjectResponse":
+    async def update_object(
+        self,
+        message: "UpdateObjectRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "UpdateObjectResponse":
         """
         Applies a JsonPatch to an object, all-or-nothing. With
         `expected_version`, fails when the object has moved on.
@@ -2120,25 +2246,45 @@ class ObjectServiceStub:
         (version conflict, or a patch that does not apply to the stored object).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ObjectService/UpdateObject",
-            UpdateObjectRequest.SerializeToString,
-            UpdateObjectResponse.FromString,
-        )(message)
+            message,
+            UpdateObjectResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def delete_object(self, message: "DeleteObjectRequest") -> "DeleteObjectResponse":
+    async def delete_object(
+        self,
+        message: "DeleteObjectRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DeleteObjectResponse":
         """
         Deletes an object. Errors: NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED;
         with `wait`: FAILED_PRECONDITION (version conflict).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ObjectService/DeleteObject",
-            DeleteObjectRequest.SerializeToString,
-            DeleteObjectResponse.FromString,
-        )(message)
+            message,
+            DeleteObjectResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def search_objects(self, message: "SearchObjectsRequest") -> "SearchObjectsResponse":
+    async def search_objects(
+        self,
+        message: "SearchObjectsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "SearchObjectsResponse":
         """
         Searches a model's objects with a FilterQuery, sort and paging. Only the
         objects the caller may read are returned.
@@ -2146,35 +2292,52 @@ class ObjectServiceStub:
         (model), UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ObjectService/SearchObjects",
-            SearchObjectsRequest.SerializeToString,
-            SearchObjectsResponse.FromString,
-        )(message)
+            message,
+            SearchObjectsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def get_operation(self, message: "GetOperationRequest") -> "GetOperationResponse":
+    async def get_operation(
+        self,
+        message: "GetOperationRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetOperationResponse":
         """
         Returns the state of a write operation.
         Errors: NOT_FOUND (unknown or expired operation id), UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.ObjectService/GetOperation",
-            GetOperationRequest.SerializeToString,
-            GetOperationResponse.FromString,
-        )(message)
+            message,
+            GetOperationResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
 
-class SubscriptionServiceStub:
+class SubscriptionServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Subscriptions (the seed's channels) of the caller's device. Each matching
     change of the application's objects is pushed to the device's connections.
     """
 
-    def __init__(self, channel: grpc.Channel):
-        self._channel = channel
-
-    def create_subscription(self, message: "CreateSubscriptionRequest") -> "CreateSubscriptionResponse":
+    async def create_subscription(
+        self,
+        message: "CreateSubscriptionRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "CreateSubscriptionResponse":
         """
         Subscribes the caller's device to a channel.
         Errors: INVALID_ARGUMENT (bad filter, with the path), NOT_FOUND (model),
@@ -2182,58 +2345,95 @@ class SubscriptionServiceStub:
         FAILED_PRECONDITION (token not bound to a device).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.SubscriptionService/CreateSubscription",
-            CreateSubscriptionRequest.SerializeToString,
-            CreateSubscriptionResponse.FromString,
-        )(message)
+            message,
+            CreateSubscriptionResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def list_subscriptions(self, message: "ListSubscriptionsRequest") -> "ListSubscriptionsResponse":
+    async def list_subscriptions(
+        self,
+        message: "ListSubscriptionsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ListSubscriptionsResponse":
         """
         Lists the subscriptions of the caller's device. Errors: UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.SubscriptionService/ListSubscriptions",
-            ListSubscriptionsRequest.SerializeToString,
-            ListSubscriptionsResponse.FromString,
-        )(message)
+            message,
+            ListSubscriptionsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def delete_subscription(self, message: "DeleteSubscriptionRequest") -> "DeleteSubscriptionResponse":
+    async def delete_subscription(
+        self,
+        message: "DeleteSubscriptionRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "DeleteSubscriptionResponse":
         """
         Removes a subscription of the caller's device.
         Errors: NOT_FOUND, UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.SubscriptionService/DeleteSubscription",
-            DeleteSubscriptionRequest.SerializeToString,
-            DeleteSubscriptionResponse.FromString,
-        )(message)
+            message,
+            DeleteSubscriptionResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
 
-class UserServiceStub:
+class UserServiceStub(betterproto2_grpclib.ServiceStub):
     """
     Users of an application: registration, sign-in, tokens and profile.
     """
 
-    def __init__(self, channel: grpc.Channel):
-        self._channel = channel
-
-    def register_user(self, message: "RegisterUserRequest") -> "RegisterUserResponse":
+    async def register_user(
+        self,
+        message: "RegisterUserRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "RegisterUserResponse":
         """
         Registers a user with a password. Anyone may register unless the
         application says otherwise.
         Errors: INVALID_ARGUMENT, ALREADY_EXISTS (username or e-mail taken), NOT_FOUND (app).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/RegisterUser",
-            RegisterUserRequest.SerializeToString,
-            RegisterUserResponse.FromString,
-        )(message)
+            message,
+            RegisterUserResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def login(self, message: "LoginRequest") -> "LoginResponse":
+    async def login(
+        self,
+        message: "LoginRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "LoginResponse":
         """
         Signs in with username or e-mail and password. With `device_id`, the
         tokens are bound to that device of the user.
@@ -2241,83 +2441,146 @@ class UserServiceStub:
         RESOURCE_EXHAUSTED (too many failures), NOT_FOUND (device).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/Login",
-            LoginRequest.SerializeToString,
-            LoginResponse.FromString,
-        )(message)
+            message,
+            LoginResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def oidc_login(self, message: "OidcLoginRequest") -> "OidcLoginResponse":
+    async def oidc_login(
+        self,
+        message: "OidcLoginRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "OidcLoginResponse":
         """
         Signs in with an OpenID Connect ID token from a configured provider
         (e.g. Google). Creates the user on first sign-in.
         Errors: UNAUTHENTICATED (bad token), FAILED_PRECONDITION (no provider configured).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/OidcLogin",
-            OidcLoginRequest.SerializeToString,
-            OidcLoginResponse.FromString,
-        )(message)
+            message,
+            OidcLoginResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def refresh_token(self, message: "RefreshTokenRequest") -> "RefreshTokenResponse":
+    async def refresh_token(
+        self,
+        message: "RefreshTokenRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "RefreshTokenResponse":
         """
         Exchanges a refresh token for a new access token (and a new refresh token).
         Errors: UNAUTHENTICATED (bad, expired or revoked refresh token).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/RefreshToken",
-            RefreshTokenRequest.SerializeToString,
-            RefreshTokenResponse.FromString,
-        )(message)
+            message,
+            RefreshTokenResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def logout(self, message: "LogoutRequest") -> "LogoutResponse":
+    async def logout(
+        self,
+        message: "LogoutRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "LogoutResponse":
         """
         Revokes the caller's tokens (its device's, when device-bound) and closes
         its connections. Errors: UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/Logout",
-            LogoutRequest.SerializeToString,
-            LogoutResponse.FromString,
-        )(message)
+            message,
+            LogoutResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def get_me(self, message: "GetMeRequest") -> "GetMeResponse":
+    async def get_me(
+        self,
+        message: "GetMeRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "GetMeResponse":
         """
         Returns the caller's profile. Errors: UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/GetMe",
-            GetMeRequest.SerializeToString,
-            GetMeResponse.FromString,
-        )(message)
+            message,
+            GetMeResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def update_me(self, message: "UpdateMeRequest") -> "UpdateMeResponse":
+    async def update_me(
+        self,
+        message: "UpdateMeRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "UpdateMeResponse":
         """
         Updates the caller's profile (display name, e-mail, free-form profile).
         Errors: INVALID_ARGUMENT, ALREADY_EXISTS (e-mail taken), UNAUTHENTICATED.
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/UpdateMe",
-            UpdateMeRequest.SerializeToString,
-            UpdateMeResponse.FromString,
-        )(message)
+            message,
+            UpdateMeResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
-    def change_password(self, message: "ChangePasswordRequest") -> "ChangePasswordResponse":
+    async def change_password(
+        self,
+        message: "ChangePasswordRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "ChangePasswordResponse":
         """
         Changes the caller's password and revokes its other sessions.
         Errors: INVALID_ARGUMENT (weak password), UNAUTHENTICATED (wrong current password).
         """
 
-        return self._channel.unary_unary(
+        return await self._unary_unary(
             "/nexxus.v1.UserService/ChangePassword",
-            ChangePasswordRequest.SerializeToString,
-            ChangePasswordResponse.FromString,
-        )(message)
+            message,
+            ChangePasswordResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
 
 from ...google import protobuf as __google__protobuf__

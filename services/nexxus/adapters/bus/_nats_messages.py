@@ -1,0 +1,207 @@
+"""BusMessage / BusSubscription wrappers around nats-py objects (private to the NATS adapter)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.js import JetStreamContext
+
+from nexxus.core.errors import Unavailable
+from nexxus.core.ports import BatchHandler, BusMessage, BusSubscription
+
+log = logging.getLogger("nexxus.bus.nats")
+
+__all__ = ["CoreMessage", "CoreSubscription", "JetStreamMessage", "PullConsumer"]
+
+
+class JetStreamMessage(BusMessage):
+    """A durable message; settle it once with ack, nak or term (later calls are no-ops)."""
+
+    __slots__ = ("_msg", "data", "headers", "settled", "subject")
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.subject = msg.subject
+        self.data = msg.data
+        self.headers: Mapping[str, str] = dict(msg.headers or {})
+        self.settled = False
+
+    @property
+    def num_delivered(self) -> int:
+        delivered: int = self._msg.metadata.num_delivered
+        return delivered
+
+    @property
+    def stream_sequence(self) -> int:
+        seq: int = self._msg.metadata.sequence.stream
+        return seq
+
+    async def _settle(self, action: Callable[[], Awaitable[None]], what: str) -> None:
+        if self.settled:
+            return
+        try:
+            await action()
+        except nats.errors.MsgAlreadyAckdError:
+            pass
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot {what} message on {self.subject}: {exc!r}") from exc
+        self.settled = True
+
+    async def ack(self) -> None:
+        await self._settle(self._msg.ack, "ack")
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._settle(lambda: self._msg.nak(delay=delay), "nak")
+
+    async def term(self) -> None:
+        await self._settle(self._msg.term, "term")
+
+
+class CoreMessage(BusMessage):
+    """A volatile (core NATS) message: ack / nak / term do nothing.
+
+    `reply` is the reply subject of a request ("" otherwise); `respond` answers it.
+    """
+
+    __slots__ = ("_msg", "data", "headers", "reply", "subject")
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.subject = msg.subject
+        self.data = msg.data
+        self.reply: str = msg.reply or ""
+        self.headers: Mapping[str, str] = dict(msg.headers or {})
+
+    @property
+    def num_delivered(self) -> int:
+        return 1
+
+    async def ack(self) -> None:
+        return None
+
+    async def nak(self, delay: float | None = None) -> None:
+        return None
+
+    async def term(self) -> None:
+        return None
+
+    async def respond(self, data: bytes) -> None:
+        if not self.reply:
+            raise ValueError(f"message on {self.subject} has no reply subject")
+        try:
+            await self._msg.respond(data)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot respond on {self.reply}: {exc!r}") from exc
+
+
+class CoreSubscription(BusSubscription):
+    def __init__(self, sub: NatsSubscription, on_close: Callable[[BusSubscription], None]) -> None:
+        self._sub = sub
+        self._on_close = on_close
+
+    async def unsubscribe(self) -> None:
+        self._on_close(self)
+        with contextlib.suppress(nats.errors.Error):
+            await self._sub.unsubscribe()
+
+
+class PullConsumer(BusSubscription):
+    """Fetches batches from a durable pull consumer in a background task.
+
+    Handler exceptions nak the batch's unsettled messages with `nak_delay`; fetch
+    errors (server down, consumer missing) are retried with backoff, recreating the
+    consumer when the server no longer knows it.
+    """
+
+    def __init__(
+        self,
+        psub: JetStreamContext.PullSubscription,
+        handler: BatchHandler,
+        *,
+        durable: str,
+        batch: int,
+        fetch_timeout: float,
+        nak_delay: float,
+        recreate: Callable[[], Awaitable[None]],
+        on_close: Callable[[BusSubscription], None],
+    ) -> None:
+        self._psub = psub
+        self._handler = handler
+        self.durable = durable
+        self._batch = batch
+        self._fetch_timeout = fetch_timeout
+        self._nak_delay = nak_delay
+        self._recreate = recreate
+        self._on_close = on_close
+        self._closing = False
+        self._in_handler = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"nats-consumer-{self.durable}")
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._closing:
+            try:
+                msgs = await self._psub.fetch(self._batch, timeout=self._fetch_timeout)
+            except TimeoutError:  # includes nats TimeoutError / FetchTimeoutError
+                continue
+            except nats.js.errors.NotFoundError:
+                log.warning("consumer %s vanished; recreating it", self.durable)
+                with contextlib.suppress(Exception):
+                    await self._recreate()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except Exception as exc:
+                log.debug("fetch on %s failed: %r", self.durable, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            await self._dispatch([JetStreamMessage(m) for m in msgs])
+
+    async def _dispatch(self, batch: list[JetStreamMessage]) -> None:
+        self._in_handler = True
+        try:
+            await self._handler(batch)
+        except Exception:
+            unsettled = [m for m in batch if not m.settled]
+            log.exception(
+                "handler of consumer %s failed; nak %d message(s) with delay %ss",
+                self.durable,
+                len(unsettled),
+                self._nak_delay,
+            )
+            for m in unsettled:
+                with contextlib.suppress(Unavailable):
+                    await m.nak(self._nak_delay)
+        finally:
+            self._in_handler = False
+
+    async def unsubscribe(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Stop fetching; a batch being handled is allowed to finish (up to `timeout`)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._on_close(self)
+        task = self._task
+        if task is not None:
+            if not self._in_handler:
+                task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                log.warning("handler of consumer %s still busy after %ss; cancelling", self.durable, timeout)
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("consumer %s task failed", self.durable, exc_info=task.exception())
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()

@@ -1,0 +1,394 @@
+"""NATS JetStream implementation of the `MessageBus` port.
+
+Streams (created or updated idempotently by `start()`, file storage, names and
+subjects from `NatsSettings`; `P` = stream_prefix, `s` = subject_prefix):
+
+    P_WRITES   s.*.write                     max_age 24h   api → writer
+    P_EVENTS   s.*.events.>                  max_age 24h   writer → router, custom workers
+    P_PARKED   s.*.parked, s.*.parked.>      max_age 7d    poison commands with their reason
+
+All three keep a 2-minute duplicate window: a publish with `msg_id` (header
+`Nats-Msg-Id`) is stored once however often it is retried.
+
+PARKED is scoped per application (`s.<app>.parked`), not `s.parked.>`: JetStream
+refuses streams whose subjects overlap, and `s.parked.>` overlaps both `s.*.write`
+(`s.parked.write`) and `s.*.events.>` (`s.parked.events.x`).
+
+Services build subjects with `bus.subject(...)` / `write_subject(app)` /
+`events_subject(app, model)` / `parked_subject(app)`, never with a literal "nexxus.".
+
+Durable consumers are pull consumers named by `durable` and shared by every process
+using the name (work queue). Core NATS (`subscribe`, `publish_volatile`, `request`)
+carries volatile traffic. Driver errors become `nexxus.core.errors` (mostly Unavailable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client, Server
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from nexxus.adapters.bus._nats_messages import (
+    CoreMessage,
+    CoreSubscription,
+    JetStreamMessage,
+    PullConsumer,
+)
+from nexxus.core.config.settings import NatsSettings
+from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
+from nexxus.core.ports import BatchHandler, BusSubscription, MessageBus, MessageHandler
+
+__all__ = ["CoreMessage", "JetStreamMessage", "NatsBus"]
+
+log = logging.getLogger("nexxus.bus.nats")
+
+DAY = 24 * 3600.0
+DUPLICATE_WINDOW = 120.0
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+def _reconnect_backoff(servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:
+    """Reconnect forever: least-tried server first, exponential backoff with jitter (50 ms … 2 s)."""
+    server = min(servers, key=lambda s: s.reconnects)
+    delay = min(0.05 * 2 ** min(server.reconnects, 6), 2.0)
+    return server, delay * random.uniform(0.5, 1.0)
+
+
+class NatsBus(MessageBus):
+    """MessageBus over NATS JetStream (durable) and core NATS (volatile)."""
+
+    name = "nats"
+
+    def __init__(
+        self,
+        settings: NatsSettings,
+        *,
+        client_name: str = "nexxus",
+        connect_attempts: int = 3,
+        request_timeout: float = 5.0,
+        fetch_timeout: float = 1.0,
+        nak_delay: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self._client_name = client_name
+        self._connect_attempts = connect_attempts
+        self._request_timeout = request_timeout
+        self._fetch_timeout = fetch_timeout
+        self._nak_delay = nak_delay
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._subs: set[BusSubscription] = set()
+
+    # ------------------------------------------------------------------ names
+
+    def subject(self, *parts: str) -> str:
+        """`subject("app1", "write")` → "nexxus.app1.write" (with the configured prefix)."""
+        return ".".join((self.settings.subject_prefix, *parts))
+
+    def write_subject(self, app_id: str) -> str:
+        return self.subject(app_id, "write")
+
+    def events_subject(self, app_id: str, model: str) -> str:
+        return self.subject(app_id, "events", model)
+
+    def parked_subject(self, app_id: str) -> str:
+        return self.subject(app_id, "parked")
+
+    @property
+    def stream_names(self) -> dict[str, str]:
+        """{"writes": "NEXXUS_WRITES", "events": …, "parked": …}."""
+        p = self.settings.stream_prefix
+        return {"writes": f"{p}_WRITES", "events": f"{p}_EVENTS", "parked": f"{p}_PARKED"}
+
+    def stream_configs(self) -> list[StreamConfig]:
+        names = self.stream_names
+        common: dict[str, Any] = {
+            "storage": StorageType.FILE,
+            "retention": RetentionPolicy.LIMITS,
+            "duplicate_window": DUPLICATE_WINDOW,
+            "num_replicas": self.settings.replicas,
+        }
+        return [
+            StreamConfig(name=names["writes"], subjects=[self.subject("*", "write")], max_age=DAY, **common),
+            StreamConfig(
+                name=names["events"], subjects=[self.subject("*", "events", ">")], max_age=DAY, **common
+            ),
+            StreamConfig(
+                name=names["parked"],
+                subjects=[self.subject("*", "parked"), self.subject("*", "parked", ">")],
+                max_age=7 * DAY,
+                **common,
+            ),
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def start(self) -> None:
+        """Connect (Unavailable if the first connect fails), then reconnect forever; create streams."""
+        if self._nc is not None:
+            return
+        nc = Client()
+        try:
+            await nc.connect(
+                servers=list(self.settings.servers),
+                name=self._client_name,
+                allow_reconnect=True,
+                connect_timeout=2,
+                # Initial connect only: a few quick tries, then a clear error.
+                max_reconnect_attempts=self._connect_attempts,
+                reconnect_time_wait=0.2,  # type: ignore[arg-type]
+                reconnect_to_server_handler=_reconnect_backoff,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise Unavailable(f"cannot connect to NATS at {self.settings.servers}: {exc!r}") from exc
+        # Once connected, never give up reconnecting.
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
+        self._js = nc.jetstream(timeout=self._request_timeout)
+        try:
+            await self.ensure_streams()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("nats bus connected to %s (streams %s)", nc.connected_url, list(self.stream_names.values()))
+
+    async def ensure_streams(self) -> None:
+        """Create the streams, or update them to the current configuration."""
+        js = self._require_js()
+        for config in self.stream_configs():
+            try:
+                try:
+                    await js.add_stream(config)
+                except nats.js.errors.BadRequestError as exc:
+                    # Exists with another configuration (err_code 10058): update it.
+                    if exc.err_code != 10058:
+                        raise
+                    await js.update_stream(config)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise Unavailable(f"cannot create stream {config.name}: {exc!r}") from exc
+
+    async def delete_streams(self) -> None:
+        """Delete this deployment's streams (tests, `nexxus dev --reset`)."""
+        js = self._require_js()
+        for name in self.stream_names.values():
+            try:
+                await js.delete_stream(name)
+            except nats.js.errors.NotFoundError:
+                pass
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise Unavailable(f"cannot delete stream {name}: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        for sub in list(self._subs):
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 5.0)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats error: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats disconnected; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        nc = self._nc
+        log.info("nats reconnected to %s", nc.connected_url if nc else "?")
+
+    def _require_nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("NatsBus is not started: call `await bus.start()` first")
+        return self._nc
+
+    def _require_js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("NatsBus is not started: call `await bus.start()` first")
+        return self._js
+
+    # ------------------------------------------------------------------ durable publish
+
+    @staticmethod
+    def _headers(msg_id: str | None, headers: Mapping[str, str] | None) -> dict[str, str] | None:
+        out = dict(headers) if headers else {}
+        if msg_id:
+            out[MSG_ID_HEADER] = msg_id
+        return out or None
+
+    async def publish(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        msg_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        js = self._require_js()
+        try:
+            await js.publish(subject, data, headers=self._headers(msg_id, headers))
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise _publish_error(subject, exc) from exc
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes, str | None]]) -> None:
+        """Publish (subject, data, msg_id) items pipelined: send all, then await every PubAck.
+
+        Raises on the first failure after all acks settled; items are deduplicated by
+        msg_id, so retrying the whole batch is safe.
+        """
+        if not items:
+            return
+        js = self._require_js()
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for subject, data, msg_id in items:
+                futures.append(await js.publish_async(subject, data, headers=self._headers(msg_id, None)))
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures, return_exceptions=True), self._request_timeout
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            for fut in futures:
+                fut.cancel()
+            raise _publish_error(items[0][0], exc) from exc
+        for (subject, _, _), result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):
+                raise _publish_error(subject, result) from result
+
+    # ------------------------------------------------------------------ durable consume
+
+    async def consume(
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: BatchHandler,
+        *,
+        batch: int = 256,
+        max_deliver: int = 10,
+        ack_wait: float = 30.0,
+    ) -> BusSubscription:
+        js = self._require_js()
+        try:
+            stream = await js.find_stream_name_by_subject(subject_filter)
+        except nats.js.errors.NotFoundError as exc:
+            raise InvalidArgument(f"no stream holds subject {subject_filter!r}", field="subject") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot look up the stream of {subject_filter}: {exc!r}") from exc
+        config = ConsumerConfig(
+            name=durable,
+            durable_name=durable,
+            filter_subject=subject_filter,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=max_deliver,
+            max_ack_pending=max(batch * 4, 1000),
+        )
+
+        async def ensure_consumer() -> None:
+            # Create, or update a compatible existing one (ack_wait, max_deliver…).
+            await js.add_consumer(stream, config)
+
+        try:
+            await ensure_consumer()
+            psub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+        except nats.js.errors.BadRequestError as exc:
+            raise InvalidArgument(f"cannot create consumer {durable}: {exc.description}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot create consumer {durable} on {stream}: {exc!r}") from exc
+        consumer = PullConsumer(
+            psub,
+            handler,
+            durable=durable,
+            batch=batch,
+            fetch_timeout=self._fetch_timeout,
+            nak_delay=self._nak_delay,
+            recreate=ensure_consumer,
+            on_close=self._subs.discard,
+        )
+        self._subs.add(consumer)
+        consumer.start()
+        return consumer
+
+    # ------------------------------------------------------------------ volatile
+
+    async def publish_volatile(
+        self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        nc = self._require_nc()
+        try:
+            await nc.publish(subject, data, headers=dict(headers) if headers else None)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot publish on {subject}: {exc!r}") from exc
+
+    async def subscribe(
+        self, subject: str, handler: MessageHandler, *, queue: str | None = None
+    ) -> BusSubscription:
+        nc = self._require_nc()
+
+        async def callback(msg: Msg) -> None:
+            try:
+                await handler(CoreMessage(msg))
+            except Exception:
+                log.exception("handler of %s failed", msg.subject)
+
+        try:
+            sub = await nc.subscribe(subject, queue=queue or "", cb=callback)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot subscribe to {subject}: {exc!r}") from exc
+        wrapped = CoreSubscription(sub, self._subs.discard)
+        self._subs.add(wrapped)
+        return wrapped
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+        nc = self._require_nc()
+        try:
+            msg = await nc.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise Unavailable(f"no responder on {subject}", reason="NO_RESPONDERS") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"request on {subject} failed: {exc!r}", reason="REQUEST_FAILED") from exc
+        return msg.data
+
+
+def _publish_error(subject: str, exc: BaseException) -> Unavailable | ResourceExhausted:
+    if (
+        isinstance(exc, nats.js.errors.APIError)
+        and exc.code in (400, 429, 503)
+        and exc.err_code
+        in (
+            10077,  # maximum messages exceeded
+            10047,  # insufficient resources
+        )
+    ):
+        return ResourceExhausted(f"stream full for {subject}: {exc.description}")
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return Unavailable(f"no stream answered for {subject} (JetStream down or no stream)")
+    return Unavailable(f"publish on {subject} failed: {exc!r}")

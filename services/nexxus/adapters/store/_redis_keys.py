@@ -1,0 +1,66 @@
+"""Key names of the Redis subscription store (see `nexxus.adapters.store.redis` and docs/store.md)."""
+
+from __future__ import annotations
+
+import re
+
+from nexxus.core.errors import InvalidArgument
+
+__all__ = ["Keys", "glob_escape"]
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def glob_escape(text: str) -> str:
+    """Escape SCAN MATCH glob characters."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+class Keys:
+    """Every key of an application carries the hash tag `{app}`: one Redis Cluster slot per app."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def app(self, app_id: str) -> str:
+        """`<prefix>:{<app>}`: the common part of an application's keys."""
+        if not app_id or "{" in app_id or "}" in app_id:
+            raise InvalidArgument(f"invalid application id {app_id!r}", field="app_id")
+        return f"{self.prefix}:{{{app_id}}}"
+
+    def sub(self, app_id: str, subscription_id: str) -> str:
+        return f"{self.app(app_id)}:sub:{subscription_id}"
+
+    def app_subs(self, app_id: str) -> str:
+        return f"{self.app(app_id)}:subs"
+
+    def device_subs(self, app_id: str, device_id: str) -> str:
+        return f"{self.app(app_id)}:device:{device_id}:subs"
+
+    def model_subs(self, app_id: str, model: str) -> str:
+        return f"{self.app(app_id)}:model:{model}:subs"
+
+    def conns(self, app_id: str, device_id: str) -> str:
+        return f"{self.app(app_id)}:conns:{device_id}"
+
+    def nodes(self, app_id: str) -> str:
+        return f"{self.app(app_id)}:nodes"
+
+    def changes(self, app_id: str) -> str:
+        return f"{self.app(app_id)}:changes"
+
+    def app_pattern(self, app_id: str) -> str:
+        """SCAN MATCH pattern of every key of an application."""
+        return f"{glob_escape(self.app(app_id))}:*"
+
+    @property
+    def apps(self) -> str:
+        """Set of the applications that have (or had) subscriptions."""
+        return f"{self.prefix}:apps"
+
+    def hit(self, key: str) -> str:
+        return f"{self.prefix}:hit:{key}"
+
+    @property
+    def all_pattern(self) -> str:
+        return f"{glob_escape(self.prefix)}:*"

@@ -1,0 +1,116 @@
+"""ApplicationService: tenants and their model schemas."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from nexxus.api.calls import caller_of, require_operator, rpc
+from nexxus.api.context import ApiContext
+from nexxus.auth.authenticator import generate_server_key
+from nexxus.auth.rules import RuleSet
+from nexxus.core.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from nexxus.core.ids import new_id
+from nexxus.core.models import AppRecord, utcnow
+from nexxus.core.schema import ModelSchema
+from nexxus.core.schema_registry import SchemaRegistry
+from nexxus.v1 import applications_pb2 as pb
+from nexxus.v1.applications_pb2_grpc import ApplicationServiceServicer
+
+APP_ID_RE = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def app_to_proto(app: AppRecord) -> pb.Application:
+    out = pb.Application(id=app.id, display_name=app.display_name, optional_auth=app.optional_auth)
+    out.create_time.FromDatetime(app.created_at)
+    return out
+
+
+class ApplicationServicer(ApplicationServiceServicer):
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    async def _app(self, app_id: str) -> AppRecord:
+        app = await self.ctx.identity.get_app(app_id)
+        if app is None:
+            raise NotFound(f"application {app_id!r} does not exist", field="app_id", reason="APP_NOT_FOUND")
+        return app
+
+    @rpc
+    async def CreateApplication(
+        self, request: pb.CreateApplicationRequest, context: Ctx
+    ) -> pb.CreateApplicationResponse:
+        require_operator(self.ctx, context)
+        app_id = request.app_id or f"app-{new_id()[-10:]}"
+        if not APP_ID_RE.match(app_id):
+            raise InvalidArgument(
+                "app_id must be 2-63 characters of a-z, 0-9 and '-', starting with a letter", field="app_id"
+            )
+        if len(request.display_name) > 200:
+            raise InvalidArgument("display_name is longer than 200 characters", field="display_name")
+        if await self.ctx.identity.get_app(app_id) is not None:
+            raise AlreadyExists(f"application {app_id!r} already exists", field="app_id")
+        server_key = generate_server_key()
+        record = AppRecord(
+            id=app_id,
+            display_name=request.display_name or app_id,
+            optional_auth=request.optional_auth,
+            server_key_hash=await self.ctx.hasher.hash_async(server_key),
+            created_at=utcnow(),
+        )
+        await self.ctx.identity.create_app(record)
+        return pb.CreateApplicationResponse(application=app_to_proto(record), server_key=server_key)
+
+    @rpc
+    async def GetApplication(self, request: pb.GetApplicationRequest, context: Ctx) -> pb.GetApplicationResponse:
+        require_operator(self.ctx, context)
+        return pb.GetApplicationResponse(application=app_to_proto(await self._app(request.app_id)))
+
+    @rpc
+    async def DeleteApplication(
+        self, request: pb.DeleteApplicationRequest, context: Ctx
+    ) -> pb.DeleteApplicationResponse:
+        require_operator(self.ctx, context)
+        await self._app(request.app_id)
+        await self.ctx.store.delete_app(request.app_id)
+        await self.ctx.db.delete_app_data(request.app_id)
+        await self.ctx.identity.delete_app(request.app_id)
+        self.ctx.schemas.invalidate(request.app_id)
+        self.ctx.authenticator.invalidate_app(request.app_id)
+        await SchemaRegistry.announce(self.ctx.bus, request.app_id)
+        return pb.DeleteApplicationResponse()
+
+    async def _schema_admin(self, app_id: str, context: Ctx) -> None:
+        caller = await caller_of(self.ctx, context, app_id)
+        if not caller.is_privileged:
+            raise PermissionDenied(
+                "model schemas need the operator credential or the application's server key",
+                reason="SERVER_KEY_REQUIRED",
+            )
+        await self._app(app_id)
+
+    @rpc
+    async def PutModelSchema(self, request: pb.PutModelSchemaRequest, context: Ctx) -> pb.PutModelSchemaResponse:
+        await self._schema_admin(request.app_id, context)
+        raw = json_format.MessageToDict(request.schema, preserving_proto_field_name=True)
+        raw["name"] = request.model
+        schema = ModelSchema.from_dict(raw, name=request.model)
+        # Access filters are FilterQueries over the schema itself: reject bad ones now.
+        RuleSet.from_schema(schema)
+        await self.ctx.identity.put_schema(request.app_id, schema.to_dict())
+        self.ctx.schemas.invalidate(request.app_id)
+        await SchemaRegistry.announce(self.ctx.bus, request.app_id)
+        return pb.PutModelSchemaResponse(schema=schema.to_proto())
+
+    @rpc
+    async def ListModelSchemas(
+        self, request: pb.ListModelSchemasRequest, context: Ctx
+    ) -> pb.ListModelSchemasResponse:
+        await caller_of(self.ctx, context, request.app_id)
+        await self._app(request.app_id)
+        schemas = await self.ctx.schemas.app_schemas(request.app_id)
+        return pb.ListModelSchemasResponse(schemas=[s.to_proto() for s in sorted(schemas.values(), key=lambda s: s.name)])

@@ -1,0 +1,82 @@
+"""Creating and removing subscriptions (the seed's channels), shared by the
+SubscriptionService and the transport's inline / WebSocket subscribes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import struct_pb2
+
+from nexxus.api.context import ApiContext
+from nexxus.auth.caller import Caller
+from nexxus.auth.rules import RuleSet
+from nexxus.core.convert import dict_to_struct, struct_to_dict
+from nexxus.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from nexxus.core.filterquery import filter_to_dict, parse_filter
+from nexxus.core.ids import is_valid_id, new_id
+from nexxus.v1.subscriptions_pb2 import CreateSubscriptionRequest, Subscription
+
+MAX_SUBSCRIPTIONS_PER_DEVICE = 1000
+
+
+class SubscriptionManager:
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    @staticmethod
+    def _device_of(caller: Caller) -> str:
+        if not caller.device_id:
+            raise FailedPrecondition(
+                "subscriptions belong to a device: use an access token bound to a device "
+                "(RegisterDevice, or Login with device_id)",
+                reason="DEVICE_REQUIRED",
+            )
+        return caller.device_id
+
+    async def create(self, caller: Caller, request: CreateSubscriptionRequest) -> Subscription:
+        device_id = self._device_of(caller)
+        app_id = caller.app_id
+        schema = await self.ctx.schemas.require(app_id, request.model)
+        rules = RuleSet.from_schema(schema)
+        if request.user_id:
+            rules.check_subscription(caller, request.user_id)
+        if request.object_id and not is_valid_id(request.object_id):
+            raise InvalidArgument("object_id is not a valid object id", field="object_id")
+        canonical_filter: struct_pb2.Struct | None = None
+        if request.HasField("filter") and request.filter.fields:
+            node = parse_filter(struct_to_dict(request.filter), schema, path="filter", auth=caller.auth_context())
+            canonical_filter = dict_to_struct(filter_to_dict(node))
+        existing = await self.ctx.store.list_device_subscriptions(app_id, device_id)
+        if len(existing) >= MAX_SUBSCRIPTIONS_PER_DEVICE:
+            raise ResourceExhausted(
+                f"a device may hold at most {MAX_SUBSCRIPTIONS_PER_DEVICE} subscriptions",
+                reason="TOO_MANY_SUBSCRIPTIONS",
+            )
+        sub = Subscription(
+            id=new_id(),
+            model=request.model,
+            user_id=request.user_id,
+            object_id=request.object_id,
+            device_id=device_id,
+            persistent=request.persistent,
+            subscriber_user_id=caller.user_id,
+            privileged=caller.is_privileged,
+        )
+        if canonical_filter is not None:
+            sub.filter.CopyFrom(canonical_filter)
+        sub.create_time.FromDatetime(datetime.now(UTC))
+        await self.ctx.store.add_subscription(app_id, sub)
+        return sub
+
+    async def delete(self, caller: Caller, subscription_id: str) -> None:
+        device_id = self._device_of(caller)
+        sub = await self.ctx.store.get_subscription(caller.app_id, subscription_id)
+        if sub is None or (sub.device_id != device_id and not caller.is_privileged):
+            raise NotFound("no such subscription on this device", field="subscription_id",
+                           reason="SUBSCRIPTION_NOT_FOUND")
+        await self.ctx.store.remove_subscription(caller.app_id, subscription_id)
+
+    async def list(self, caller: Caller) -> list[Subscription]:
+        device_id = self._device_of(caller)
+        subs = await self.ctx.store.list_device_subscriptions(caller.app_id, device_id)
+        return sorted(subs, key=lambda s: s.id)

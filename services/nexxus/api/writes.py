@@ -1,0 +1,45 @@
+"""Queueing model writes: build the WriteCommand, publish it, optionally wait."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from nexxus.api.context import ApiContext
+from nexxus.auth.caller import Caller
+from nexxus.core.errors import error_from_code
+from nexxus.v1 import common_pb2, objects_pb2
+from nexxus.v1.internal_pb2 import WriteCommand
+
+
+def actor_of(caller: Caller) -> common_pb2.Actor:
+    return common_pb2.Actor(user_id=caller.user_id, device_id=caller.device_id, server=caller.is_privileged)
+
+
+async def submit(
+    ctx: ApiContext, cmd: WriteCommand, *, wait: bool
+) -> tuple[objects_pb2.Operation, common_pb2.Object | None]:
+    """Publish `cmd` durably; with `wait`, return the writer's outcome (raising
+    its error when the write failed) or PENDING when it takes too long."""
+    cmd.issue_time.FromDatetime(datetime.now(UTC))
+    operation = objects_pb2.Operation(
+        operation_id=cmd.command_id, state=objects_pb2.Operation.STATE_PENDING, object_id=cmd.object_id
+    )
+    fut = None
+    if wait:
+        cmd.reply_subject = ctx.results.reply_subject(cmd.command_id)
+        fut = ctx.results.expect(cmd.command_id)
+    try:
+        await ctx.bus.publish(ctx.bus.subject(cmd.app_id, "write"), cmd.SerializeToString(), msg_id=cmd.command_id)
+    except BaseException:
+        ctx.results.forget(cmd.command_id)
+        raise
+    if fut is None:
+        return operation, None
+    result = await ctx.results.wait(cmd.command_id, fut, ctx.settings.api.write_wait_seconds)
+    if result is None:
+        return operation, None
+    if not result.ok:
+        raise error_from_code(result.error_code, result.error_message, reason=result.error_reason or None)
+    operation.state = objects_pb2.Operation.STATE_DONE
+    operation.version = result.object.version
+    return operation, result.object

@@ -1,0 +1,115 @@
+"""The whole mesh on one machine: real servers plus the four services, each
+service in its own process (`nexxus serve <name>`), as in production.
+
+Used by `nexxus dev` and by the end-to-end tests (which kill -9 services and
+restart them). Ports that are 0 in the settings are picked free; NATS and
+Valkey always get free ports unless external URLs are given, so nothing
+collides with servers already on 4222 / 6379.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from nexxus.core.config.dump import settings_to_dict
+from nexxus.core.config.settings import Settings
+from nexxus.devserver.process import ManagedProcess, free_port
+from nexxus.devserver.servers import NatsServer, ValkeyServer
+from nexxus.runtime import SERVICES, resolve_secrets
+
+
+class Mesh:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        start_nats: bool = True,
+        start_valkey: bool = True,
+        services: tuple[str, ...] = SERVICES,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = Path(settings.data_dir).resolve()
+        settings.data_dir = str(self.data_dir)
+        self.nats = NatsServer(self.data_dir / "nats") if start_nats else None
+        self.valkey = ValkeyServer(self.data_dir / "valkey") if start_valkey else None
+        self.service_names = services
+        self.processes: dict[str, ManagedProcess] = {}
+        self.config_path = self.data_dir / "mesh-config.json"
+
+    async def start_servers(self) -> None:
+        if self.nats is not None:
+            await self.nats.start()
+            self.settings.bus.nats.servers = [self.nats.url]
+        if self.valkey is not None:
+            await self.valkey.start()
+            self.settings.store.redis.url = self.valkey.url
+
+    def write_config(self) -> None:
+        """Freeze the mesh's settings (resolved secrets and ports) for the service processes."""
+        s = self.settings
+        resolve_secrets(s)
+        s.node_id = ""  # each process names itself (host-pid)
+        if s.api.port == 0:
+            s.api.port = free_port(s.api.host)
+        if s.transport.grpc_port == 0:
+            s.transport.grpc_port = free_port(s.transport.host)
+        if s.transport.ws_port == 0:
+            s.transport.ws_port = free_port(s.transport.host)
+        raw: dict[str, Any] = settings_to_dict(s, redact=False)
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(raw, indent=2))
+        self.config_path.chmod(0o600)
+
+    def process(self, name: str) -> ManagedProcess:
+        proc = self.processes.get(name)
+        if proc is None:
+            proc = ManagedProcess(
+                name,
+                [sys.executable, "-m", "nexxus.cli", "serve", name, "--config", str(self.config_path)],
+                log_path=self.data_dir / "logs" / f"{name}.log",
+            )
+            self.processes[name] = proc
+        return proc
+
+    async def start_service(self, name: str, *, timeout: float = 60.0) -> None:
+        proc = self.process(name)
+        offset = len(proc.log_path.read_bytes()) if proc.log_path.exists() else 0
+        await proc.start()
+
+        async def ready() -> bool:
+            try:
+                text = proc.log_path.read_bytes()[offset:].decode(errors="replace")
+            except OSError:
+                return False
+            return "nexxus.runtime started" in text or f"started {name}" in text
+
+        await proc.wait_ready(ready, timeout=timeout)
+
+    async def start(self) -> None:
+        await self.start_servers()
+        self.write_config()
+        for name in self.service_names:
+            await self.start_service(name)
+
+    async def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            await self.processes[name].stop(timeout=10)
+        for server in (self.valkey, self.nats):
+            if server is not None:
+                await server.stop()
+
+    def summary(self) -> dict[str, str]:
+        s = self.settings
+        out = {
+            "api (gRPC)": f"{s.api.host}:{s.api.port}",
+            "events (gRPC stream)": f"{s.transport.host}:{s.transport.grpc_port}",
+            "websocket bridge": f"ws://{s.transport.host}:{s.transport.ws_port}/v1/apps/<app_id>/ws",
+            "nats": ",".join(s.bus.nats.servers),
+            "redis": s.store.redis.url,
+            "database": s.database.adapter,
+            "data dir": str(self.data_dir),
+        }
+        return out

@@ -1,0 +1,187 @@
+"""Choosing where a filtered subscription is filed in the match index.
+
+An *anchor* is a cheap necessary condition of a filter: if the filter matches an
+object, the object satisfies the anchor. Two kinds:
+
+- a value anchor: a set of (path, key) pairs, at least one of which holds
+  (`eq` → one pair, `in` → one per value, `or` of value-anchored children →
+  the union, `and` → the child with the fewest pairs);
+- a range anchor: an interval on one numeric path, from the `gt`/`gte`/`lt`/`lte`
+  conjuncts of that path in the top-level conjunction.
+
+Keys are normalised (`value_key`) so that the index agrees with the matcher's
+equality: 2 and 2.0 collide, True never collides with 1, strings compare exactly.
+Only fields whose kind compares by plain value (`EXACT_KINDS`) are anchored;
+anything else (timestamps, unknown kinds) stays in the residual list, where the
+compiled matcher decides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from nexxus.core.filterquery import And, Compare, FilterNode, In, Or
+
+__all__ = [
+    "EXACT_KINDS",
+    "NUMERIC_KINDS",
+    "Anchor",
+    "RangeAnchor",
+    "ValueAnchor",
+    "choose_anchor",
+    "value_key",
+]
+
+# Field kinds whose `eq` is plain Python equality on JSON scalars.
+EXACT_KINDS = frozenset({"string", "integer", "number", "boolean"})
+NUMERIC_KINDS = frozenset({"integer", "number"})
+
+Path = tuple[str, ...]
+
+
+class _BoolTag:
+    """Wraps booleans in keys so that True never collides with 1."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "bool"
+
+
+_BOOL = _BoolTag()
+
+
+def value_key(value: Any) -> Any | None:
+    """The hashable index key of a scalar, or None when it cannot be indexed.
+
+    int and float keys collide when equal (Python's own hash/eq rule), which is
+    the matcher's cross-number equality; booleans are tagged apart.
+    """
+    if value is True or value is False:
+        return (_BOOL, value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    return None
+
+
+def kind_name(kind: Any) -> str:
+    """The lower-case name of a FieldKind (an enum member or a plain string)."""
+    raw = getattr(kind, "value", kind)
+    return str(raw).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class ValueAnchor:
+    # (path, normalised key) pairs; the filter implies at least one holds.
+    pairs: tuple[tuple[Path, Any], ...]
+    # True when the filter is *exactly* the disjunction of its pairs, so a hit
+    # on a scalar data value needs no matcher call.
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RangeAnchor:
+    path: Path
+    # None = unbounded on that side. Bounds are inclusive here (a superset);
+    # the matcher applies strictness.
+    low: float | int | None
+    high: float | int | None
+
+
+Anchor = ValueAnchor | RangeAnchor
+
+
+def _conjuncts(node: FilterNode) -> list[FilterNode]:
+    """The flattened top-level conjunction (single-child or's count as their child)."""
+    if isinstance(node, And):
+        out: list[FilterNode] = []
+        for child in node.children:
+            out.extend(_conjuncts(child))
+        return out
+    if isinstance(node, Or) and len(node.children) == 1:
+        return _conjuncts(node.children[0])
+    return [node]
+
+
+def _value_anchor(node: FilterNode) -> ValueAnchor | None:
+    if isinstance(node, Compare):
+        if node.op != "eq" or kind_name(node.kind) not in EXACT_KINDS:
+            return None
+        key = value_key(node.value)
+        return None if key is None else ValueAnchor(((tuple(node.path), key),), True)
+    if isinstance(node, In):
+        if kind_name(node.kind) not in EXACT_KINDS:
+            return None
+        keys = [value_key(v) for v in node.values]
+        if any(k is None for k in keys):
+            return None
+        pairs = tuple(dict.fromkeys((tuple(node.path), k) for k in keys))
+        return ValueAnchor(pairs, True)
+    if isinstance(node, Or):
+        union: list[tuple[Path, Any]] = []
+        exact = True
+        for child in node.children:
+            sub = _value_anchor(child)
+            if sub is None:
+                return None
+            union.extend(sub.pairs)
+            exact = exact and sub.exact
+        if not union:
+            return None
+        return ValueAnchor(tuple(dict.fromkeys(union)), exact)
+    if isinstance(node, And):
+        parts = _conjuncts(node)
+        best: ValueAnchor | None = None
+        for child in parts:
+            sub = _value_anchor(child)
+            if sub is not None and (best is None or len(sub.pairs) < len(best.pairs)):
+                best = sub
+        if best is None:
+            return None
+        return ValueAnchor(best.pairs, best.exact and len(parts) == 1)
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not (isinstance(value, float) and math.isnan(value))
+    )
+
+
+def _range_anchor(parts: list[FilterNode]) -> RangeAnchor | None:
+    bounds: dict[Path, list[Any]] = {}
+    for node in parts:
+        if not isinstance(node, Compare) or node.op not in ("gt", "gte", "lt", "lte"):
+            continue
+        if kind_name(node.kind) not in NUMERIC_KINDS or not _is_number(node.value):
+            continue
+        lo_hi = bounds.setdefault(tuple(node.path), [None, None])
+        if node.op in ("gt", "gte"):
+            lo_hi[0] = node.value if lo_hi[0] is None else max(lo_hi[0], node.value)
+        else:
+            lo_hi[1] = node.value if lo_hi[1] is None else min(lo_hi[1], node.value)
+    best: RangeAnchor | None = None
+    for path, (low, high) in bounds.items():
+        if low is not None and high is not None and low > high:
+            continue  # unsatisfiable: the residual matcher answers False
+        cand = RangeAnchor(path, low, high)
+        if best is None or ((best.low is None or best.high is None) and low is not None and high is not None):
+            best = cand
+    return best
+
+
+def choose_anchor(node: FilterNode) -> Anchor | None:
+    """The anchor of a filter: a value anchor when there is one (fewest pairs),
+    else a range anchor (two-sided preferred), else None (residual)."""
+    value = _value_anchor(node)
+    if value is not None:
+        return value
+    return _range_anchor(_conjuncts(node))

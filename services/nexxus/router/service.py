@@ -1,0 +1,176 @@
+"""The router service: ModelEvents in (JetStream), Deliveries out (core NATS).
+
+Loop, per batch of the durable consumer "router" on ``nexxus.*.events.>``:
+
+1. parse each message (a ModelEvent); unparsable ones are termed and logged;
+2. bring every application of the batch up to date: applications never seen
+   load in full (change-log cursor first, then subscriptions and device nodes);
+   the others replay `store.changes_since` for all of them in one round trip
+   (a cursor past the retained log reloads the application). So a subscription
+   committed to the store before an event is processed is always seen;
+3. `gate.prepare(app, model)` for each (app, model) of the batch;
+4. match each event in order, publish its Deliveries on ``nexxus.transport.<node>``;
+5. ack the batch. On a store or bus failure the whole batch is nak'ed (redelivered,
+   so deliveries are at-least-once; transports drop duplicates by event id).
+
+Applications load lazily on their first event rather than at start: the
+cursor must be read before an application's subscriptions, and the set of
+applications is only known by scanning them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from google.protobuf.message import DecodeError
+
+from nexxus.core.config.settings import Settings
+from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SubscriptionStore
+from nexxus.router.matching import AllowAll, ReadGate, route_event, route_event_bytes
+from nexxus.router.state import AppState, FilterParser, SchemaLookup
+from nexxus.v1.internal_pb2 import Delivery, ModelEvent
+
+__all__ = ["DURABLE", "RouterService"]
+
+log = logging.getLogger("nexxus.router")
+
+DURABLE = "router"
+NAK_DELAY = 1.0
+
+
+class RouterService:
+    """Routes model events to transport nodes. `start()` / `stop()`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: MessageBus,
+        store: SubscriptionStore,
+        schema_lookup: SchemaLookup,
+        read_gate: ReadGate | None = None,
+    ) -> None:
+        self._settings = settings
+        self._bus = bus
+        self._store = store
+        self._gate = read_gate
+        self._parser = FilterParser(schema_lookup)
+        self._apps: dict[str, AppState] = {}
+        self._consumer: BusSubscription | None = None
+        # Counters (read by tests and logs).
+        self.events_routed = 0
+        self.deliveries_published = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        subject = self._bus.subject("*", "events", ">")
+        self._consumer = await self._bus.consume(
+            subject, DURABLE, self._handle_batch, batch=self._settings.router.batch_size
+        )
+        log.info("router consuming %s (durable %s)", subject, DURABLE)
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.unsubscribe()
+
+    async def __aenter__(self) -> RouterService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def app_state(self, app_id: str) -> AppState | None:
+        return self._apps.get(app_id)
+
+    # ------------------------------------------------------------------ freshness
+
+    async def load_app(self, app_id: str) -> AppState:
+        """A full load of one application (cursor first, so nothing is missed)."""
+        state = AppState(app_id=app_id, cursor=await self._store.log_cursor(app_id))
+        self._parser.forget(app_id)
+        async for sub_app, sub in self._store.iter_subscriptions(app_id):
+            if sub_app == app_id:
+                await self._parser.apply(state, sub)
+        state.set_device_nodes(await self._store.device_nodes(app_id))
+        self._apps[app_id] = state
+        log.info("router loaded app %s: %d subscriptions", app_id, state.subscription_count())
+        return state
+
+    async def refresh(self, app_ids: Sequence[str]) -> None:
+        """Make the state of these applications exact as of now."""
+        known = {a: self._apps[a].cursor for a in dict.fromkeys(app_ids) if a in self._apps}
+        for app_id in dict.fromkeys(app_ids):
+            if app_id not in self._apps:
+                await self.load_app(app_id)
+        if not known:
+            return
+        try:
+            changes = await self._store.changes_since(known)
+        except LookupError:
+            log.warning("router change log overrun for %s; reloading", sorted(known))
+            for app_id in known:
+                await self.load_app(app_id)
+            return
+        for app_id, (entries, cursor) in changes.items():
+            state = self._apps.get(app_id)
+            if state is None:
+                continue
+            for change in entries:
+                await self._parser.apply_change(state, change)
+            state.cursor = cursor
+
+    # ------------------------------------------------------------------ routing
+
+    def route(self, event: ModelEvent) -> list[Delivery]:
+        """The deliveries of one event, from the current in-memory state."""
+        state = self._apps.get(event.app_id)
+        index = state.index(event.model) if state is not None else None
+        if state is None or index is None:
+            return []
+        return route_event(index, event, state.nodes, self._gate)
+
+    def route_bytes(self, event: ModelEvent) -> list[tuple[str, bytes]]:
+        """`route`, serialized: (node, Delivery bytes)."""
+        state = self._apps.get(event.app_id)
+        index = state.index(event.model) if state is not None else None
+        if state is None or index is None:
+            return []
+        return route_event_bytes(index, event, state.nodes, self._gate)
+
+    async def _handle_batch(self, messages: Sequence[BusMessage]) -> None:
+        parsed: list[tuple[BusMessage, ModelEvent]] = []
+        for msg in messages:
+            event = ModelEvent()
+            try:
+                event.ParseFromString(msg.data)
+            except DecodeError:
+                event = None  # type: ignore[assignment]
+            if event is None or not event.app_id or not event.model:
+                log.error("router: terming unparsable event on %s", msg.subject)
+                await msg.term()
+                continue
+            parsed.append((msg, event))
+        if not parsed:
+            return
+        try:
+            await self.refresh([e.app_id for _, e in parsed])
+            if self._gate is not None and not isinstance(self._gate, AllowAll):
+                for app_id, model in dict.fromkeys((e.app_id, e.model) for _, e in parsed):
+                    await self._gate.prepare(app_id, model)
+            for _, event in parsed:
+                for node, data in self.route_bytes(event):
+                    await self._bus.publish_volatile(self._bus.subject("transport", node), data)
+                    self.deliveries_published += 1
+                self.events_routed += 1
+        except Exception:
+            log.exception("router: batch of %d failed; redelivering", len(parsed))
+            for msg, _ in parsed:
+                await msg.nak(NAK_DELAY)
+            return
+        for msg, _ in parsed:
+            await msg.ack()

@@ -1,0 +1,153 @@
+"""One process's wiring: adapters from settings, the shared contexts, and the
+services it runs (`nexxus serve api|writer|router|transport|all`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from nexxus.adapters.registry import build_bus, build_database, build_identity_store, build_store
+from nexxus.api.context import ApiContext
+from nexxus.api.results import WriteResults
+from nexxus.api.server import SERVICE_NAMES, build_api_server
+from nexxus.api.subscribing import SubscriptionManager
+from nexxus.auth.authenticator import Authenticator
+from nexxus.auth.oidc import OidcVerifier
+from nexxus.auth.passwords import PasswordHasher
+from nexxus.auth.rules import RouterReadGate
+from nexxus.auth.throttle import LoginThrottle
+from nexxus.auth.tokens import TokenService, ensure_secret
+from nexxus.core.config.settings import Settings
+from nexxus.core.ports import Lifecycle
+from nexxus.core.schema_registry import SchemaRegistry
+from nexxus.router.service import RouterService
+from nexxus.rpc.server import set_serving
+from nexxus.transport.service import TransportService
+from nexxus.writer.service import WriterService
+
+log = logging.getLogger("nexxus.runtime")
+
+SERVICES = ("api", "writer", "router", "transport")
+
+
+def resolve_secrets(settings: Settings) -> None:
+    """Fill the operator key and signing key from data_dir when not configured."""
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.operator_key:
+        settings.operator_key = ensure_secret(data_dir / "operator.key")
+    if not settings.auth.signing_key:
+        settings.auth.signing_key = ensure_secret(data_dir / "signing.key")
+    if not settings.node_id:
+        settings.node_id = f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Runtime:
+    """The adapters and services of one process. `start()` then `stop()`."""
+
+    def __init__(self, settings: Settings, services: Sequence[str]) -> None:
+        unknown = set(services) - set(SERVICES)
+        if unknown:
+            raise ValueError(f"unknown services {sorted(unknown)}; choose from {', '.join(SERVICES)}")
+        resolve_secrets(settings)
+        self.settings = settings
+        self.services = list(services)
+        self.db = build_database(settings)
+        identity = build_identity_store(settings)
+        self.identity = identity
+        self.bus = build_bus(settings)
+        self.store = build_store(settings)
+        self.schemas = SchemaRegistry(identity)
+        self.ctx: ApiContext | None = None
+        self.api_port = 0
+        self._started: list[Lifecycle] = []
+        self._stoppers: list[object] = []
+        self.writer: WriterService | None = None
+        self.router: RouterService | None = None
+        self.transport: TransportService | None = None
+        self._api_server: object | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        adapters: list[Lifecycle] = [self.db]
+        if self.identity is not self.db:
+            adapters.append(self.identity)
+        adapters += [self.bus, self.store]
+        for adapter in adapters:
+            await adapter.start()
+            self._started.append(adapter)
+        hasher = PasswordHasher()
+        tokens = TokenService(s.auth, signing_key=s.auth.signing_key)
+        results = WriteResults(self.bus, s.node_id)
+        ctx = ApiContext(
+            settings=s,
+            node_id=s.node_id,
+            identity=self.identity,
+            db=self.db,
+            bus=self.bus,
+            store=self.store,
+            schemas=self.schemas,
+            authenticator=Authenticator(self.identity, tokens, operator_key=s.operator_key, hasher=hasher),
+            tokens=tokens,
+            hasher=hasher,
+            throttle=LoginThrottle(self.store, s.auth.max_failed_logins_per_minute),
+            oidc=OidcVerifier(s.auth.oidc),
+            results=results,
+        )
+        self.ctx = ctx
+        await self.schemas.listen(self.bus)
+        if "writer" in self.services:
+            self.writer = WriterService(s.writer, self.bus, self.db, self.schemas)
+            await self.writer.start()
+        if "router" in self.services:
+            self.router = RouterService(s, self.bus, self.store, self.schemas.lookup, RouterReadGate(self.schemas.lookup))
+            await self.router.start()
+        if "transport" in self.services:
+            manager = SubscriptionManager(ctx)
+            self.transport = TransportService(
+                s, self.bus, self.store, ctx.authenticator.authenticate, manager.create, manager.delete
+            )
+            await self.transport.start()
+        if "api" in self.services:
+            await results.start()
+            server, port, health = build_api_server(ctx, f"{s.api.host}:{s.api.port}")
+            await server.start()
+            await set_serving(health, SERVICE_NAMES)
+            self._api_server = server
+            self.api_port = port
+        log.info("started %s (node %s)", ", ".join(self.services), s.node_id)
+
+    async def stop(self) -> None:
+        import grpc
+
+        if isinstance(self._api_server, grpc.aio.Server):
+            await self._api_server.stop(5)
+        if self.ctx is not None:
+            await self.ctx.results.stop()
+        for service in (self.transport, self.router, self.writer):
+            if service is not None:
+                await service.stop()
+        for adapter in reversed(self._started):
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+        self._started.clear()
+
+
+async def serve(settings: Settings, services: Sequence[str]) -> None:
+    """Run until SIGINT/SIGTERM, then stop gracefully."""
+    runtime = Runtime(settings, services)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()

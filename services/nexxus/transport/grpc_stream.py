@@ -1,0 +1,107 @@
+"""`nexxus.v1.EventService` over grpc.aio: the device's server-streaming event feed.
+
+Frames: `ready` first (device, user, node, the inline subscriptions created),
+then `event`s as they arrive, `heartbeat`s when the stream has been idle for
+`heartbeat_seconds`, and an `error` frame before any server-side close (slow
+client, revoked token, shutdown) — HTTP/1.1 SSE clients cannot see trailers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Generic
+
+import grpc
+
+from nexxus.core.errors import InvalidArgument, NexxusError
+from nexxus.rpc.errors import abort_with_error
+from nexxus.transport.connection import ConnectionClosed, QueuedConnection
+from nexxus.transport.hub import ConnectionHub
+from nexxus.transport.session import (
+    create_inline_subscriptions,
+    heartbeat_frame,
+    require_device,
+    resolve_heartbeat,
+)
+from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
+from nexxus.v1 import events_pb2, events_pb2_grpc, subscriptions_pb2
+
+__all__ = ["EventStreamServicer"]
+
+log = logging.getLogger("nexxus.transport.grpc")
+
+
+class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]):
+    def __init__(
+        self,
+        hub: ConnectionHub,
+        authenticate: Authenticate[CallerT],
+        subscribe: Subscribe[CallerT],
+        unsubscribe: Unsubscribe[CallerT],
+    ) -> None:
+        self.hub = hub
+        self.authenticate = authenticate
+        self.subscribe = subscribe
+        self.unsubscribe = unsubscribe
+
+    @staticmethod
+    def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+        for key, value in context.invocation_metadata() or ():
+            if key.lower() == "authorization":
+                return value if isinstance(value, str) else value.decode()
+        return None
+
+    async def _open(
+        self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
+    ) -> tuple[QueuedConnection, int, list[subscriptions_pb2.Subscription]]:
+        """Authenticate, create the inline subscriptions, register the connection."""
+        settings = self.hub.settings
+        try:
+            if not request.app_id:
+                raise InvalidArgument("app_id is required", field="app_id")
+            heartbeat = resolve_heartbeat(request.heartbeat_seconds, settings.heartbeat_seconds)
+            caller = await self.authenticate(request.app_id, self._authorization(context))
+            device_id = require_device(caller)
+            created = await create_inline_subscriptions(
+                caller, request.app_id, list(request.subscriptions), self.subscribe, self.unsubscribe
+            )
+            conn = QueuedConnection(
+                request.app_id,
+                caller.user_id or "",
+                device_id,
+                max_queue=settings.max_queue,
+                transport="grpc",
+            )
+            await self.hub.register(conn)
+        except NexxusError as err:
+            await abort_with_error(context, err)
+        return conn, heartbeat, created
+
+    async def StreamEvents(
+        self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[events_pb2.StreamEventsResponse]:
+        conn, heartbeat, created = await self._open(request, context)
+        try:
+            yield events_pb2.StreamEventsResponse(
+                ready=events_pb2.StreamReady(
+                    device_id=conn.device_id,
+                    user_id=conn.user_id,
+                    node=self.hub.node_id,
+                    subscriptions=created,
+                )
+            )
+            while True:
+                try:
+                    event = await conn.next_event(heartbeat)
+                except ConnectionClosed as closed:
+                    yield events_pb2.StreamEventsResponse(
+                        error=events_pb2.StreamError(code=closed.code, message=closed.reason)
+                    )
+                    return
+                if event is None:
+                    yield events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame())
+                else:
+                    yield events_pb2.StreamEventsResponse(event=event)
+        finally:
+            await self.hub.unregister(conn)

@@ -1,0 +1,202 @@
+"""The connection registry of one transport node, and delivery fan-out.
+
+The hub:
+  * registers live connections and records them in the SubscriptionStore
+    (`device_connected` / `device_disconnected`); when a device's last
+    connection (on any node) is gone, its volatile subscriptions are removed;
+  * consumes the node's deliveries (core NATS `<prefix>.transport.<node>`,
+    serialized `nexxus.v1.Delivery`) and pushes each target's Event to every
+    local connection of that device;
+  * obeys `nexxus.v1.TransportControl` on `<prefix>.control.<app>`: closes the
+    listed devices' connections (token revoked, device deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from google.protobuf.message import DecodeError
+
+from nexxus.core.config.settings import TransportSettings
+from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
+from nexxus.transport.events import build_event
+from nexxus.v1 import events_pb2, internal_pb2
+
+__all__ = ["ConnectionHub", "bus_subject"]
+
+log = logging.getLogger("nexxus.transport.hub")
+
+DeviceKey = tuple[str, str]
+
+
+@runtime_checkable
+class _SubjectNaming(Protocol):
+    def subject(self, *parts: str) -> str: ...
+
+
+def bus_subject(bus: MessageBus, *parts: str) -> str:
+    """The bus's full subject for `parts` (its own prefix when it names subjects)."""
+    if isinstance(bus, _SubjectNaming):
+        return bus.subject(*parts)
+    return ".".join(("nexxus", *parts))
+
+
+class ConnectionHub:
+    def __init__(
+        self, node_id: str, store: SubscriptionStore, bus: MessageBus, settings: TransportSettings
+    ) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.bus = bus
+        self.settings = settings
+        self._devices: dict[DeviceKey, dict[str, Connection]] = {}
+        self._subscriptions: list[BusSubscription] = []
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def delivery_subject(self) -> str:
+        return bus_subject(self.bus, "transport", self.node_id)
+
+    @property
+    def control_subject(self) -> str:
+        return bus_subject(self.bus, "control", "*")
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._subscriptions.append(await self.bus.subscribe(self.delivery_subject, self._on_delivery))
+        self._subscriptions.append(await self.bus.subscribe(self.control_subject, self._on_control))
+        self._started = True
+        log.info("transport node %s consuming %s", self.node_id, self.delivery_subject)
+
+    async def close_all(self, code: str, reason: str) -> None:
+        """Ask every connection to close (each sends its error frame and unregisters)."""
+        for conns in list(self._devices.values()):
+            for conn in list(conns.values()):
+                await conn.close(code, reason)
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop consuming, close every connection, wait up to `grace` seconds for
+        their transports to unregister them, then unregister what is left."""
+        subs, self._subscriptions = self._subscriptions, []
+        for sub in subs:
+            await sub.unsubscribe()
+        self._started = False
+        await self.close_all("UNAVAILABLE", "server shutting down")
+        try:
+            async with asyncio.timeout(grace):
+                await self._empty.wait()
+        except TimeoutError:
+            pass
+        for conn in self.connections():
+            await self.unregister(conn)
+
+    # ------------------------------------------------------------------ registry
+
+    def connections(self, app_id: str | None = None, device_id: str | None = None) -> list[Connection]:
+        if app_id is not None and device_id is not None:
+            return list(self._devices.get((app_id, device_id), {}).values())
+        return [
+            conn
+            for (app, _), conns in self._devices.items()
+            if app_id is None or app == app_id
+            for conn in conns.values()
+        ]
+
+    async def register(self, conn: Connection) -> None:
+        key = (conn.app_id, conn.device_id)
+        self._devices.setdefault(key, {})[conn.connection_id] = conn
+        self._empty.clear()
+        try:
+            await self.store.device_connected(conn.app_id, conn.device_id, self.node_id, conn.connection_id)
+        except BaseException:
+            self._forget(conn)
+            raise
+        log.debug("registered %r", conn)
+
+    async def unregister(self, conn: Connection) -> None:
+        """Forget a connection (idempotent). When it was the device's last one
+        anywhere, the device's volatile subscriptions are removed."""
+        if not self._forget(conn):
+            return
+        remaining = await self.store.device_disconnected(
+            conn.app_id, conn.device_id, self.node_id, conn.connection_id
+        )
+        if remaining == 0:
+            removed = await self.store.remove_device_subscriptions(
+                conn.app_id, conn.device_id, volatile_only=True
+            )
+            log.debug(
+                "device %s/%s gone: %d volatile subscriptions removed", conn.app_id, conn.device_id, removed
+            )
+        log.debug("unregistered %r (%d left for the device)", conn, remaining)
+
+    def _forget(self, conn: Connection) -> bool:
+        key = (conn.app_id, conn.device_id)
+        conns = self._devices.get(key)
+        if conns is None or conns.pop(conn.connection_id, None) is None:
+            return False
+        if not conns:
+            del self._devices[key]
+        if not self._devices:
+            self._empty.set()
+        return True
+
+    # ------------------------------------------------------------------ fan-out
+
+    async def deliver(self, delivery: internal_pb2.Delivery) -> int:
+        """Push a delivery to the local connections of its targets; returns how
+        many connections got an event."""
+        base_by_kind: dict[int, events_pb2.Event] = {}
+        pushed = 0
+        for target in delivery.targets:
+            conns = self.connections(delivery.app_id, target.device_id)
+            if not conns:
+                continue
+            kind = target.kind or delivery.event.kind
+            base = base_by_kind.get(kind)
+            if base is None:
+                base = base_by_kind[kind] = build_event(delivery.event, kind)
+            event = events_pb2.Event()
+            event.CopyFrom(base)
+            event.subscription_ids.extend(target.subscription_ids)
+            for conn in conns:
+                await conn.push(event)
+                pushed += 1
+        return pushed
+
+    async def close_devices(self, app_id: str, device_ids: Iterable[str], code: str, reason: str) -> int:
+        """Close every local connection of these devices; returns how many."""
+        closed = 0
+        for device_id in device_ids:
+            for conn in self.connections(app_id, device_id):
+                await conn.close(code, reason)
+                closed += 1
+        return closed
+
+    async def _on_delivery(self, msg: BusMessage) -> None:
+        delivery = internal_pb2.Delivery()
+        try:
+            delivery.ParseFromString(msg.data)
+        except DecodeError:
+            log.warning("dropping an undecodable delivery on %s", msg.subject)
+            return
+        await self.deliver(delivery)
+
+    async def _on_control(self, msg: BusMessage) -> None:
+        control = internal_pb2.TransportControl()
+        try:
+            control.ParseFromString(msg.data)
+        except DecodeError:
+            log.warning("dropping an undecodable control message on %s", msg.subject)
+            return
+        app_id = msg.subject.rsplit(".", 1)[-1]
+        reason = control.reason or "connection closed by the server"
+        await self.close_devices(app_id, control.close_device_ids, "UNAUTHENTICATED", reason)

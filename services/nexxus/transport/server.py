@@ -1,0 +1,55 @@
+"""Building the transport's servers, separately from running them.
+
+`build_grpc_server` binds the port at once (port 0 → a free one) and returns
+it; `bind_ws_socket` does the same for the WebSocket bridge, whose server is
+started on that socket by `start_ws_server`.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from websockets.asyncio.server import Server, serve
+
+from nexxus.transport.websocket import WebSocketBridge
+from nexxus.v1 import events_pb2, events_pb2_grpc
+
+__all__ = [
+    "EVENT_SERVICE",
+    "bind_ws_socket",
+    "build_grpc_server",
+    "start_ws_server",
+]
+
+EVENT_SERVICE: str = events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
+
+
+def build_grpc_server(
+    servicer: events_pb2_grpc.EventServiceServicer, host: str, port: int
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """The gRPC server with EventService, grpc.health.v1 and reflection, bound
+    (not started). Returns (server, bound port, health servicer)."""
+    server = grpc.aio.server()
+    events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((EVENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC event stream on {host}:{port}")
+    return server, bound, health_servicer
+
+
+def bind_ws_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for the WebSocket bridge (port 0 → a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, reuse_port=False)
+
+
+async def start_ws_server(bridge: WebSocketBridge[Any], sock: socket.socket) -> Server:
+    """Start serving the bridge on a socket from `bind_ws_socket`."""
+    return await serve(bridge.handler, sock=sock, process_request=bridge.process_request)

@@ -1,0 +1,115 @@
+"""`TransportService`: one transport node — the hub, the gRPC event stream and
+the WebSocket bridge, with explicit start and graceful stop."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Generic
+
+from grpc_health.v1 import health_pb2
+from websockets.asyncio.server import Server
+
+from nexxus.core.config.settings import Settings
+from nexxus.core.ports import MessageBus, SubscriptionStore
+from nexxus.transport.grpc_stream import EventStreamServicer
+from nexxus.transport.hub import ConnectionHub
+from nexxus.transport.server import EVENT_SERVICE, bind_ws_socket, build_grpc_server, start_ws_server
+from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
+from nexxus.transport.websocket import WebSocketBridge
+
+__all__ = ["TransportService"]
+
+log = logging.getLogger("nexxus.transport")
+
+
+class TransportService(Generic[CallerT]):
+    """Builds (and binds) the servers on construction; `start()` runs them,
+    `stop()` stops accepting, closes every connection with an error frame
+    ("server shutting down") and unregisters them.
+
+    Ports come from `settings.transport` (0 → a free port); the bound ones are
+    `grpc_port` and `ws_port`. The node id is `settings.node_id`, or a random
+    one when empty.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: MessageBus,
+        store: SubscriptionStore,
+        authenticate: Authenticate[CallerT],
+        subscribe: Subscribe[CallerT],
+        unsubscribe: Unsubscribe[CallerT],
+        *,
+        auth_timeout: float = 10.0,
+    ) -> None:
+        tsettings = settings.transport
+        self.settings = settings
+        self.node_id = settings.node_id or f"node-{uuid.uuid4().hex[:12]}"
+        self.hub = ConnectionHub(self.node_id, store, bus, tsettings)
+        self.servicer = EventStreamServicer(self.hub, authenticate, subscribe, unsubscribe)
+        self.bridge = WebSocketBridge(
+            self.hub, authenticate, subscribe, unsubscribe, auth_timeout=auth_timeout
+        )
+        self._grpc, self._grpc_port, self._health = build_grpc_server(
+            self.servicer, tsettings.host, tsettings.grpc_port
+        )
+        self._ws_socket = bind_ws_socket(tsettings.host, tsettings.ws_port)
+        self._ws_port: int = self._ws_socket.getsockname()[1]
+        self._ws: Server | None = None
+        self._running = False
+
+    @property
+    def grpc_port(self) -> int:
+        return self._grpc_port
+
+    @property
+    def ws_port(self) -> int:
+        return self._ws_port
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.settings.transport.host}:{self._grpc_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.transport.host}:{self._ws_port}"
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        await self.hub.start()
+        await self._grpc.start()
+        self._ws = await start_ws_server(self.bridge, self._ws_socket)
+        for service in ("", EVENT_SERVICE):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._running = True
+        log.info(
+            "transport node %s: gRPC on %s, WebSocket on %s",
+            self.node_id,
+            self.grpc_target,
+            self.ws_url,
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful: stop accepting, send each connection an error frame, close
+        it, and unregister it (its volatile subscriptions go with the device's
+        last connection)."""
+        if not self._running:
+            self._ws_socket.close()
+            await self._grpc.stop(None)
+            return
+        self._running = False
+        await self._health.enter_graceful_shutdown()
+        if self._ws is not None:
+            self._ws.close(close_connections=False)  # stop accepting; sessions close below
+        await self.bridge.shutdown()
+        # Closing connections makes each stream send its error frame and end.
+        await self.hub.stop(grace=grace)
+        await self._grpc.stop(grace)
+        if self._ws is not None:
+            self._ws.close()
+            await self._ws.wait_closed()
+        self._ws_socket.close()
+        log.info("transport node %s stopped", self.node_id)

@@ -1,0 +1,313 @@
+"""The WebSocket bridge (`websockets` asyncio server), behind Envoy at
+``/v1/apps/{app_id}/ws``. Frames are JSON: the proto JSON mapping of
+`nexxus.v1.ClientFrame` / `ServerFrame` (see docs/websocket.md).
+
+Authentication: the `access_token` query parameter, an `Authorization` header
+on the upgrade request, or an `auth` first frame within `auth_timeout` seconds
+(else an error frame and close code 4401).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Generic
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed as SocketClosed
+from websockets.http11 import Request, Response
+
+from nexxus.core.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NexxusError,
+    Unauthenticated,
+    Unavailable,
+)
+from nexxus.rpc.errors import error_to_stream_error
+from nexxus.transport.connection import ConnectionClosed, QueuedConnection
+from nexxus.transport.frames import BadFrame, dump_server_frame, parse_client_frame
+from nexxus.transport.hub import ConnectionHub
+from nexxus.transport.session import create_subscription, heartbeat_frame, require_device, resolve_heartbeat
+from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
+from nexxus.v1 import events_pb2
+
+__all__ = ["CLOSE_CODES", "WebSocketBridge", "close_code_for", "parse_ws_target"]
+
+log = logging.getLogger("nexxus.transport.websocket")
+
+_PATH = re.compile(r"^/v1/apps/(?P<app_id>[^/]+)/ws/?$")
+
+# Close codes by the StreamError code sent just before closing (4000 + HTTP-ish status).
+CLOSE_CODES: dict[str, int] = {
+    "UNAUTHENTICATED": 4401,
+    "PERMISSION_DENIED": 4403,
+    "NOT_FOUND": 4404,
+    "FAILED_PRECONDITION": 4412,
+    "INVALID_ARGUMENT": 4400,
+    "RESOURCE_EXHAUSTED": 4429,
+    "UNAVAILABLE": 1001,  # going away (server shutting down)
+}
+
+
+def close_code_for(code: str) -> int:
+    return CLOSE_CODES.get(code, 1011)
+
+
+@dataclass(slots=True, frozen=True)
+class WsTarget:
+    app_id: str
+    access_token: str | None
+    heartbeat_seconds: int
+
+
+def parse_ws_target(path: str) -> WsTarget:
+    """``/v1/apps/{app_id}/ws?access_token=…&heartbeat_seconds=…``; raises
+    NotFound-like InvalidArgument for any other path."""
+    parts = urlsplit(path)
+    m = _PATH.match(parts.path)
+    if m is None:
+        raise InvalidArgument(f"no WebSocket endpoint at {parts.path}", field="path")
+    query = parse_qs(parts.query)
+    token = query.get("access_token", [None])[0]
+    raw_heartbeat = query.get("heartbeat_seconds", ["0"])[0]
+    try:
+        heartbeat = int(raw_heartbeat)
+    except ValueError:
+        raise InvalidArgument("heartbeat_seconds must be an integer", field="heartbeat_seconds") from None
+    return WsTarget(app_id=m["app_id"], access_token=token or None, heartbeat_seconds=heartbeat)
+
+
+def _bearer(value: str) -> str:
+    return value if value.lower().startswith("bearer ") else f"Bearer {value}"
+
+
+class _Session(Generic[CallerT]):
+    """One authenticated WebSocket connection."""
+
+    def __init__(
+        self, bridge: WebSocketBridge[CallerT], ws: ServerConnection, caller: CallerT, conn: QueuedConnection
+    ) -> None:
+        self.bridge = bridge
+        self.ws = ws
+        self.caller = caller
+        self.conn = conn
+        self.last_acked_event_id = ""
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, frame: events_pb2.ServerFrame) -> None:
+        async with self._send_lock:
+            await self.ws.send(dump_server_frame(frame))
+
+    async def send_error(self, err: NexxusError, reply_to: str = "") -> None:
+        await self.send(events_pb2.ServerFrame(reply_to=reply_to, error=error_to_stream_error(err)))
+
+    async def pump(self, heartbeat: int) -> None:
+        """Events and heartbeats out; on a server-side close, the error frame
+        then the close code."""
+        while True:
+            try:
+                event = await self.conn.next_event(heartbeat)
+            except ConnectionClosed as closed:
+                with contextlib.suppress(SocketClosed):
+                    await self.send(
+                        events_pb2.ServerFrame(
+                            error=events_pb2.StreamError(code=closed.code, message=closed.reason)
+                        )
+                    )
+                await self.ws.close(close_code_for(closed.code), closed.reason[:120])
+                return
+            if event is None:
+                await self.send(events_pb2.ServerFrame(heartbeat=heartbeat_frame()))
+            else:
+                await self.send(events_pb2.ServerFrame(event=event))
+
+    async def read(self) -> None:
+        """Client frames in, until the client goes away."""
+        async for raw in self.ws:
+            try:
+                frame = parse_client_frame(raw)
+            except BadFrame as err:
+                await self.send_error(err, err.frame_id)
+                continue
+            try:
+                await self.handle(frame)
+            except NexxusError as err:
+                await self.send_error(err, frame.id)
+
+    async def handle(self, frame: events_pb2.ClientFrame) -> None:
+        bridge, reply_to = self.bridge, frame.id
+        kind = frame.WhichOneof("frame")
+        if kind == "subscribe":
+            sub = await create_subscription(
+                self.caller, self.conn.app_id, frame.subscribe, bridge.subscribe, field_prefix="subscribe"
+            )
+            await self.send(
+                events_pb2.ServerFrame(reply_to=reply_to, subscribed=events_pb2.Subscribed(subscription=sub))
+            )
+        elif kind == "unsubscribe":
+            sub_id = frame.unsubscribe.subscription_id
+            if not sub_id:
+                raise InvalidArgument("subscription_id is required", field="unsubscribe.subscription_id")
+            await bridge.unsubscribe(self.caller, sub_id)
+            await self.send(
+                events_pb2.ServerFrame(
+                    reply_to=reply_to, unsubscribed=events_pb2.Unsubscribed(subscription_id=sub_id)
+                )
+            )
+        elif kind == "ack":
+            if not frame.ack.event_id:
+                raise InvalidArgument("event_id is required", field="ack.event_id")
+            self.last_acked_event_id = frame.ack.event_id
+        elif kind == "ping":
+            await self.send(
+                events_pb2.ServerFrame(reply_to=reply_to, pong=events_pb2.Pong(payload=frame.ping.payload))
+            )
+        elif kind == "auth":
+            raise FailedPrecondition("the connection is already authenticated", field="auth")
+
+
+class WebSocketBridge(Generic[CallerT]):
+    """The `websockets` connection handler: pass `handler` and `process_request`
+    to `websockets.asyncio.server.serve`."""
+
+    def __init__(
+        self,
+        hub: ConnectionHub,
+        authenticate: Authenticate[CallerT],
+        subscribe: Subscribe[CallerT],
+        unsubscribe: Unsubscribe[CallerT],
+        *,
+        auth_timeout: float = 10.0,
+    ) -> None:
+        self.hub = hub
+        self.authenticate = authenticate
+        self.subscribe = subscribe
+        self.unsubscribe = unsubscribe
+        self.auth_timeout = auth_timeout
+        self.sessions: set[_Session[CallerT]] = set()
+        # Connections still authenticating (not yet in the hub).
+        self._pending: set[ServerConnection] = set()
+        self._shutting_down = False
+
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Reject upgrades to any other path with 404 before the handshake."""
+        try:
+            parse_ws_target(request.path)
+        except InvalidArgument as err:
+            return ws.respond(HTTPStatus.NOT_FOUND, f"{err.message}\n")
+        return None
+
+    async def _send_and_close(self, ws: ServerConnection, err: NexxusError, reply_to: str = "") -> None:
+        with contextlib.suppress(SocketClosed):
+            frame = events_pb2.ServerFrame(reply_to=reply_to, error=error_to_stream_error(err))
+            await ws.send(dump_server_frame(frame))
+            await ws.close(close_code_for(err.code), err.message[:120])
+
+    async def _authorization(self, ws: ServerConnection, target: WsTarget) -> tuple[str, str]:
+        """(authorization header value, reply_to of the auth frame)."""
+        if target.access_token:
+            return _bearer(target.access_token), ""
+        header = ws.request.headers.get("Authorization") if ws.request is not None else None
+        if header:
+            return header, ""
+        try:
+            async with asyncio.timeout(self.auth_timeout):
+                raw = await ws.recv()
+        except TimeoutError:
+            raise Unauthenticated(
+                f"no auth frame within {self.auth_timeout:g} s", reason="AUTH_TIMEOUT", field="auth"
+            ) from None
+        frame = parse_client_frame(raw)
+        if frame.WhichOneof("frame") != "auth" or not frame.auth.access_token:
+            err = BadFrame("the first frame must be auth with an access_token", field="auth")
+            err.frame_id = frame.id
+            raise err
+        return _bearer(frame.auth.access_token), frame.id
+
+    async def shutdown(self) -> None:
+        """Refuse new sessions and close the ones still authenticating with an
+        error frame. (Authenticated sessions are closed through the hub.)"""
+        self._shutting_down = True
+        for ws in list(self._pending):
+            await self._send_and_close(ws, Unavailable("server shutting down"))
+
+    async def handler(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        if self._shutting_down:
+            await self._send_and_close(ws, Unavailable("server shutting down"))
+            return
+        self._pending.add(ws)
+        try:
+            await self._handle(ws)
+        finally:
+            self._pending.discard(ws)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        reply_to = ""
+        try:
+            target = parse_ws_target(ws.request.path)
+            heartbeat = resolve_heartbeat(target.heartbeat_seconds, self.hub.settings.heartbeat_seconds)
+            authorization, reply_to = await self._authorization(ws, target)
+            caller = await self.authenticate(target.app_id, authorization)
+            device_id = require_device(caller)
+        except BadFrame as err:  # a malformed first frame: not authenticated
+            await self._send_and_close(ws, Unauthenticated(err.message, field=err.field), err.frame_id)
+            return
+        except NexxusError as err:
+            await self._send_and_close(ws, err, reply_to)
+            return
+        except SocketClosed:
+            return
+        if self._shutting_down:
+            await self._send_and_close(ws, Unavailable("server shutting down"))
+            return
+        self._pending.discard(ws)
+        conn = QueuedConnection(
+            target.app_id,
+            caller.user_id or "",
+            device_id,
+            max_queue=self.hub.settings.max_queue,
+            transport="websocket",
+        )
+        await self.hub.register(conn)
+        session = _Session(self, ws, caller, conn)
+        self.sessions.add(session)
+        try:
+            await session.send(
+                events_pb2.ServerFrame(
+                    reply_to=reply_to,
+                    ready=events_pb2.StreamReady(
+                        device_id=conn.device_id, user_id=conn.user_id, node=self.hub.node_id
+                    ),
+                )
+            )
+            await self._run(session, heartbeat)
+        except SocketClosed:
+            pass
+        finally:
+            self.sessions.discard(session)
+            await self.hub.unregister(conn)
+
+    @staticmethod
+    async def _run(session: _Session[CallerT], heartbeat: int) -> None:
+        pump = asyncio.create_task(session.pump(heartbeat), name=f"ws-pump-{session.conn.connection_id}")
+        read = asyncio.create_task(session.read(), name=f"ws-read-{session.conn.connection_id}")
+        try:
+            done, _ = await asyncio.wait({pump, read}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, read):
+                task.cancel()
+            results = await asyncio.gather(pump, read, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, SocketClosed | asyncio.CancelledError
+            ):
+                raise result
+        del done

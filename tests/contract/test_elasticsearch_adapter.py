@@ -1,0 +1,209 @@
+"""ElasticsearchDatabase against a real server: runs only when
+NEXXUS_TEST_ELASTICSEARCH_URL is set (e.g. http://127.0.0.1:9200); every index
+of the session lives under a unique prefix, deleted at the end."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from nexxus.adapters.database.elasticsearch import ElasticsearchDatabase
+from nexxus.core.config.settings import ElasticsearchSettings
+from nexxus.core.convert import dict_to_struct, py_to_value
+from nexxus.core.errors import InvalidArgument, NotFound, VersionConflict
+from nexxus.core.filterquery import compile_matcher, parse_filter
+from nexxus.core.models import SortKey
+from nexxus.core.schema import ModelSchema
+from nexxus.v1 import common_pb2, events_pb2, internal_pb2
+
+ES_URL = os.environ.get("NEXXUS_TEST_ELASTICSEARCH_URL", "")
+
+SCHEMA = ModelSchema.from_dict(
+    {
+        "fields": {
+            "title": {"type": "string", "required": True, "filterable": True},
+            "n": {"type": "integer", "filterable": True},
+            "done": {"type": "boolean", "filterable": True},
+        }
+    },
+    name="task",
+)
+# The same model after `n` became a string: objects written with it hold
+# strings where SCHEMA expects integers.
+SCHEMA_V2 = ModelSchema.from_dict(
+    {"fields": {"title": {"type": "string", "required": True}, "n": {"type": "string"}}}, name="task"
+)
+
+
+def create(
+    app: str, cid: str, oid: str, schema: ModelSchema = SCHEMA, *, user: str = "u1", **data: Any
+) -> Any:
+    cmd = internal_pb2.WriteCommand(
+        command_id=cid,
+        app_id=app,
+        model="task",
+        op=internal_pb2.WRITE_OP_CREATE,
+        object_id=oid,
+        data=dict_to_struct(data),
+        actor=common_pb2.Actor(user_id=user),
+    )
+    return cmd, schema
+
+
+def incr(app: str, cid: str, oid: str, expected_version: int = 0) -> Any:
+    patch = common_pb2.JsonPatchOperation(op="increment", path=["n"], value=[py_to_value(1)])
+    cmd = internal_pb2.WriteCommand(
+        command_id=cid,
+        app_id=app,
+        model="task",
+        op=internal_pb2.WRITE_OP_UPDATE,
+        object_id=oid,
+        patch=[patch],
+        expected_version=expected_version,
+        actor=common_pb2.Actor(user_id="u1"),
+    )
+    return cmd, SCHEMA
+
+
+def delete(app: str, cid: str, oid: str) -> Any:
+    cmd = internal_pb2.WriteCommand(
+        command_id=cid, app_id=app, model="task", op=internal_pb2.WRITE_OP_DELETE, object_id=oid
+    )
+    return cmd, SCHEMA
+
+
+@pytest.fixture(scope="module")
+async def es_db() -> AsyncIterator[ElasticsearchDatabase]:
+    if not ES_URL:
+        print("skipping Elasticsearch contract tests: NEXXUS_TEST_ELASTICSEARCH_URL is not set")
+        pytest.skip("NEXXUS_TEST_ELASTICSEARCH_URL is not set (e.g. http://127.0.0.1:9200)")
+    prefix = f"nexxus-test-{secrets.token_hex(4)}"
+    db = ElasticsearchDatabase(ElasticsearchSettings(hosts=[ES_URL], index_prefix=prefix, refresh="wait_for"))
+    await db.start()
+    try:
+        yield db
+    finally:
+        from elasticsearch import AsyncElasticsearch
+
+        client = AsyncElasticsearch(hosts=[ES_URL])
+        try:
+            found = await client.indices.get(index=f"{prefix}-*", allow_no_indices=True)
+            for index in found.body:
+                await client.indices.delete(index=index)
+        finally:
+            await client.close()
+            await db.stop()
+
+
+@pytest.fixture
+def app() -> str:
+    return f"app{secrets.token_hex(5)}"
+
+
+async def test_write_lifecycle_and_replay(es_db: ElasticsearchDatabase, app: str) -> None:
+    [out] = await es_db.apply_writes([create(app, "c1", "o1", title="a", n=1)])
+    assert out.error is None
+    assert out.event is not None
+    assert out.event.kind == events_pb2.EVENT_KIND_CREATED
+    assert out.event.version == 1
+    obj = await es_db.get_object(app, "task", "o1")
+    assert obj is not None
+    assert (obj.owner_id, obj.version, obj.data) == ("u1", 1, {"title": "a", "n": 1})
+
+    [again] = await es_db.apply_writes([create(app, "c1", "o1", title="a", n=1)])
+    assert again.replayed
+    assert again.event == out.event
+
+    outs = await es_db.apply_writes([incr(app, "c2", "o1"), incr(app, "c3", "o1", expected_version=1)])
+    assert outs[0].event is not None
+    assert outs[0].event.version == 2
+    assert isinstance(outs[1].error, VersionConflict)
+    op = await es_db.get_operation(app, "c3")
+    assert op is not None
+    assert not op.ok
+    assert op.error_reason == "VERSION_CONFLICT"
+
+    [gone] = await es_db.apply_writes([delete(app, "c4", "o1")])
+    assert gone.event is not None
+    assert gone.event.kind == events_pb2.EVENT_KIND_DELETED
+    assert await es_db.get_object(app, "task", "o1") is None
+    # A create after the delete starts a fresh object.
+    [again_created] = await es_db.apply_writes([create(app, "c5", "o1", title="b")])
+    assert again_created.event is not None
+    assert again_created.event.version == 1
+
+
+async def test_failed_command_is_recorded(es_db: ElasticsearchDatabase, app: str) -> None:
+    [out] = await es_db.apply_writes([incr(app, "c1", "missing")])
+    assert isinstance(out.error, NotFound)
+    [replay] = await es_db.apply_writes([incr(app, "c1", "missing")])
+    assert replay.replayed
+    assert isinstance(replay.error, NotFound)
+    assert await es_db.get_operation(app, "nope") is None
+
+
+async def test_search_agrees_with_matcher(es_db: ElasticsearchDatabase, app: str) -> None:
+    rows: list[dict[str, Any]] = [
+        {"title": "a", "n": 1, "done": True},
+        {"title": "b", "n": 2},
+        {"title": "B", "n": 3, "done": False},
+        {"title": "é", "n": -4},
+        {"title": "c"},
+    ]
+    writes = [create(app, f"c{i}", f"o{i}", **r) for i, r in enumerate(rows)]
+    writes.append(create(app, "cx", "ox", SCHEMA_V2, title="x", n="2"))
+    writes.append(create(app, "cy", "oy", user="u2", title="y", n=2))
+    assert all(o.error is None for o in await es_db.apply_writes(writes))
+    data = {f"o{i}": r for i, r in enumerate(rows)} | {
+        "ox": {"title": "x", "n": "2"},
+        "oy": {"title": "y", "n": 2},
+    }
+    for raw in [
+        {"n": {"eq": 2}},
+        {"n": {"ne": 2}},
+        {"n": {"gte": 2}},
+        {"n": {"eq": None}},
+        {"title": {"gt": "Z"}},
+        {"done": {"ne": True}},
+        {"$or": [{"n": {"in": [1, 3]}}, {"title": {"eq": "c"}}]},
+    ]:
+        node = parse_filter(raw, SCHEMA)
+        match = compile_matcher(node)
+        page = await es_db.search_objects(app, "task", node, [], 100, "")
+        assert sorted(o.id for o in page.objects) == sorted(k for k, v in data.items() if match(v)), raw
+    mine = await es_db.search_objects(app, "task", None, [], 100, "", owner_id="u2")
+    assert [o.id for o in mine.objects] == ["oy"]
+
+
+async def test_sort_and_paging(es_db: ElasticsearchDatabase, app: str) -> None:
+    writes = [
+        create(app, f"c{i}", f"o{i}", title=t, n=n)
+        for i, (t, n) in enumerate([("a", 5), ("b", 1), ("c", 3), ("d", 3), ("e", 9)])
+    ]
+    assert all(o.error is None for o in await es_db.apply_writes(writes))
+    ids: list[str] = []
+    token = ""
+    while True:
+        page = await es_db.search_objects(app, "task", None, [SortKey("n", descending=True)], 2, token)
+        ids += [o.id for o in page.objects]
+        token = page.next_page_token
+        if not token:
+            break
+    assert ids == ["o4", "o0", "o2", "o3", "o1"]
+    with pytest.raises(InvalidArgument) as info:
+        await es_db.search_objects(app, "task", None, [SortKey("title")], 2, token="bogus")
+    assert info.value.field == "page_token"
+
+
+async def test_delete_app_data(es_db: ElasticsearchDatabase, app: str) -> None:
+    other = app + "z"
+    await es_db.apply_writes([create(app, "c1", "o1", title="a"), create(other, "c1", "o1", title="b")])
+    await es_db.delete_app_data(app)
+    assert await es_db.get_object(app, "task", "o1") is None
+    assert await es_db.get_operation(app, "c1") is None
+    kept = await es_db.get_object(other, "task", "o1")
+    assert kept is not None
+    assert kept.data == {"title": "b"}

@@ -1,0 +1,312 @@
+"""Contract tests of NatsBus on a real nats-server (JetStream)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import nats
+import pytest
+from nexxus.adapters.bus.nats import CoreMessage, NatsBus
+from nexxus.core.config.settings import NatsSettings
+from nexxus.core.errors import Unavailable
+from nexxus.core.ports import BusMessage
+from nexxus.devserver.servers import NatsServer, free_port
+
+
+class Collector:
+    """Records (data, num_delivered) of every message a handler sees."""
+
+    def __init__(self, settle: str = "ack") -> None:
+        self.seen: list[tuple[bytes, int]] = []
+        self.messages: list[BusMessage] = []
+        self.settle = settle
+        self._changed = asyncio.Event()
+
+    async def __call__(self, batch: Sequence[BusMessage]) -> None:
+        for msg in batch:
+            self.seen.append((msg.data, msg.num_delivered))
+            self.messages.append(msg)
+            if self.settle == "ack":
+                await msg.ack()
+            elif self.settle == "nak":
+                await msg.nak(0)
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+        deadline = time.monotonic() + within
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; seen {self.seen}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def wait_count(self, n: int, within: float = 5.0) -> None:
+        await self.wait_for(lambda: len(self.seen) >= n, within)
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def test_subject_helpers(nats_settings: NatsSettings) -> None:
+    bus = NatsBus(nats_settings)
+    p = nats_settings.subject_prefix
+    assert bus.subject("app1", "write") == f"{p}.app1.write"
+    assert bus.write_subject("a") == f"{p}.a.write"
+    assert bus.events_subject("a", "task") == f"{p}.a.events.task"
+    assert bus.parked_subject("a") == f"{p}.a.parked"
+    assert bus.stream_names["writes"] == f"{nats_settings.stream_prefix}_WRITES"
+
+
+async def test_not_started_raises(nats_settings: NatsSettings) -> None:
+    bus = NatsBus(nats_settings)
+    with pytest.raises(RuntimeError, match="not started"):
+        await bus.publish("x", b"")
+
+
+async def test_first_connect_failure_is_unavailable() -> None:
+    bus = NatsBus(NatsSettings(servers=[f"nats://127.0.0.1:{free_port()}"]))
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        await bus.start()
+    assert time.monotonic() - started < 5
+
+
+async def test_streams_created_idempotently(bus: NatsBus, nats_url: str) -> None:
+    again = NatsBus(bus.settings)
+    await again.start()  # same config: no error
+    await again.stop()
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        writes = await js.stream_info(bus.stream_names["writes"])
+        parked = await js.stream_info(bus.stream_names["parked"])
+    finally:
+        await nc.close()
+    assert writes.config.subjects == [bus.subject("*", "write")]
+    assert writes.config.duplicate_window == 120
+    assert writes.config.max_age == 24 * 3600
+    assert parked.config.max_age == 7 * 24 * 3600
+
+
+async def test_publish_and_consume(bus: NatsBus) -> None:
+    got = Collector()
+    sub = await bus.consume(bus.subject("*", "write"), "writer", got, batch=10)
+    for i in range(3):
+        await bus.publish(bus.write_subject("app1"), f"m{i}".encode(), headers={"x-k": "v"})
+    await got.wait_count(3)
+    assert [d for d, _ in got.seen] == [b"m0", b"m1", b"m2"]
+    assert all(n == 1 for _, n in got.seen)
+    assert got.messages[0].headers["x-k"] == "v"
+    assert got.messages[0].subject == bus.write_subject("app1")
+    await sub.unsubscribe()
+
+
+async def test_consume_filters_by_subject(bus: NatsBus) -> None:
+    got = Collector()
+    await bus.consume(bus.subject("*", "events", "task"), "router-task", got)
+    await bus.publish(bus.events_subject("a", "note"), b"note")
+    await bus.publish(bus.events_subject("a", "task"), b"task")
+    await got.wait_count(1)
+    await asyncio.sleep(0.2)
+    assert [d for d, _ in got.seen] == [b"task"]
+
+
+async def test_redelivery_after_nak(bus: NatsBus) -> None:
+    got = Collector(settle="none")
+
+    async def handler(batch: Sequence[BusMessage]) -> None:
+        await got(batch)
+        for msg in batch:
+            await (msg.nak(0) if msg.num_delivered == 1 else msg.ack())
+
+    await bus.consume(bus.subject("*", "write"), "w", handler)
+    await bus.publish(bus.write_subject("a"), b"again")
+    await got.wait_count(2)
+    assert got.seen == [(b"again", 1), (b"again", 2)]
+
+
+async def test_redelivery_after_ack_wait(bus: NatsBus) -> None:
+    got = Collector(settle="none")
+
+    async def handler(batch: Sequence[BusMessage]) -> None:
+        await got(batch)
+        for msg in batch:
+            if msg.num_delivered > 1:
+                await msg.ack()  # first delivery left unacked: expires after ack_wait
+
+    await bus.consume(bus.subject("*", "write"), "w", handler, ack_wait=0.5)
+    await bus.publish(bus.write_subject("a"), b"slow")
+    await got.wait_count(2, within=5)
+    assert got.seen == [(b"slow", 1), (b"slow", 2)]
+
+
+async def test_handler_exception_naks_with_delay(nats_settings: NatsSettings, bus: NatsBus) -> None:
+    flaky = NatsBus(nats_settings, nak_delay=0.2)
+    await flaky.start()
+    got = Collector(settle="none")
+
+    async def handler(batch: Sequence[BusMessage]) -> None:
+        await got(batch)
+        if batch[0].num_delivered == 1:
+            raise RuntimeError("boom")
+        for msg in batch:
+            await msg.ack()
+
+    try:
+        await flaky.consume(flaky.subject("*", "write"), "w", handler)
+        await flaky.publish(flaky.write_subject("a"), b"x")
+        await got.wait_count(2)
+        assert got.seen == [(b"x", 1), (b"x", 2)]
+    finally:
+        await flaky.stop()
+
+
+async def test_work_sharing_between_consumers(nats_settings: NatsSettings, bus: NatsBus) -> None:
+    other = NatsBus(nats_settings)
+    await other.start()
+    a, b = Collector(), Collector()
+
+    async def slow(collector: Collector) -> Callable[[Sequence[BusMessage]], Awaitable[None]]:
+        async def handler(batch: Sequence[BusMessage]) -> None:
+            await asyncio.sleep(0.01)
+            await collector(batch)
+
+        return handler
+
+    try:
+        await bus.consume(bus.subject("*", "write"), "shared", await slow(a), batch=1)
+        await other.consume(bus.subject("*", "write"), "shared", await slow(b), batch=1)
+        await bus.publish_many([(bus.write_subject("a"), str(i).encode(), None) for i in range(40)])
+        await a.wait_for(lambda: len(a.seen) + len(b.seen) >= 40, within=10)
+        data = sorted(int(d) for d, _ in a.seen + b.seen)
+        assert data == list(range(40))  # each message handled exactly once
+        assert a.seen
+        assert b.seen
+    finally:
+        await other.stop()
+
+
+async def test_max_deliver(bus: NatsBus) -> None:
+    got = Collector(settle="nak")
+    await bus.consume(bus.subject("*", "write"), "w", got, max_deliver=2)
+    await bus.publish(bus.write_subject("a"), b"poison")
+    await got.wait_count(2)
+    await asyncio.sleep(0.5)
+    assert got.seen == [(b"poison", 1), (b"poison", 2)]
+
+
+async def test_msg_id_deduplication(bus: NatsBus) -> None:
+    got = Collector()
+    await bus.consume(bus.subject("*", "write"), "w", got)
+    await bus.publish(bus.write_subject("a"), b"one", msg_id="cmd-1")
+    await bus.publish(bus.write_subject("a"), b"one-again", msg_id="cmd-1")
+    await bus.publish_many(
+        [(bus.write_subject("a"), b"two", "cmd-2"), (bus.write_subject("a"), b"two-again", "cmd-2")]
+    )
+    await bus.publish(bus.write_subject("a"), b"end", msg_id="cmd-3")
+    await got.wait_count(3)
+    await asyncio.sleep(0.2)
+    assert [d for d, _ in got.seen] == [b"one", b"two", b"end"]
+
+
+async def test_publish_many_keeps_order(bus: NatsBus) -> None:
+    got = Collector()
+    await bus.consume(bus.subject("*", "events", ">"), "r", got, batch=500)
+    items = [(bus.events_subject("a", "task"), str(i).encode(), f"e{i}") for i in range(500)]
+    await bus.publish_many(items)
+    await got.wait_count(500)
+    assert [int(d) for d, _ in got.seen] == list(range(500))
+
+
+async def test_publish_without_stream_is_unavailable(bus: NatsBus) -> None:
+    with pytest.raises(Unavailable):
+        await bus.publish(bus.subject("nostream"), b"x")
+
+
+async def test_volatile_pubsub_with_queue_groups(bus: NatsBus) -> None:
+    q1: list[bytes] = []
+    q2: list[bytes] = []
+    everyone: list[bytes] = []
+
+    def recorder(into: list[bytes]) -> Callable[[BusMessage], Awaitable[None]]:
+        async def handler(msg: BusMessage) -> None:
+            await msg.ack()  # no-op on core messages
+            into.append(msg.data)
+
+        return handler
+
+    subject = bus.subject("transport", "node1")
+    s1 = await bus.subscribe(subject, recorder(q1), queue="q")
+    await bus.subscribe(subject, recorder(q2), queue="q")
+    await bus.subscribe(subject, recorder(everyone))
+    for i in range(50):
+        await bus.publish_volatile(subject, str(i).encode())
+
+    async def all_arrived() -> bool:
+        return len(everyone) == 50 and len(q1) + len(q2) == 50
+
+    await until(all_arrived, within=5)
+    assert sorted(q1 + q2, key=int) == everyone
+    await s1.unsubscribe()
+    q1.clear()
+    q2.clear()
+    await bus.publish_volatile(subject, b"after")
+
+    async def one_more() -> bool:
+        return len(q2) == 1
+
+    await until(one_more, within=5)
+    assert q1 == []
+
+
+async def test_request_reply(bus: NatsBus) -> None:
+    async def responder(msg: BusMessage) -> None:
+        assert isinstance(msg, CoreMessage)
+        await msg.respond(b"pong:" + msg.data)
+
+    await bus.subscribe(bus.subject("rpc"), responder, queue="rpc")
+    assert await bus.request(bus.subject("rpc"), b"ping", timeout=2) == b"pong:ping"
+    with pytest.raises(Unavailable) as info:
+        await bus.request(bus.subject("nobody"), b"x", timeout=1)
+    assert info.value.reason == "NO_RESPONDERS"
+
+
+async def test_consumer_survives_server_restart(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")
+    await server.start()
+    bus = NatsBus(NatsSettings(servers=[server.url]))
+    got = Collector()
+    try:
+        await bus.start()
+        await bus.consume(bus.subject("*", "write"), "writer", got)
+        await bus.publish(bus.write_subject("a"), b"before")
+        await got.wait_count(1)
+
+        await server.stop()
+        # A message stored while nobody consumes survives in the file store.
+        await server.start()
+        assert server.url == bus.settings.servers[0]  # same port
+
+        async def published() -> bool:
+            try:
+                await bus.publish(bus.write_subject("a"), b"after", msg_id="after-1")
+                return True
+            except Unavailable:
+                return False
+
+        await until(published, within=15)
+        await got.wait_count(2, within=10)
+        assert [d for d, _ in got.seen] == [b"before", b"after"]
+    finally:
+        await bus.stop()
+        await server.stop()

@@ -1,0 +1,84 @@
+"""End-to-end fixtures: the whole mesh — real nats-server, Valkey, the four
+services each in its own process — per database backend.
+
+SQLite always; PostgreSQL too when NEXXUS_TEST_POSTGRES_DSN is set.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nexxus.core.config.settings import Settings
+from nexxus.devserver.mesh import Mesh
+from tests.e2e.harness import Api
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def _settings(backend: str, data_dir: Path) -> Settings:
+    s = Settings()
+    s.data_dir = str(data_dir)
+    s.api.port = 0
+    s.transport.grpc_port = 0
+    s.transport.ws_port = 0
+    s.transport.heartbeat_seconds = 5
+    s.writer.max_deliver = 3
+    s.auth.access_token_ttl_seconds = 600
+    s.logging.level = "INFO"
+    if backend == "postgres":
+        s.database.adapter = "postgres"
+        s.database.postgres.dsn = os.environ["NEXXUS_TEST_POSTGRES_DSN"]
+        s.database.postgres.schema = f"nexxus_e2e_{uuid.uuid4().hex[:8]}"
+    return s
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+    backend: str = request.param
+    if backend == "postgres" and not os.environ.get("NEXXUS_TEST_POSTGRES_DSN"):
+        pytest.skip("PostgreSQL e2e: set NEXXUS_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
+    m = Mesh(_settings(backend, tmp_path_factory.mktemp(f"mesh-{backend}")))
+    try:
+        await m.start()
+    except BaseException:
+        await m.stop()
+        raise
+    try:
+        yield m
+    finally:
+        await m.stop()
+        if backend == "postgres":
+            import asyncpg
+
+            conn = await asyncpg.connect(m.settings.database.postgres.dsn)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{m.settings.database.postgres.schema}" CASCADE')
+            finally:
+                await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def api_channel(mesh: Mesh) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.api.port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+async def events_channel(mesh: Mesh) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.transport.grpc_port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def operator(mesh: Mesh, api_channel: grpc.aio.Channel) -> Api:
+    return Api(api_channel, mesh.settings.operator_key)
+
+
+def new_app_id() -> str:
+    return f"app-{uuid.uuid4().hex[:10]}"
