@@ -116,9 +116,7 @@ def _tree(base: Path, rel: str) -> dict[str, Path]:
     if root.is_file():
         return {rel: root}
     return {
-        str(p.relative_to(base)): p
-        for p in root.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
+        str(p.relative_to(base)): p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
     }
 
 
@@ -134,9 +132,11 @@ def check() -> int:
             fresh = _tree(fresh_root, rel) if (fresh_root / rel).exists() else {}
             current = _tree(ROOT, rel) if (ROOT / rel).exists() else {}
             for name in sorted(set(fresh) | set(current)):
-                if name not in fresh or name not in current:
-                    stale.append(name)
-                elif not filecmp.cmp(fresh[name], current[name], shallow=False):
+                if (
+                    name not in fresh
+                    or name not in current
+                    or not filecmp.cmp(fresh[name], current[name], shallow=False)
+                ):
                     stale.append(name)
         if stale:
             print("gen/ is stale; run: python scripts/generate.py", file=sys.stderr)
@@ -148,7 +148,9 @@ def check() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="fail when gen/ is stale")
     args = parser.parse_args()
     if args.check:

@@ -1,12 +1,12 @@
 """The `nexxus` command.
 
-    nexxus dev [--data-dir DIR] [--config FILE] [--set key=value ...]
-        the whole mesh on one machine: real nats-server, Valkey and Envoy from
-        their wheels on free ports, SQLite, and the four services
-    nexxus serve api|writer|router|transport|all ... [--config FILE] [--set key=value ...]
-        services in this process, against configured NATS, Redis and database
-    nexxus config [--config FILE] [--set key=value ...]
-        print the effective configuration (secrets redacted)
+nexxus dev [--data-dir DIR] [--config FILE] [--set key=value ...]
+    the whole mesh on one machine: real nats-server, Valkey and Envoy from
+    their wheels on free ports, SQLite, and the four services
+nexxus serve api|writer|router|transport|all ... [--config FILE] [--set key=value ...]
+    services in this process, against configured NATS, Redis and database
+nexxus config [--config FILE] [--set key=value ...]
+    print the effective configuration (secrets redacted)
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.data_dir:
         settings.data_dir = args.data_dir
-    return asyncio.run(run_dev(settings, config_file=args.config, overrides=args.set, envoy=not args.no_envoy))
+    return asyncio.run(
+        run_dev(settings, config_file=args.config, overrides=args.set, envoy=not args.no_envoy)
+    )
 
 
 if __name__ == "__main__":

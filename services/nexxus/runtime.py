@@ -18,6 +18,7 @@ from nexxus.api.results import WriteResults
 from nexxus.api.server import SERVICE_NAMES, build_api_server
 from nexxus.api.subscribing import SubscriptionManager
 from nexxus.auth.authenticator import Authenticator
+from nexxus.auth.caller import Caller
 from nexxus.auth.oidc import OidcVerifier
 from nexxus.auth.passwords import PasswordHasher
 from nexxus.auth.rules import RouterReadGate
@@ -70,15 +71,12 @@ class Runtime:
         self._stoppers: list[object] = []
         self.writer: WriterService | None = None
         self.router: RouterService | None = None
-        self.transport: TransportService | None = None
+        self.transport: TransportService[Caller] | None = None
         self._api_server: object | None = None
 
     async def start(self) -> None:
         s = self.settings
-        adapters: list[Lifecycle] = [self.db]
-        if self.identity is not self.db:
-            adapters.append(self.identity)
-        adapters += [self.bus, self.store]
+        adapters: list[Lifecycle] = [self.db, self.identity, self.bus, self.store]
         for adapter in adapters:
             await adapter.start()
             self._started.append(adapter)
@@ -106,7 +104,9 @@ class Runtime:
             self.writer = WriterService(s.writer, self.bus, self.db, self.schemas)
             await self.writer.start()
         if "router" in self.services:
-            self.router = RouterService(s, self.bus, self.store, self.schemas.lookup, RouterReadGate(self.schemas.lookup))
+            self.router = RouterService(
+                s, self.bus, self.store, self.schemas.lookup, RouterReadGate(self.schemas.lookup)
+            )
             await self.router.start()
         if "transport" in self.services:
             manager = SubscriptionManager(ctx)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from nexxus.adapters.database._sql_base import SqlDatabase
 from nexxus.adapters.database.postgres import PostgresDatabase
 from nexxus.adapters.database.sqlite import SqliteDatabase

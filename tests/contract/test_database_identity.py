@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from nexxus.adapters.database._sql_base import SqlDatabase
 from nexxus.core.errors import AlreadyExists, InvalidArgument, NotFound
 from nexxus.core.models import AppRecord, DeviceRecord, RefreshTokenRecord, UserRecord

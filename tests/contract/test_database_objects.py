@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+
 from nexxus.adapters.database import _sql_base
 from nexxus.adapters.database._sql_base import SqlDatabase
 from nexxus.adapters.database._sql_writes import WriteRace

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from nexxus.adapters.database._sql_base import SqlDatabase
 from nexxus.core.convert import dict_to_struct
 from nexxus.core.errors import InvalidArgument

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+
 from nexxus.devserver.probes import http_get
 from nexxus.devserver.servers import (
     EnvoyServer,
@@ -18,7 +20,6 @@ from nexxus.devserver.servers import (
     ValkeyServer,
     free_port,
 )
-from redis.asyncio import Redis
 
 
 def alive(pid: int) -> bool:

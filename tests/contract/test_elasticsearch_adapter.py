@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+
 from nexxus.adapters.database.elasticsearch import ElasticsearchDatabase
 from nexxus.core.config.settings import ElasticsearchSettings
 from nexxus.core.convert import dict_to_struct, py_to_value

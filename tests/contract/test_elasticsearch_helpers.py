@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from elastic_transport import ApiResponseMeta, ConnectionError, HttpHeaders, NodeConfig
 from elasticsearch import ApiError, BadRequestError, NotFoundError
+
 from nexxus.adapters.database.elasticsearch import (
     decode_page_token,
     document_object,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nats
 import pytest
+
 from nexxus.adapters.bus.nats import CoreMessage, NatsBus
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import Unavailable

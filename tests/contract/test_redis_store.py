@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
+
 from nexxus.adapters.store.redis import RedisSubscriptionStore
 from nexxus.core.config.settings import RedisSettings
 from nexxus.core.errors import InvalidArgument, Unavailable

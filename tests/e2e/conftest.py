@@ -39,10 +39,14 @@ def _settings(backend: str, data_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-async def mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+async def mesh(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Mesh]:
     backend: str = request.param
     if backend == "postgres" and not os.environ.get("NEXXUS_TEST_POSTGRES_DSN"):
-        pytest.skip("PostgreSQL e2e: set NEXXUS_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)")
+        pytest.skip(
+            "PostgreSQL e2e: set NEXXUS_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
+        )
     m = Mesh(_settings(backend, tmp_path_factory.mktemp(f"mesh-{backend}")))
     try:
         await m.start()

@@ -16,7 +16,6 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 
 from nexxus.core.schema import ModelSchema
-
 from nexxus.v1 import (
     applications_pb2,
     applications_pb2_grpc,
@@ -76,7 +75,8 @@ class Api:
 
     async def create_app(self, app_id: str, *, optional_auth: bool = False) -> str:
         resp = await self.apps.CreateApplication(
-            applications_pb2.CreateApplicationRequest(app_id=app_id, optional_auth=optional_auth), metadata=self.md
+            applications_pb2.CreateApplicationRequest(app_id=app_id, optional_auth=optional_auth),
+            metadata=self.md,
         )
         return resp.server_key
 
@@ -86,11 +86,16 @@ class Api:
             applications_pb2.PutModelSchemaRequest(app_id=app_id, model=model, schema=pb), metadata=self.md
         )
 
-    async def user_with_device(self, app_id: str, username: str, password: str = "correct horse battery") -> User:
+    async def user_with_device(
+        self, app_id: str, username: str, password: str = "correct horse battery"
+    ) -> User:
         await self.users.RegisterUser(
-            users_pb2.RegisterUserRequest(app_id=app_id, username=username, password=password), metadata=self.md
+            users_pb2.RegisterUserRequest(app_id=app_id, username=username, password=password),
+            metadata=self.md,
         )
-        login = await self.users.Login(users_pb2.LoginRequest(app_id=app_id, login=username, password=password))
+        login = await self.users.Login(
+            users_pb2.LoginRequest(app_id=app_id, login=username, password=password)
+        )
         user_api = self.as_(login.tokens.access_token)
         dev = await user_api.devices.RegisterDevice(
             devices_pb2.RegisterDeviceRequest(app_id=app_id, name=f"{username}-phone"), metadata=user_api.md
@@ -111,8 +116,13 @@ class Api:
             devices_pb2.RegisterDeviceRequest(app_id=user.app_id, name=name), metadata=api.md
         )
         return User(
-            app_id=user.app_id, user_id=user.user_id, device_id=dev.device.id, token=dev.tokens.access_token,
-            user_token=user.user_token, password=user.password, username=user.username,
+            app_id=user.app_id,
+            user_id=user.user_id,
+            device_id=dev.device.id,
+            token=dev.tokens.access_token,
+            user_token=user.user_token,
+            password=user.password,
+            username=user.username,
         )
 
     async def subscribe(self, app_id: str, model: str, **kw: Any) -> subscriptions_pb2.Subscription:
@@ -123,19 +133,35 @@ class Api:
         resp = await self.subs.CreateSubscription(req, metadata=self.md)
         return resp.subscription
 
-    async def create(self, app_id: str, model: str, data: Mapping[str, Any], *, object_id: str = "",
-                     wait: bool = True) -> objects_pb2.CreateObjectResponse:
+    async def create(
+        self, app_id: str, model: str, data: Mapping[str, Any], *, object_id: str = "", wait: bool = True
+    ) -> objects_pb2.CreateObjectResponse:
         return await self.objects.CreateObject(
-            objects_pb2.CreateObjectRequest(app_id=app_id, model=model, object_id=object_id, data=struct(data),
-                                            wait=wait),
+            objects_pb2.CreateObjectRequest(
+                app_id=app_id, model=model, object_id=object_id, data=struct(data), wait=wait
+            ),
             metadata=self.md,
         )
 
-    async def update(self, app_id: str, model: str, object_id: str, ops: list[common_pb2.JsonPatchOperation], *,
-                     expected_version: int = 0, wait: bool = True) -> objects_pb2.UpdateObjectResponse:
+    async def update(
+        self,
+        app_id: str,
+        model: str,
+        object_id: str,
+        ops: list[common_pb2.JsonPatchOperation],
+        *,
+        expected_version: int = 0,
+        wait: bool = True,
+    ) -> objects_pb2.UpdateObjectResponse:
         return await self.objects.UpdateObject(
-            objects_pb2.UpdateObjectRequest(app_id=app_id, model=model, object_id=object_id, patch=ops,
-                                            expected_version=expected_version, wait=wait),
+            objects_pb2.UpdateObjectRequest(
+                app_id=app_id,
+                model=model,
+                object_id=object_id,
+                patch=ops,
+                expected_version=expected_version,
+                wait=wait,
+            ),
             metadata=self.md,
         )
 
@@ -189,12 +215,17 @@ class EventStream:
 
 
 @contextlib.asynccontextmanager
-async def open_stream(channel: grpc.aio.Channel, app_id: str, token: str,
-                      subscriptions: list[subscriptions_pb2.CreateSubscriptionRequest] | None = None,
-                      ) -> AsyncIterator[EventStream]:
+async def open_stream(
+    channel: grpc.aio.Channel,
+    app_id: str,
+    token: str,
+    subscriptions: list[subscriptions_pb2.CreateSubscriptionRequest] | None = None,
+) -> AsyncIterator[EventStream]:
     stub = events_pb2_grpc.EventServiceStub(channel)
     call = stub.StreamEvents(
-        events_pb2.StreamEventsRequest(app_id=app_id, subscriptions=subscriptions or [], heartbeat_seconds=30),
+        events_pb2.StreamEventsRequest(
+            app_id=app_id, subscriptions=subscriptions or [], heartbeat_seconds=30
+        ),
         metadata=[("authorization", f"Bearer {token}")],
     )
     first = await asyncio.wait_for(call.read(), 15)

@@ -17,13 +17,14 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from nexxus.core.config.settings import Settings, TransportSettings
 from nexxus.core.errors import InvalidArgument, NotFound, Unauthenticated
 from nexxus.core.ports import MessageBus, SubscriptionStore
 from nexxus.transport.service import TransportService
 from nexxus.v1 import common_pb2, events_pb2, events_pb2_grpc, internal_pb2, subscriptions_pb2
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 pytestmark = pytest.mark.e2e
 
@@ -172,7 +173,7 @@ async def publish(bus: Any, service: TransportService[FakeCaller], delivery: int
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
     """Wait (bounded) until `check()` holds: server-side cleanup runs after the client left."""
     async with asyncio.timeout(WAIT):
-        while not await check():  # noqa: ASYNC110 - polling Redis / the hub, no event to await
+        while not await check():
             await asyncio.sleep(0.02)
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from nexxus.auth.authenticator import Authenticator, generate_server_key
 from nexxus.auth.caller import Caller
 from nexxus.auth.passwords import PasswordHasher

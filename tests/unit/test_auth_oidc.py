@@ -12,6 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
 from nexxus.auth.oidc import OidcVerifier
 from nexxus.core.config.settings import OidcProviderSettings
 from nexxus.core.errors import FailedPrecondition, Unauthenticated, Unavailable

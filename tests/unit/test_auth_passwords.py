@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nexxus.auth.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_password_policy
 from nexxus.core.errors import InvalidArgument
 

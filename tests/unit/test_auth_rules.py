@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from nexxus.auth.caller import Caller
 from nexxus.auth.rules import ReadScope, RouterReadGate, RuleSet, check_subscription
 from nexxus.core.errors import InvalidArgument, PermissionDenied
@@ -239,11 +240,10 @@ def test_router_gate_router_protocol() -> None:
     assert not gate.allows(sub, "", "bob", {}, app_id=APP)  # anonymous subscriber
     privileged = Subscription(id="s2", model="task", device_id="d", privileged=True)
     assert gate.allows(privileged, "", "alice", {}, app_id=APP)
-    # without app_id: inferred while a single app has the model, else denied
-    assert gate.allows(sub, "bob", "bob", {})
+    # another application's rules never apply: app2's task is public, APP's owner-only
     gate.set_schema("app2", schema(uniform("public")))
-    assert not gate.allows(sub, "bob", "bob", {})
-    assert gate.allows(sub, "bob", "bob", {}, app_id="app2")
+    assert not gate.allows(sub, "bob", "alice", {}, app_id=APP)
+    assert gate.allows(sub, "bob", "alice", {}, app_id="app2")
 
 
 async def test_router_gate_prepare_loads_schemas() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from nexxus.auth.throttle import LoginThrottle
 from nexxus.core.errors import ResourceExhausted
 

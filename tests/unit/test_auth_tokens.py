@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+
 from nexxus.auth.tokens import TokenService, ensure_secret, resolve_secret
 from nexxus.core.config.settings import AuthSettings
 from nexxus.core.errors import Unauthenticated

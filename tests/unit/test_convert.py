@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from google.protobuf.struct_pb2 import Value
+
 from nexxus.core.convert import (
     datetime_to_timestamp,
     dict_to_struct,

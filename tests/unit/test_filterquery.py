@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from nexxus.core.errors import InvalidArgument
 from nexxus.core.filterquery import (
     And,

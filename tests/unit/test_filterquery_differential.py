@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nexxus.core.filterquery import compile_matcher, filter_to_dict, parse_filter, to_sql
 from nexxus.core.schema import MAX_SAFE_INTEGER, FieldKind, ModelSchema
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+
 from nexxus.core.filterquery import PRESENT_FIELD, compile_matcher, parse_filter, to_elasticsearch
 from nexxus.core.filterquery.elasticsearch import DYNAMIC_TEMPLATES, mapping_properties, typed_view
 from nexxus.core.schema import ModelSchema

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from nexxus.core.errors import FailedPrecondition, InvalidArgument
 from nexxus.core.jsonpatch import (
     Operation,

@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nexxus.core.convert import dict_to_struct, struct_to_dict
 from nexxus.core.errors import FailedPrecondition, InvalidArgument
 from nexxus.core.jsonpatch import apply_patch, parse_patch, partial_model, patch_from_proto, patch_to_proto

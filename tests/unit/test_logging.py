@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from nexxus.core.config import ConfigError
 from nexxus.core.config.settings import LoggingSettings
 from nexxus.core.logging import bind, configure_logging, context_fields, get_logger

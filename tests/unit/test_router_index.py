@@ -7,6 +7,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nexxus.core.filterquery import And, Compare, FilterNode, In, Or, compile_matcher
 from nexxus.core.schema import FieldKind
 from nexxus.router.index import ModelIndex, ObjectState
@@ -170,10 +171,9 @@ def test_device_kinds_equal_brute_force(
         now = {s.id for s, n in mine if kind != EVENT_KIND_DELETED and _brute(s, n, after)}
         if not was and not now:
             continue
+        k: int = kind
         if kind == EVENT_KIND_UPDATED:
             k = EVENT_KIND_UPDATED if was and now else EVENT_KIND_ENTERED if now else EVENT_KIND_LEFT
-        else:
-            k = kind
         want[device] = (k, sorted(was | now))
     assert got == want
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nexxus.core.convert import dict_to_struct
 from nexxus.core.filterquery import And, Compare, In, Or
 from nexxus.core.schema import FieldKind, ModelSchema

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from nexxus.core.errors import InvalidArgument
 from nexxus.core.schema import FieldKind, FieldSpec, ModelSchema, format_datetime, parse_datetime
 from nexxus.v1 import schema_pb2

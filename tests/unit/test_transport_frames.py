@@ -7,6 +7,7 @@ import json
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, VersionConflict
 from nexxus.rpc.errors import STATUS_BY_CODE, error_to_status, error_to_stream_error, grpc_status_code
 from nexxus.transport.frames import BadFrame, dump_server_frame, parse_client_frame

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 import pytest
+
 from nexxus.core.config.settings import TransportSettings
 from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SubscriptionStore
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
@@ -98,7 +99,7 @@ class FakeBus(MessageBus):
         self.subs[id(key)] = (subject, handler)
         return FakeSub(self, key)
 
-    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
         raise NotImplementedError
 
 

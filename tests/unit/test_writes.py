@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from nexxus.core.convert import dict_to_struct, py_to_value, struct_to_dict
 from nexxus.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, VersionConflict
 from nexxus.core.models import StoredObject

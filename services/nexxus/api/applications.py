@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import json_format
@@ -21,7 +21,7 @@ from nexxus.v1 import applications_pb2 as pb
 from nexxus.v1.applications_pb2_grpc import ApplicationServiceServicer
 
 APP_ID_RE = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 def app_to_proto(app: AppRecord) -> pb.Application:
@@ -66,7 +66,9 @@ class ApplicationServicer(ApplicationServiceServicer):
         return pb.CreateApplicationResponse(application=app_to_proto(record), server_key=server_key)
 
     @rpc
-    async def GetApplication(self, request: pb.GetApplicationRequest, context: Ctx) -> pb.GetApplicationResponse:
+    async def GetApplication(
+        self, request: pb.GetApplicationRequest, context: Ctx
+    ) -> pb.GetApplicationResponse:
         require_operator(self.ctx, context)
         return pb.GetApplicationResponse(application=app_to_proto(await self._app(request.app_id)))
 
@@ -94,7 +96,9 @@ class ApplicationServicer(ApplicationServiceServicer):
         await self._app(app_id)
 
     @rpc
-    async def PutModelSchema(self, request: pb.PutModelSchemaRequest, context: Ctx) -> pb.PutModelSchemaResponse:
+    async def PutModelSchema(
+        self, request: pb.PutModelSchemaRequest, context: Ctx
+    ) -> pb.PutModelSchemaResponse:
         await self._schema_admin(request.app_id, context)
         raw = json_format.MessageToDict(request.schema, preserving_proto_field_name=True)
         raw["name"] = request.model
@@ -113,4 +117,6 @@ class ApplicationServicer(ApplicationServiceServicer):
         await caller_of(self.ctx, context, request.app_id)
         await self._app(request.app_id)
         schemas = await self.ctx.schemas.app_schemas(request.app_id)
-        return pb.ListModelSchemasResponse(schemas=[s.to_proto() for s in sorted(schemas.values(), key=lambda s: s.name)])
+        return pb.ListModelSchemasResponse(
+            schemas=[s.to_proto() for s in sorted(schemas.values(), key=lambda s: s.name)]
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -16,7 +16,7 @@ from nexxus.core.models import DeviceRecord
 from nexxus.v1 import devices_pb2 as pb
 from nexxus.v1.devices_pb2_grpc import DeviceServiceServicer
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 TRANSPORTS = {"", "grpc", "websocket", "sse"}
 
 
@@ -44,11 +44,15 @@ class DeviceServicer(DeviceServiceServicer):
     async def _own(self, caller: Caller, device_id: str) -> DeviceRecord:
         device = await self.ctx.identity.get_device(caller.app_id, device_id)
         if device is None or device.user_id != caller.user_id:
-            raise NotFound(f"device {device_id!r} does not exist", field="device_id", reason="DEVICE_NOT_FOUND")
+            raise NotFound(
+                f"device {device_id!r} does not exist", field="device_id", reason="DEVICE_NOT_FOUND"
+            )
         return device
 
     @rpc
-    async def RegisterDevice(self, request: pb.RegisterDeviceRequest, context: Ctx) -> pb.RegisterDeviceResponse:
+    async def RegisterDevice(
+        self, request: pb.RegisterDeviceRequest, context: Ctx
+    ) -> pb.RegisterDeviceResponse:
         caller = await self._user(context, request.app_id)
         if request.transport not in TRANSPORTS:
             raise InvalidArgument("transport must be one of grpc, websocket, sse", field="transport")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -22,7 +22,7 @@ from nexxus.v1 import objects_pb2 as pb
 from nexxus.v1.internal_pb2 import WRITE_OP_CREATE, WRITE_OP_DELETE, WRITE_OP_UPDATE, WriteCommand
 from nexxus.v1.objects_pb2_grpc import ObjectServiceServicer
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 SYSTEM_SORT_FIELDS = {"id", "version", "create_time", "update_time"}
 MAX_PAGE_SIZE = 1000
 
@@ -44,11 +44,15 @@ class ObjectServicer(ObjectServiceServicer):
         schema = await self.ctx.schemas.require(app_id, model)
         return caller, schema, RuleSet.from_schema(schema)
 
-    async def _readable(self, caller: Caller, rules: RuleSet, app_id: str, model: str, object_id: str) -> StoredObject:
+    async def _readable(
+        self, caller: Caller, rules: RuleSet, app_id: str, model: str, object_id: str
+    ) -> StoredObject:
         obj = await self.ctx.db.get_object(app_id, model, object_id)
         # An object the caller may not read looks exactly like a missing one.
         if obj is None or not rules.can_read(caller, obj):
-            raise NotFound(f"{model} {object_id!r} does not exist", field="object_id", reason="OBJECT_NOT_FOUND")
+            raise NotFound(
+                f"{model} {object_id!r} does not exist", field="object_id", reason="OBJECT_NOT_FOUND"
+            )
         return obj
 
     @rpc
@@ -123,7 +127,9 @@ class ObjectServicer(ObjectServiceServicer):
         caller, schema, rules = await self._model(context, request.app_id, request.model)
         node: FilterNode | None = None
         if request.HasField("filter") and request.filter.fields:
-            node = parse_filter(struct_to_dict(request.filter), schema, path="filter", auth=caller.auth_context())
+            node = parse_filter(
+                struct_to_dict(request.filter), schema, path="filter", auth=caller.auth_context()
+            )
         scope = rules.read_scope(caller)
         if scope.deny_all:
             return pb.SearchObjectsResponse()
@@ -146,7 +152,8 @@ class ObjectServicer(ObjectServiceServicer):
             spec = schema.field_at(tuple(sort.field.split(".")))
             if spec is None or not spec.filterable or spec.kind in ("object", "array"):
                 raise InvalidArgument(
-                    f"cannot sort by {sort.field!r}: not a filterable scalar field", field=f"sort[{index}].field"
+                    f"cannot sort by {sort.field!r}: not a filterable scalar field",
+                    field=f"sort[{index}].field",
                 )
         return SortKey(field=sort.field, descending=sort.descending)
 

@@ -30,7 +30,9 @@ class WriteResults:
         return self._bus.subject("results", self._node_id, command_id)
 
     async def start(self) -> None:
-        self._sub = await self._bus.subscribe(self._bus.subject("results", self._node_id, "*"), self._on_result)
+        self._sub = await self._bus.subscribe(
+            self._bus.subject("results", self._node_id, "*"), self._on_result
+        )
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -46,7 +48,9 @@ class WriteResults:
         self._waiting[command_id] = fut
         return fut
 
-    async def wait(self, command_id: str, fut: asyncio.Future[WriteResult], timeout: float) -> WriteResult | None:
+    async def wait(
+        self, command_id: str, fut: asyncio.Future[WriteResult], timeout: float
+    ) -> WriteResult | None:
         """The result, or None when the writer has not answered within `timeout`."""
         try:
             return await asyncio.wait_for(fut, timeout)

@@ -39,7 +39,6 @@ SERVICE_NAMES = [
 ]
 
 
-
 def build_api_server(ctx: ApiContext, address: str) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """The api's server, bound but not started, and its health servicer."""
     server = new_server()

@@ -44,7 +44,9 @@ class SubscriptionManager:
             raise InvalidArgument("object_id is not a valid object id", field="object_id")
         canonical_filter: struct_pb2.Struct | None = None
         if request.HasField("filter") and request.filter.fields:
-            node = parse_filter(struct_to_dict(request.filter), schema, path="filter", auth=caller.auth_context())
+            node = parse_filter(
+                struct_to_dict(request.filter), schema, path="filter", auth=caller.auth_context()
+            )
             canonical_filter = dict_to_struct(filter_to_dict(node))
         existing = await self.ctx.store.list_device_subscriptions(app_id, device_id)
         if len(existing) >= MAX_SUBSCRIPTIONS_PER_DEVICE:
@@ -72,8 +74,11 @@ class SubscriptionManager:
         device_id = self._device_of(caller)
         sub = await self.ctx.store.get_subscription(caller.app_id, subscription_id)
         if sub is None or (sub.device_id != device_id and not caller.is_privileged):
-            raise NotFound("no such subscription on this device", field="subscription_id",
-                           reason="SUBSCRIPTION_NOT_FOUND")
+            raise NotFound(
+                "no such subscription on this device",
+                field="subscription_id",
+                reason="SUBSCRIPTION_NOT_FOUND",
+            )
         await self.ctx.store.remove_subscription(caller.app_id, subscription_id)
 
     async def list(self, caller: Caller) -> list[Subscription]:

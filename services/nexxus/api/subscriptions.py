@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -13,7 +13,7 @@ from nexxus.api.subscribing import SubscriptionManager
 from nexxus.v1 import subscriptions_pb2 as pb
 from nexxus.v1.subscriptions_pb2_grpc import SubscriptionServiceServicer
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class SubscriptionServicer(SubscriptionServiceServicer):
@@ -34,7 +34,9 @@ class SubscriptionServicer(SubscriptionServiceServicer):
     ) -> pb.ListSubscriptionsResponse:
         caller = await caller_of(self.ctx, context, request.app_id)
         subs = await self.manager.list(caller)
-        items, token = page_of(subs, key=lambda s: s.id, page_size=request.page_size, page_token=request.page_token)
+        items, token = page_of(
+            subs, key=lambda s: s.id, page_size=request.page_size, page_token=request.page_token
+        )
         return pb.ListSubscriptionsResponse(subscriptions=items, next_page_token=token)
 
     @rpc

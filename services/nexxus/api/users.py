@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -17,7 +17,7 @@ from nexxus.core.models import AppRecord, UserRecord
 from nexxus.v1 import users_pb2 as pb
 from nexxus.v1.users_pb2_grpc import UserServiceServicer
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
+Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,64}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 BAD_LOGIN = "invalid login or password"
@@ -49,13 +49,17 @@ class UserServicer(UserServiceServicer):
         return device.id
 
     def _check_password(self, password: str, field: str) -> None:
-        self.ctx.hasher.check_policy(password, min_length=self.ctx.settings.auth.min_password_length, field=field)
+        self.ctx.hasher.check_policy(
+            password, min_length=self.ctx.settings.auth.min_password_length, field=field
+        )
 
     @rpc
     async def RegisterUser(self, request: pb.RegisterUserRequest, context: Ctx) -> pb.RegisterUserResponse:
         await self._app(request.app_id)
         if not USERNAME_RE.match(request.username):
-            raise InvalidArgument("username must be 3-64 characters of letters, digits and _ . -", field="username")
+            raise InvalidArgument(
+                "username must be 3-64 characters of letters, digits and _ . -", field="username"
+            )
         if request.email and not EMAIL_RE.match(request.email):
             raise InvalidArgument("email is not an e-mail address", field="email")
         if len(request.display_name) > 200:
@@ -77,7 +81,9 @@ class UserServicer(UserServiceServicer):
         await self._app(request.app_id)
         login = request.login.strip()
         if not login or not request.password:
-            raise InvalidArgument("login and password are required", field="login" if not login else "password")
+            raise InvalidArgument(
+                "login and password are required", field="login" if not login else "password"
+            )
         await self.ctx.throttle.check(request.app_id, login)
         user = await self.ctx.identity.find_user_by_login(request.app_id, login)
         stored_hash = user.password_hash if user and user.password_hash else None
@@ -118,10 +124,14 @@ class UserServicer(UserServiceServicer):
     @rpc
     async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Ctx) -> pb.RefreshTokenResponse:
         token_hash = self.ctx.tokens.hash_refresh(request.refresh_token)
-        record = self.ctx.tokens.check_refresh(await self.ctx.identity.get_refresh_token(request.app_id, token_hash))
+        record = self.ctx.tokens.check_refresh(
+            await self.ctx.identity.get_refresh_token(request.app_id, token_hash)
+        )
         user = await self.ctx.identity.get_user(request.app_id, record.user_id)
         if user is None:
-            raise Unauthenticated("the refresh token is invalid, expired or revoked", reason="REFRESH_INVALID")
+            raise Unauthenticated(
+                "the refresh token is invalid, expired or revoked", reason="REFRESH_INVALID"
+            )
         if record.device_id and await self.ctx.identity.get_device(request.app_id, record.device_id) is None:
             raise Unauthenticated("the device of this refresh token was deleted", reason="REFRESH_INVALID")
         # Rotation: each refresh token works once.

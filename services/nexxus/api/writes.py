@@ -29,7 +29,9 @@ async def submit(
         cmd.reply_subject = ctx.results.reply_subject(cmd.command_id)
         fut = ctx.results.expect(cmd.command_id)
     try:
-        await ctx.bus.publish(ctx.bus.subject(cmd.app_id, "write"), cmd.SerializeToString(), msg_id=cmd.command_id)
+        await ctx.bus.publish(
+            ctx.bus.subject(cmd.app_id, "write"), cmd.SerializeToString(), msg_id=cmd.command_id
+        )
     except BaseException:
         ctx.results.forget(cmd.command_id)
         raise

@@ -250,7 +250,6 @@ class RouterReadGate:
         self._lookup = schema_lookup
         self._max_cached = max_cached
         self._rules: dict[tuple[str, str], RuleSet] = {}
-        self._warned_ambiguous = False
 
     def set_schema(self, app_id: str, schema: ModelSchema) -> RuleSet:
         """Use `schema` for (app_id, schema.name); keeps the cached RuleSet when unchanged."""
@@ -295,21 +294,8 @@ class RouterReadGate:
         sub_user_id: str,
         obj_owner_id: str,
         data: Mapping[str, Any],
-        app_id: str = "",
+        app_id: str,
     ) -> bool:
-        """The router's `ReadGate.allows`: may the subscription's user receive it?
-
-        `Subscription` carries no application id, so the router should pass
-        `app_id`. Without it the application is inferred only when exactly one
-        known application has a model of that name; otherwise the delivery is
-        denied (fail closed) and a warning is logged once."""
-        if not app_id:
-            apps = [a for (a, m) in self._rules if m == sub.model]
-            if len(apps) != 1:
-                if not self._warned_ambiguous:
-                    self._warned_ambiguous = True
-                    log.warning("read gate: no app_id for model %r; denying (pass app_id)", sub.model)
-                return False
-            app_id = apps[0]
+        """The router's `ReadGate.allows`: may the subscription's user receive it?"""
         caller = Caller.subscriber(app_id, sub_user_id, sub.device_id, privileged=sub.privileged)
         return self.allows_caller(app_id, sub.model, caller, obj_owner_id, data)

@@ -16,8 +16,14 @@ from typing import Any
 
 from nexxus.core.config.dump import settings_to_dict
 from nexxus.core.config.settings import Settings
+from nexxus.devserver.envoy_config import (
+    DEFAULT_DESCRIPTOR,
+    envoy_config_for,
+    with_error_details,
+    write_envoy_config,
+)
 from nexxus.devserver.process import ManagedProcess, free_port
-from nexxus.devserver.servers import NatsServer, ValkeyServer
+from nexxus.devserver.servers import EnvoyServer, NatsServer, ValkeyServer
 from nexxus.runtime import SERVICES, resolve_secrets
 
 
@@ -38,6 +44,7 @@ class Mesh:
         self.service_names = services
         self.processes: dict[str, ManagedProcess] = {}
         self.config_path = self.data_dir / "mesh-config.json"
+        self.envoy: EnvoyServer | None = None
 
     async def start_servers(self) -> None:
         if self.nats is not None:
@@ -94,7 +101,27 @@ class Mesh:
         for name in self.service_names:
             await self.start_service(name)
 
+    async def start_envoy(self, *, timeout: float = 30.0) -> EnvoyServer:
+        """Render the edge config (envoy/ routes, ports of this mesh) and start Envoy in front.
+
+        Call after `start()`. `envoy.port` / `envoy.admin_port` 0 → free ports picked here.
+        """
+        s = self.settings.envoy
+        if s.port == 0:
+            s.port = free_port(s.host)
+        if s.admin_port == 0:
+            s.admin_port = free_port("127.0.0.1")
+        envoy_dir = self.data_dir / "envoy"
+        descriptor = with_error_details(DEFAULT_DESCRIPTOR, envoy_dir)
+        config = envoy_config_for(self.settings, descriptor_path=descriptor)
+        path = write_envoy_config(envoy_dir / "envoy.yaml", config)
+        self.envoy = EnvoyServer(path, log_level="warning")
+        await self.envoy.start(timeout=timeout)
+        return self.envoy
+
     async def stop(self) -> None:
+        if self.envoy is not None:
+            await self.envoy.stop()
         for name in reversed(list(self.processes)):
             await self.processes[name].stop(timeout=10)
         for server in (self.valkey, self.nats):
@@ -103,7 +130,12 @@ class Mesh:
 
     def summary(self) -> dict[str, str]:
         s = self.settings
-        out = {
+        out: dict[str, str] = {}
+        if self.envoy is not None:
+            out["edge (REST, gRPC, gRPC-web)"] = f"http://{s.envoy.host}:{s.envoy.port}"
+            out["edge WebSocket"] = f"ws://{s.envoy.host}:{s.envoy.port}/v1/apps/<app_id>/ws"
+            out["envoy admin"] = f"http://127.0.0.1:{s.envoy.admin_port}"
+        out |= {
             "api (gRPC)": f"{s.api.host}:{s.api.port}",
             "events (gRPC stream)": f"{s.transport.host}:{s.transport.grpc_port}",
             "websocket bridge": f"ws://{s.transport.host}:{s.transport.ws_port}/v1/apps/<app_id>/ws",

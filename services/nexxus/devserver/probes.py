@@ -9,7 +9,7 @@ import json
 __all__ = ["http_get", "nats_probe", "redis_ping"]
 
 
-async def _exchange(host: str, port: int, send: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+async def _exchange(host: str, port: int, send: bytes, *, timeout: float) -> bytes:
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
         if send:
@@ -22,7 +22,7 @@ async def _exchange(host: str, port: int, send: bytes, *, timeout: float) -> byt
             await writer.wait_closed()
 
 
-async def nats_probe(host: str, port: int, *, jetstream: bool = True, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+async def nats_probe(host: str, port: int, *, jetstream: bool = True, timeout: float = 1.0) -> bool:
     """True once nats-server sends its INFO line (with JetStream enabled when asked)."""
     line = await _exchange(host, port, b"", timeout=timeout)
     if not line.startswith(b"INFO "):
@@ -31,13 +31,13 @@ async def nats_probe(host: str, port: int, *, jetstream: bool = True, timeout: f
     return bool(info.get("jetstream")) if jetstream else True
 
 
-async def redis_ping(host: str, port: int, *, timeout: float = 1.0) -> bool:  # noqa: ASYNC109
+async def redis_ping(host: str, port: int, *, timeout: float = 1.0) -> bool:
     """True once the server answers PING with PONG (not -LOADING while replaying the AOF)."""
     line = await _exchange(host, port, b"PING\r\n", timeout=timeout)
     return line.startswith(b"+PONG")
 
 
-async def http_get(host: str, port: int, path: str, *, timeout: float = 1.0) -> tuple[int, bytes]:  # noqa: ASYNC109
+async def http_get(host: str, port: int, path: str, *, timeout: float = 1.0) -> tuple[int, bytes]:
     """A minimal HTTP/1.1 GET (Connection: close): (status code, body)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:

@@ -5,8 +5,9 @@ stdout and stderr to a log file, waits until a readiness probe passes, and stops
 the whole group: SIGTERM, then SIGKILL after a timeout. Nothing is left behind:
 
 - `stop()` / `kill()` signal the process group, not just the leader;
-- on Linux the child gets PR_SET_PDEATHSIG=SIGKILL, so it dies with its parent
-  even if the parent itself is killed with SIGKILL;
+- on Linux the child gets PR_SET_PDEATHSIG=SIGKILL (set by a tiny launcher after
+  exec, see `_pdeathsig`), so it dies with its parent even if the parent itself
+  is killed with SIGKILL;
 - an `atexit` hook kills the groups of processes still running at interpreter exit.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -52,13 +52,6 @@ class ProcessExited(RuntimeError):
         super().__init__(f"{name} exited with code {returncode} before it was ready:\n{log_tail}")
         self.returncode = returncode
         self.log_tail = log_tail
-
-
-def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
-    """Linux: deliver SIGKILL to this process when its parent thread dies."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 class ManagedProcess:
@@ -119,17 +112,18 @@ class ManagedProcess:
         self._log_file = self.log_path.open("ab")
         self._log_file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {self.argv!r}\n".encode())
         self._log_file.flush()
-        preexec = _set_pdeathsig if self.die_with_parent and sys.platform == "linux" else None
+        argv = self.argv
+        if self.die_with_parent and sys.platform == "linux":
+            argv = [sys.executable, "-m", "nexxus.devserver._pdeathsig", str(os.getpid()), *argv]
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.argv,
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=self._log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.cwd,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=preexec,
             )
         except OSError:
             self._close_log()
@@ -137,7 +131,7 @@ class ManagedProcess:
         _LIVE.add(self)
         log.debug("started %s pid=%s", self.name, self._proc.pid)
 
-    async def wait_ready(self, probe: Probe, *, timeout: float = 30.0, interval: float = 0.05) -> None:  # noqa: ASYNC109
+    async def wait_ready(self, probe: Probe, *, timeout: float = 30.0, interval: float = 0.05) -> None:
         """Poll `probe` until it returns True.
 
         Raises ProcessExited if the process dies first, TimeoutError after `timeout`.
@@ -163,7 +157,7 @@ class ManagedProcess:
         self._close_log()
         return code
 
-    async def stop(self, timeout: float = 10.0) -> int | None:  # noqa: ASYNC109
+    async def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the process group, SIGKILL it after `timeout` seconds."""
         proc = self._proc
         if proc is None:

@@ -120,7 +120,7 @@ class _Server:
     async def _probe(self) -> bool:
         raise NotImplementedError
 
-    async def start(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def start(self, *, timeout: float = 30.0) -> None:
         """Start and wait until ready. Restarts on the same port after `stop()`."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(_PORT_ATTEMPTS):
@@ -141,7 +141,7 @@ class _Server:
                 await self._process.stop(timeout=2)
                 raise
 
-    async def stop(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def stop(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM, SIGKILL after `timeout`). The port is kept for a restart."""
         if self._process is not None:
             await self._process.stop(timeout)
@@ -151,7 +151,7 @@ class _Server:
         if self._process is not None:
             await self._process.kill()
 
-    async def restart(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def restart(self, *, timeout: float = 30.0) -> None:
         await self.stop()
         await self.start(timeout=timeout)
 
@@ -265,7 +265,7 @@ class EnvoyServer(_Server):
         host, port = self.admin_address
         return f"http://{host}:{port}"
 
-    async def start(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def start(self, *, timeout: float = 30.0) -> None:
         self.admin_address_path.unlink(missing_ok=True)
         await super().start(timeout=timeout)
 

@@ -75,7 +75,7 @@ class ReadGate(Protocol):
     def prepare(self, app_id: str, model: str) -> Awaitable[None]: ...
 
     def allows(
-        self, sub: Subscription, sub_user_id: str, obj_owner_id: str, data: Mapping[str, Any]
+        self, sub: Subscription, sub_user_id: str, obj_owner_id: str, data: Mapping[str, Any], app_id: str
     ) -> bool: ...
 
 
@@ -85,7 +85,9 @@ class AllowAll:
     async def prepare(self, app_id: str, model: str) -> None:
         return None
 
-    def allows(self, sub: Subscription, sub_user_id: str, obj_owner_id: str, data: Mapping[str, Any]) -> bool:
+    def allows(
+        self, sub: Subscription, sub_user_id: str, obj_owner_id: str, data: Mapping[str, Any], app_id: str
+    ) -> bool:
         return True
 
 
@@ -124,7 +126,7 @@ def event_states(event: ModelEvent) -> tuple[ObjectState | None, ObjectState | N
 
 
 def _visible(
-    preds: Iterable[Predicate], state: ObjectState, gate: ReadGate | None
+    preds: Iterable[Predicate], state: ObjectState, gate: ReadGate | None, app_id: str
 ) -> Iterator[tuple[str, str]]:
     """(subscription id, device id) of the matched subscriptions the gate lets read."""
     for pred in preds:
@@ -134,7 +136,7 @@ def _visible(
             continue
         owner, data = state.owner_id, state.data
         for sub, sid, device in pred.members:
-            if sub.privileged or gate.allows(sub, sub.subscriber_user_id, owner, data):
+            if sub.privileged or gate.allows(sub, sub.subscriber_user_id, owner, data, app_id):
                 yield sid, device
 
 
@@ -144,6 +146,7 @@ def match_devices(
     before: ObjectState | None,
     after: ObjectState | None,
     gate: ReadGate | None = None,
+    app_id: str = "",
 ) -> dict[str, DeviceMatch]:
     """device id → what it saw of the object before and after the change.
 
@@ -155,7 +158,7 @@ def match_devices(
     use_after = after is not None and kind != EVENT_KIND_DELETED
     if use_before:
         assert before is not None
-        for sid, device in _visible(index.match(before), before, gate):
+        for sid, device in _visible(index.match(before), before, gate, app_id):
             dm = get(device)
             if dm is None:
                 dm = devices[device] = DeviceMatch()
@@ -163,7 +166,7 @@ def match_devices(
             dm.subscription_ids.append(sid)
     if use_after:
         assert after is not None
-        for sid, device in _visible(index.match(after), after, gate):
+        for sid, device in _visible(index.match(after), after, gate, app_id):
             dm = get(device)
             if dm is None:
                 dm = devices[device] = DeviceMatch()
@@ -264,7 +267,7 @@ def route_event(
     if event.kind not in (EVENT_KIND_CREATED, EVENT_KIND_UPDATED, EVENT_KIND_DELETED):
         return []
     before, after = event_states(event)
-    devices = match_devices(index, event.kind, before, after, gate)
+    devices = match_devices(index, event.kind, before, after, gate, event.app_id)
     if not devices:
         return []
     return build_deliveries(event, devices, device_nodes)
@@ -280,7 +283,7 @@ def route_event_bytes(
     if event.kind not in (EVENT_KIND_CREATED, EVENT_KIND_UPDATED, EVENT_KIND_DELETED):
         return []
     before, after = event_states(event)
-    devices = match_devices(index, event.kind, before, after, gate)
+    devices = match_devices(index, event.kind, before, after, gate, event.app_id)
     if not devices:
         return []
     return encode_deliveries(event, devices, device_nodes)

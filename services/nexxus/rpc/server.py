@@ -42,7 +42,7 @@ async def set_serving(
 
 
 def bind(server: grpc.aio.Server, address: str) -> int:
-    port = server.add_insecure_port(address)
+    port: int = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind a gRPC server to {address}")
     return port

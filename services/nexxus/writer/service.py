@@ -89,8 +89,11 @@ class WriterService:
                 await self._park(msg, "undecodable WriteCommand", app_id="unknown")
                 continue
             if not cmd.command_id or not cmd.app_id or not cmd.model or not cmd.object_id:
-                await self._park(msg, "WriteCommand without command_id/app_id/model/object_id",
-                                 app_id=cmd.app_id or "unknown")
+                await self._park(
+                    msg,
+                    "WriteCommand without command_id/app_id/model/object_id",
+                    app_id=cmd.app_id or "unknown",
+                )
                 continue
             if msg.num_delivered > self._settings.max_deliver:
                 await self._park(msg, f"failed {msg.num_delivered - 1} times", app_id=cmd.app_id)
@@ -118,7 +121,9 @@ class WriterService:
                 for item in items:
                     await self._process([item])
                 return
-            log.exception("command %s failed (delivery %d)", items[0].cmd.command_id, items[0].msg.num_delivered)
+            log.exception(
+                "command %s failed (delivery %d)", items[0].cmd.command_id, items[0].msg.num_delivered
+            )
             await items[0].msg.nak(RETRY_DELAY_SECONDS)
             return
         for item, outcome in zip(items, outcomes, strict=True):
@@ -140,7 +145,9 @@ class WriterService:
             else:
                 known.append((i, item))
         if known:
-            applied = await self._db.apply_writes([(item.cmd, item.schema) for _, item in known if item.schema])
+            applied = await self._db.apply_writes(
+                [(item.cmd, item.schema) for _, item in known if item.schema]
+            )
             for (i, _), outcome in zip(known, applied, strict=True):
                 outcomes[i] = outcome
         return [o for o in outcomes if o is not None]

@@ -186,7 +186,7 @@ class PullConsumer(BusSubscription):
         finally:
             self._in_handler = False
 
-    async def unsubscribe(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def unsubscribe(self, timeout: float = 10.0) -> None:
         """Stop fetching; a batch being handled is allowed to finish (up to `timeout`)."""
         if self._closing:
             return

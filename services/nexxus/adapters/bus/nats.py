@@ -367,7 +367,7 @@ class NatsBus(MessageBus):
         self._subs.add(wrapped)
         return wrapped
 
-    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
         nc = self._require_nc()
         try:
             msg = await nc.request(subject, data, timeout=timeout)
