@@ -6,6 +6,8 @@ SQLite always; PostgreSQL too when NEXXUS_TEST_POSTGRES_DSN is set.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -13,12 +15,29 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
-from nexxus.core.config.settings import Settings
+from nexxus.core.config.settings import OidcProviderSettings, Settings
 from nexxus.devserver.mesh import Mesh
 from tests.e2e.harness import Api
 
 BACKENDS = ["sqlite", "postgres"]
+OIDC_ISSUER = "https://accounts.example.test"
+OIDC_AUDIENCE = "nexxus-e2e"
+OIDC_KID = "e2e-key-1"
+
+
+@functools.cache
+def oidc_private_key() -> rsa.RSAPrivateKey:
+    """A locally generated RSA key standing in for an identity provider's."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def oidc_jwks() -> str:
+    jwk = json.loads(RSAAlgorithm.to_jwk(oidc_private_key().public_key()))
+    jwk.update({"kid": OIDC_KID, "use": "sig", "alg": "RS256"})
+    return json.dumps({"keys": [jwk]})
 
 
 def _settings(backend: str, data_dir: Path) -> Settings:
@@ -31,6 +50,8 @@ def _settings(backend: str, data_dir: Path) -> Settings:
     s.writer.max_deliver = 3
     s.auth.access_token_ttl_seconds = 600
     s.logging.level = "INFO"
+    s.auth.max_failed_logins_per_minute = 3
+    s.auth.oidc = {"test": OidcProviderSettings(issuer=OIDC_ISSUER, jwks=oidc_jwks(), audience=OIDC_AUDIENCE)}
     if backend == "postgres":
         s.database.adapter = "postgres"
         s.database.postgres.dsn = os.environ["NEXXUS_TEST_POSTGRES_DSN"]
