@@ -25,6 +25,7 @@ PROTO = ROOT / "proto"
 THIRD_PARTY = ROOT / "third_party" / "googleapis"
 GEN = ROOT / "gen"
 ENVOY_DESCRIPTOR = ROOT / "envoy" / "nexxus.binpb"
+RPC_STATUS_PROTOS = ["google/rpc/status.proto", "google/rpc/error_details.proto", "google/rpc/code.proto"]
 
 
 def _protos() -> list[str]:
@@ -107,6 +108,8 @@ def generate(out: Path) -> None:
             "--include_source_info",
             f"--descriptor_set_out={envoy_out / ENVOY_DESCRIPTOR.name}",
             *protos,
+            # So Envoy's transcoder can render rich error details (convert_grpc_status).
+            *RPC_STATUS_PROTOS,
         ]
     )
 

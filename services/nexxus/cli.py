@@ -72,18 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         services = list(SERVICES) if "all" in args.services else args.services
         try:
-            asyncio.run(serve(settings, services))
+            return asyncio.run(serve(settings, services))
         except ValueError as exc:
             print(f"nexxus: {exc}", file=sys.stderr)
             return 2
-        return 0
     from nexxus.devserver.dev import run_dev
 
     if args.data_dir:
         settings.data_dir = args.data_dir
-    return asyncio.run(
-        run_dev(settings, config_file=args.config, overrides=args.set, envoy=not args.no_envoy)
-    )
+    return asyncio.run(run_dev(settings, envoy=not args.no_envoy))
 
 
 if __name__ == "__main__":

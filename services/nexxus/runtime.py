@@ -4,13 +4,14 @@ services it runs (`nexxus serve api|writer|router|transport|all`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+
+import grpc
 
 from nexxus.adapters.registry import build_bus, build_database, build_identity_store, build_store
 from nexxus.api.context import ApiContext
@@ -25,6 +26,7 @@ from nexxus.auth.rules import RouterReadGate
 from nexxus.auth.throttle import LoginThrottle
 from nexxus.auth.tokens import TokenService, ensure_secret
 from nexxus.core.config.settings import Settings
+from nexxus.core.errors import NexxusError
 from nexxus.core.ports import Lifecycle
 from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.router.service import RouterService
@@ -68,11 +70,11 @@ class Runtime:
         self.ctx: ApiContext | None = None
         self.api_port = 0
         self._started: list[Lifecycle] = []
-        self._stoppers: list[object] = []
+        self._running: list[object] = []
         self.writer: WriterService | None = None
         self.router: RouterService | None = None
         self.transport: TransportService[Caller] | None = None
-        self._api_server: object | None = None
+        self._api_server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -103,17 +105,20 @@ class Runtime:
         if "writer" in self.services:
             self.writer = WriterService(s.writer, self.bus, self.db, self.schemas)
             await self.writer.start()
+            self._running.append(self.writer)
         if "router" in self.services:
             self.router = RouterService(
                 s, self.bus, self.store, self.schemas.lookup, RouterReadGate(self.schemas.lookup)
             )
             await self.router.start()
+            self._running.append(self.router)
         if "transport" in self.services:
             manager = SubscriptionManager(ctx)
             self.transport = TransportService(
                 s, self.bus, self.store, ctx.authenticator.authenticate, manager.create, manager.delete
             )
             await self.transport.start()
+            self._running.append(self.transport)
         if "api" in self.services:
             await results.start()
             server, port, health = build_api_server(ctx, f"{s.api.host}:{s.api.port}")
@@ -124,30 +129,45 @@ class Runtime:
         log.info("started %s (node %s)", ", ".join(self.services), s.node_id)
 
     async def stop(self) -> None:
-        import grpc
-
-        if isinstance(self._api_server, grpc.aio.Server):
+        """Stop whatever was started, in reverse order; safe after a failed start."""
+        if self._api_server is not None:
             await self._api_server.stop(5)
+            self._api_server = None
         if self.ctx is not None:
             await self.ctx.results.stop()
         for service in (self.transport, self.router, self.writer):
-            if service is not None:
+            if service is not None and service in self._running:
                 await service.stop()
+        self._running.clear()
         for adapter in reversed(self._started):
-            with contextlib.suppress(Exception):
+            try:
                 await adapter.stop()
+            except NexxusError as exc:
+                log.warning("stopping %s: %s", adapter.name, exc)
         self._started.clear()
 
 
-async def serve(settings: Settings, services: Sequence[str]) -> None:
-    """Run until SIGINT/SIGTERM, then stop gracefully."""
+async def serve(settings: Settings, services: Sequence[str]) -> int:
+    """Run until SIGINT/SIGTERM, then stop gracefully. Returns the exit code:
+    1 when start-up fails (after stopping what had started), so supervisors see it."""
     runtime = Runtime(settings, services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await runtime.start()
+    starting = asyncio.create_task(runtime.start())
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and starting.exception() is None:
+            await stopping
+        elif not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+        else:
+            log.error("start-up failed: %s", starting.exception(), exc_info=starting.exception())
+            return 1
+        return 0
     finally:
+        stopping.cancel()
         await runtime.stop()

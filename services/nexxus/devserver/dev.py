@@ -4,35 +4,83 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
-from collections.abc import Sequence
 
 from nexxus.core.config.settings import Settings
 from nexxus.devserver.mesh import Mesh
+from nexxus.devserver.process import ProcessExited
 
 
-async def run_dev(
-    settings: Settings, *, config_file: str | None, overrides: Sequence[str], envoy: bool = True
-) -> int:
+def _check_free(host: str, port: int, what: str) -> str | None:
+    """An error message when (host, port) is already taken, else None."""
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return f"{what} port {host}:{port} is already in use (choose another with --set)"
+    return None
+
+
+def preflight(settings: Settings, *, envoy: bool) -> list[str]:
+    s = settings
+    checks = [
+        (s.api.host, s.api.port, "api", "api.port"),
+        (s.transport.host, s.transport.grpc_port, "transport gRPC", "transport.grpc_port"),
+        (s.transport.host, s.transport.ws_port, "WebSocket", "transport.ws_port"),
+    ]
+    if envoy:
+        checks.append((s.envoy.host, s.envoy.port, "Envoy", "envoy.port"))
+    problems = []
+    for host, port, what, key in checks:
+        message = _check_free(host, port, what)
+        if message:
+            problems.append(f"{message}, e.g. --set {key}=0 for a free one")
+    return problems
+
+
+async def run_dev(settings: Settings, *, envoy: bool = True) -> int:
+    problems = preflight(settings, envoy=envoy)
+    if problems:
+        for problem in problems:
+            print(f"nexxus dev: {problem}", file=sys.stderr)
+        return 2
     mesh = Mesh(settings, start_nats=True, start_valkey=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
+
+    async def start() -> None:
         await mesh.start()
         if envoy:
             await mesh.start_envoy()
+
+    starting = asyncio.create_task(start())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # Ctrl-C during start-up
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return 130
+        error = starting.exception()
+        if error is not None:
+            detail = f"{error}" if isinstance(error, ProcessExited) else repr(error)
+            print(f"nexxus dev: start-up failed: {detail}", file=sys.stderr)
+            return 1
         print("Nexxus is running:")
         for name, where in mesh.summary().items():
-            print(f"  {name:<22} {where}")
-        print(f"  {'operator key':<22} {settings.operator_key}")
+            print(f"  {name:<28} {where}")
+        print(f"  {'operator key':<28} {settings.operator_key}")
+        print(f"  {'logs':<28} {mesh.data_dir / 'logs'}")
         print("Press Ctrl-C to stop.", flush=True)
-        await stop.wait()
-    except Exception as exc:
-        print(f"nexxus dev: {exc}", file=sys.stderr)
-        return 1
+        await stopping
+        return 0
     finally:
+        stopping.cancel()
         print("stopping...", flush=True)
         await mesh.stop()
-    return 0
+        print("stopped.", flush=True)

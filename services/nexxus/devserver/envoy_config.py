@@ -42,7 +42,6 @@ __all__ = [
     "compose_envoy_config",
     "envoy_config_for",
     "render_yaml",
-    "with_error_details",
     "write_envoy_config",
 ]
 
@@ -281,40 +280,6 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
             ],
         },
     }
-
-
-def with_error_details(descriptor_path: Path, out_dir: Path) -> Path:
-    """`descriptor_path`, or a copy of it with the google.rpc status and error-details files added.
-
-    `convert_grpc_status` renders the `grpc-status-details-bin` trailer as JSON only when every
-    type in it (google.rpc.Status, google.rpc.ErrorInfo) is in the descriptor set; without them
-    errors come back with the right HTTP status but an empty body.
-    """
-    from google.protobuf import descriptor_pb2
-    from google.rpc import code_pb2, error_details_pb2, status_pb2
-
-    fds = descriptor_pb2.FileDescriptorSet()
-    fds.ParseFromString(descriptor_path.read_bytes())
-    present = {f.name for f in fds.file}
-    missing = [
-        m.DESCRIPTOR for m in (code_pb2, status_pb2, error_details_pb2) if m.DESCRIPTOR.name not in present
-    ]
-    if not missing:
-        return descriptor_path
-    for dep in ("google/protobuf/any.proto", "google/protobuf/duration.proto"):
-        if dep not in present:
-            from google.protobuf import any_pb2, duration_pb2
-
-            mod = any_pb2 if dep.endswith("any.proto") else duration_pb2
-            missing.insert(0, mod.DESCRIPTOR)
-    for file_descriptor in missing:
-        fdp = descriptor_pb2.FileDescriptorProto()
-        file_descriptor.CopyToProto(fdp)
-        fds.file.append(fdp)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "nexxus-edge.binpb"
-    out.write_bytes(fds.SerializeToString(deterministic=True))
-    return out
 
 
 def envoy_config_for(settings: Settings, *, descriptor_path: Path | None = None) -> dict[str, Any]:

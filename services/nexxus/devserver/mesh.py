@@ -19,12 +19,15 @@ from nexxus.core.config.settings import Settings
 from nexxus.devserver.envoy_config import (
     DEFAULT_DESCRIPTOR,
     envoy_config_for,
-    with_error_details,
     write_envoy_config,
 )
 from nexxus.devserver.process import ManagedProcess, free_port
 from nexxus.devserver.servers import EnvoyServer, NatsServer, ValkeyServer
+from nexxus.devserver.static import StaticServer, add_static_routes
 from nexxus.runtime import SERVICES, resolve_secrets
+
+# The JS client and its demo page (repository checkout), served through Envoy.
+DEMO_ROOT = Path(__file__).resolve().parents[3] / "clients" / "js"
 
 
 class Mesh:
@@ -45,6 +48,7 @@ class Mesh:
         self.processes: dict[str, ManagedProcess] = {}
         self.config_path = self.data_dir / "mesh-config.json"
         self.envoy: EnvoyServer | None = None
+        self.static: StaticServer | None = None
 
     async def start_servers(self) -> None:
         if self.nats is not None:
@@ -112,8 +116,12 @@ class Mesh:
         if s.admin_port == 0:
             s.admin_port = free_port("127.0.0.1")
         envoy_dir = self.data_dir / "envoy"
-        descriptor = with_error_details(DEFAULT_DESCRIPTOR, envoy_dir)
-        config = envoy_config_for(self.settings, descriptor_path=descriptor)
+        config = envoy_config_for(self.settings, descriptor_path=DEFAULT_DESCRIPTOR)
+        if DEMO_ROOT.is_dir():
+            # The browser client and the demo task board, same origin as the API.
+            self.static = StaticServer(DEMO_ROOT)
+            await self.static.start()
+            add_static_routes(config, "127.0.0.1", self.static.port)
         path = write_envoy_config(envoy_dir / "envoy.yaml", config)
         self.envoy = EnvoyServer(path, log_level="warning")
         await self.envoy.start(timeout=timeout)
@@ -122,6 +130,8 @@ class Mesh:
     async def stop(self) -> None:
         if self.envoy is not None:
             await self.envoy.stop()
+        if self.static is not None:
+            await self.static.stop()
         for name in reversed(list(self.processes)):
             await self.processes[name].stop(timeout=10)
         for server in (self.valkey, self.nats):
@@ -132,9 +142,11 @@ class Mesh:
         s = self.settings
         out: dict[str, str] = {}
         if self.envoy is not None:
-            out["edge (REST, gRPC, gRPC-web)"] = f"http://{s.envoy.host}:{s.envoy.port}"
-            out["edge WebSocket"] = f"ws://{s.envoy.host}:{s.envoy.port}/v1/apps/<app_id>/ws"
+            out["REST, gRPC, gRPC-web"] = f"http://{s.envoy.host}:{s.envoy.port}"
+            out["WebSocket (edge)"] = f"ws://{s.envoy.host}:{s.envoy.port}/v1/apps/<app_id>/ws"
             out["envoy admin"] = f"http://127.0.0.1:{s.envoy.admin_port}"
+            if self.static is not None:
+                out["demo task board"] = f"http://{s.envoy.host}:{s.envoy.port}/demo/"
         out |= {
             "api (gRPC)": f"{s.api.host}:{s.api.port}",
             "events (gRPC stream)": f"{s.transport.host}:{s.transport.grpc_port}",

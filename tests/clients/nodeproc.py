@@ -1,0 +1,73 @@
+"""Run a Node script as a subprocess speaking a line protocol on stdout/stdin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+STEP = 30.0  # bound on every single wait (a hang fails the test instead of blocking it)
+
+
+class NodeProc:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.seen: list[str] = []
+
+    async def expect(self, prefix: str, timeout: float = STEP) -> str:
+        """Reads lines until one starts with `prefix`; returns the rest of it."""
+        assert self.proc.stdout is not None
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no {prefix!r} line; saw {self.seen}; stderr: {await self.stderr()}"
+                ) from None
+            if not raw:
+                raise AssertionError(
+                    f"script ended before {prefix!r}; saw {self.seen}; stderr: {await self.stderr()}"
+                )
+            line = raw.decode().rstrip("\n")
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line[len(prefix) :].strip()
+
+    async def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(await self.expect("RESULT"))
+        return out
+
+    async def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{line}\n".encode())
+        await self.proc.stdin.drain()
+
+    async def stderr(self) -> str:
+        if self.proc.stderr is None or self.proc.returncode is None:
+            return "(still running)"
+        return (await self.proc.stderr.read()).decode(errors="replace")[-4000:]
+
+    async def wait(self, timeout: float = STEP) -> int:
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def node_script(node: str, script: Path, args: Sequence[str], cwd: Path) -> AsyncIterator[NodeProc]:
+    proc = await asyncio.create_subprocess_exec(
+        node,
+        str(script),
+        *args,
+        cwd=str(cwd),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield NodeProc(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,117 @@
+"""The asyncio client (clients/python/nexxus_client) against a running mesh:
+typed calls, errors, and an event stream that survives a transport restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from nexxus.devserver.mesh import Mesh
+from tests.clients.conftest import TaskApp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "clients" / "python"))
+
+from nexxus_client import EventStream, NexxusClient, NexxusClientError, patch, v1
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+STEP = 20.0  # bound on every single wait; nothing is asserted about timing
+
+
+def client_for(mesh: Mesh, app: TaskApp, token: str) -> NexxusClient:
+    s = mesh.settings
+    return NexxusClient("127.0.0.1", s.api.port, app.app_id, token, events_port=s.transport.grpc_port)
+
+
+async def pump(stream: EventStream, out: asyncio.Queue[v1.Event]) -> None:
+    async for event in stream:
+        out.put_nowait(event)
+
+
+async def test_calls_and_errors(mesh: Mesh, task_app: TaskApp) -> None:
+    async with client_for(mesh, task_app, "") as client:
+        login = await client.login("alice", task_app.user.password)
+        assert login.user is not None
+        assert login.user.id == task_app.user.user_id
+        device = await client.register_device("laptop")
+        assert device.device is not None
+        assert device.device.user_id == task_app.user.user_id
+
+        created = await client.create_object("task", {"title": "one", "status": "todo"}, object_id="t1")
+        assert created.object is not None
+        assert created.object.version == 1
+        updated = await client.update_object("task", "t1", [patch("replace", "status", "doing")])
+        assert updated.object is not None
+        assert updated.object.version == 2
+        got = await client.get_object("task", "t1")
+        assert got.data is not None
+        assert got.data.to_dict() == {"title": "one", "status": "doing"}
+        found = await client.search_objects("task", filter={"status": {"eq": "doing"}})
+        assert [o.id for o in found.objects] == ["t1"]
+
+        sub = await client.create_subscription("task", filter={"status": {"eq": "todo"}})
+        listed = await client.list_subscriptions()
+        assert sub.id in [s.id for s in listed.subscriptions]
+        await client.delete_subscription(sub.id)
+
+        with pytest.raises(NexxusClientError) as bad:
+            await client.create_object("task", {"status": "todo"})  # title is required
+        assert bad.value.code == "INVALID_ARGUMENT"
+
+        await client.delete_object("task", "t1")
+        with pytest.raises(NexxusClientError) as gone:
+            await client.get_object("task", "t1")
+        assert gone.value.code == "NOT_FOUND"
+
+
+async def test_bad_subscription_raises_from_the_stream(mesh: Mesh, task_app: TaskApp) -> None:
+    async with client_for(mesh, task_app, task_app.user.token) as client:
+        stream = client.subscribe(model="no_such_model")
+        with pytest.raises(NexxusClientError) as err:
+            await asyncio.wait_for(stream.__anext__(), STEP)
+        assert err.value.code in {"NOT_FOUND", "INVALID_ARGUMENT"}
+
+
+async def test_subscribe_write_receive_and_survive_transport_restart(mesh: Mesh, task_app: TaskApp) -> None:
+    async with client_for(mesh, task_app, task_app.user.token) as client:
+        stream = client.subscribe(model="task", filter={"status": {"eq": "todo"}}, heartbeat_seconds=2)
+        events: asyncio.Queue[v1.Event] = asyncio.Queue()
+        consumer = asyncio.create_task(pump(stream, events))
+        try:
+            first_ready = await asyncio.wait_for(stream.wait_connected(1), STEP)
+            assert len(first_ready.subscriptions) == 1
+
+            await client.create_object("task", {"title": "before", "status": "todo"}, object_id="a")
+            await client.create_object("task", {"title": "ignored", "status": "done"}, object_id="b")
+            await client.update_object("task", "a", [patch("replace", "status", "done")])
+            got = [await asyncio.wait_for(events.get(), STEP) for _ in range(2)]
+            assert [(e.kind, e.object_id) for e in got] == [
+                (v1.EventKind.CREATED, "a"),
+                (v1.EventKind.LEFT, "a"),
+            ]
+            assert got[0].object is not None
+            assert got[0].object.data is not None
+            assert got[0].object.data.to_dict()["title"] == "before"
+
+            # kill -9 the transport holding the stream, then start it again
+            await mesh.processes["transport"].kill()
+            await mesh.start_service("transport")
+            second_ready = await asyncio.wait_for(stream.wait_connected(2), STEP)
+            assert stream.connections == 2
+            # the subscription was re-created on the new connection
+            assert [s.model for s in second_ready.subscriptions] == ["task"]
+            assert second_ready.subscriptions[0].id != first_ready.subscriptions[0].id
+
+            await client.create_object("task", {"title": "after", "status": "todo"}, object_id="c")
+            after = await asyncio.wait_for(events.get(), STEP)
+            assert (after.kind, after.object_id) == (v1.EventKind.CREATED, "c")
+            assert second_ready.subscriptions[0].id in after.subscription_ids
+            assert not consumer.done()
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer

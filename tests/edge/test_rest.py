@@ -1,0 +1,214 @@
+"""Every REST route of the contracts through Envoy's gRPC-JSON transcoder, and the
+error mapping (gRPC status → HTTP status with a JSON google.rpc.Status body)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.edge.conftest import PASSWORD, World
+from tests.edge.rest import Rest
+
+pytestmark = pytest.mark.edge
+
+
+async def test_applications_and_schemas(rest: Rest, world: World) -> None:
+    app = await rest.ok("GET", f"/v1/apps/{world.app_id}")
+    assert app["application"]["id"] == world.app_id
+    models = await rest.ok("GET", f"/v1/apps/{world.app_id}/models")
+    assert [m["name"] for m in models["schemas"]] == ["task"]
+
+    other = await rest.ok("POST", "/v1/apps", {"appId": f"{world.app_id}-x"})
+    assert other["serverKey"]
+    await rest.ok("DELETE", f"/v1/apps/{world.app_id}-x")
+    gone = await rest.call("GET", f"/v1/apps/{world.app_id}-x")
+    assert gone.status == 404, gone.body
+
+
+async def test_users_login_refresh_me(rest: Rest, world: World) -> None:
+    base = f"/v1/apps/{world.app_id}"
+    refreshed = await rest.as_("").ok("POST", f"{base}/auth:refresh", {"refreshToken": world.refresh_token})
+    assert refreshed["tokens"]["accessToken"]
+
+    me = await world.user.ok("GET", f"{base}/users/me")
+    assert me["user"]["id"] == world.user_id
+    assert me["user"]["username"] == "alice"
+
+    patched = await world.user.ok(
+        "PATCH", f"{base}/users/me", {"displayName": "Alice A.", "profile": {"lang": "fr"}}
+    )
+    assert patched["user"]["displayName"] == "Alice A."
+    assert (await world.user.ok("GET", f"{base}/users/me"))["user"]["profile"] == {"lang": "fr"}
+
+    await world.user.ok(
+        "POST",
+        f"{base}/users/me:changePassword",
+        {"currentPassword": PASSWORD, "newPassword": "another fine one"},
+    )
+    relog = await rest.as_("").call(
+        "POST", f"{base}/auth:login", {"login": "alice", "password": "another fine one"}
+    )
+    assert relog.status == 200, relog.body
+
+
+async def test_devices(world: World) -> None:
+    base = f"/v1/apps/{world.app_id}/devices"
+    second = await world.user.ok("POST", base, {"name": "tablet", "platform": "web"})
+    dev_id = second["device"]["id"]
+    got = await world.user.ok("GET", f"{base}/{dev_id}")
+    assert got["device"]["name"] == "tablet"
+    listed = await world.user.ok("GET", base, params={"pageSize": "10"})
+    assert {d["id"] for d in listed["devices"]} == {world.device_id, dev_id}
+
+    await world.user.ok("DELETE", f"{base}/{dev_id}")
+    missing = await world.user.call("GET", f"{base}/{dev_id}")
+    assert missing.status == 404, missing.body
+    listed = await world.user.ok("GET", base)
+    assert [d["id"] for d in listed["devices"]] == [world.device_id]
+
+
+async def test_objects_crud_search_and_operations(world: World) -> None:
+    base = f"/v1/apps/{world.app_id}/models/task/objects"
+    created = await world.device.ok(
+        "POST", base, {"objectId": "t1", "data": {"title": "write docs", "priority": "high"}, "wait": True}
+    )
+    assert created["object"]["version"] == "1"
+    assert created["operation"]["state"] == "STATE_DONE"
+    op_id = created["operation"]["operationId"]
+
+    op = await world.device.ok("GET", f"/v1/apps/{world.app_id}/operations/{op_id}")
+    assert op["operation"]["objectId"] == "t1"
+    assert op["operation"]["state"] == "STATE_DONE"
+
+    got = await world.device.ok("GET", f"{base}/t1")
+    assert got["object"]["data"] == {"title": "write docs", "priority": "high"}
+
+    updated = await world.device.ok(
+        "PATCH",
+        f"{base}/t1",
+        {
+            "patch": [{"op": "replace", "path": ["priority"], "value": ["low"]}],
+            "expectedVersion": "1",
+            "wait": True,
+        },
+    )
+    assert updated["object"]["version"] == "2"
+    assert updated["object"]["data"]["priority"] == "low"
+
+    await world.device.ok(
+        "POST", base, {"objectId": "t2", "data": {"title": "b", "priority": "high"}, "wait": True}
+    )
+    found = await world.device.ok("POST", f"{base}:search", {"filter": {"priority": {"eq": "high"}}})
+    assert [o["id"] for o in found["objects"]] == ["t2"]
+
+    deleted = await world.device.ok("DELETE", f"{base}/t1", params={"wait": "true"})
+    assert deleted["operation"]["state"] == "STATE_DONE"
+    gone = await world.device.call("GET", f"{base}/t1")
+    assert gone.status == 404, gone.body
+    assert gone.json["code"] == 5
+    assert gone.reason() == "OBJECT_NOT_FOUND"
+
+
+async def test_subscriptions(world: World) -> None:
+    base = f"/v1/apps/{world.app_id}/subscriptions"
+    sub = await world.device.ok("POST", base, {"model": "task", "filter": {"priority": {"eq": "high"}}})
+    sub_id = sub["subscription"]["id"]
+    assert sub["subscription"]["deviceId"] == world.device_id
+    listed = await world.device.ok("GET", base)
+    assert [s["id"] for s in listed["subscriptions"]] == [sub_id]
+    await world.device.ok("DELETE", f"{base}/{sub_id}")
+    assert (await world.device.ok("GET", base))["subscriptions"] == []
+
+
+# --------------------------------------------------------------------------- errors
+
+
+async def test_unknown_route_is_404_at_the_edge(rest: Rest) -> None:
+    reply = await rest.call("GET", "/v1/nothing/here")
+    assert reply.status == 404
+    assert "Could not resolve" in str(reply.body)
+    wrong_method = await rest.call("PUT", "/v1/apps")
+    assert wrong_method.status == 404
+
+
+async def test_unknown_query_parameter_is_400(rest: Rest, world: World) -> None:
+    reply = await rest.call("GET", f"/v1/apps/{world.app_id}", params={"bogus": "1"})
+    assert reply.status == 400
+    assert "bogus" in str(reply.body)
+
+
+async def test_malformed_json_is_400(rest: Rest) -> None:
+    reply = await rest.call("POST", "/v1/apps", raw=b'{"appId": ')
+    assert reply.status == 400
+
+
+async def test_wrongly_typed_json_is_400(world: World) -> None:
+    reply = await world.device.call(
+        "POST", f"/v1/apps/{world.app_id}/models/task/objects:search", {"pageSize": "x"}
+    )
+    assert reply.status == 400
+
+
+async def test_bad_filter_is_400_naming_the_field(world: World) -> None:
+    reply = await world.device.call(
+        "POST", f"/v1/apps/{world.app_id}/models/task/objects:search", {"filter": {"nope": {"eq": 1}}}
+    )
+    assert reply.status == 400, reply.body
+    assert reply.json["code"] == 3  # INVALID_ARGUMENT
+    assert reply.error_field() == "filter.nope"
+
+
+async def test_unauthenticated_is_401(rest: Rest, world: World) -> None:
+    anonymous = await rest.as_("").call("GET", f"/v1/apps/{world.app_id}/users/me")
+    assert anonymous.status == 401
+    assert anonymous.json["code"] == 16
+    garbage = await rest.as_("not-a-token").call("GET", f"/v1/apps/{world.app_id}/users/me")
+    assert garbage.status == 401
+
+
+async def test_forbidden_is_403(world: World) -> None:
+    reply = await world.device.call("DELETE", f"/v1/apps/{world.app_id}")
+    assert reply.status == 403
+    assert reply.json["code"] == 7
+
+
+async def test_already_exists_is_409(rest: Rest, world: World) -> None:
+    reply = await rest.call("POST", "/v1/apps", {"appId": world.app_id})
+    assert reply.status == 409
+    assert reply.json["code"] == 6
+
+
+async def test_version_conflict_is_failed_precondition_mapped_to_400(world: World) -> None:
+    base = f"/v1/apps/{world.app_id}/models/task/objects"
+    await world.device.ok("POST", base, {"objectId": "v1", "data": {"title": "v"}, "wait": True})
+    reply = await world.device.call(
+        "PATCH",
+        f"{base}/v1",
+        {
+            "patch": [{"op": "replace", "path": ["title"], "value": ["w"]}],
+            "expectedVersion": "7",
+            "wait": True,
+        },
+    )
+    # Envoy maps FAILED_PRECONDITION (9) to 400, as google.rpc.Code documents (not 409).
+    assert reply.status == 400, reply.body
+    assert reply.json["code"] == 9
+    assert reply.reason() == "VERSION_CONFLICT"
+
+
+async def test_cors_preflight_and_simple_request(rest: Rest) -> None:
+    async with rest.session.options(
+        f"{rest.base_url}/v1/apps",
+        headers={
+            "Origin": "http://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["access-control-allow-origin"] == "http://app.example"
+        assert "POST" in resp.headers["access-control-allow-methods"]
+        assert "authorization" in resp.headers["access-control-allow-headers"]
+    async with rest.session.get(
+        f"{rest.base_url}/v1/apps/none", headers={"Origin": "http://evil.example"}
+    ) as resp:
+        assert "access-control-allow-origin" not in resp.headers
