@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexxus", description="Nexxus real-time sync backend")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run services in this process")
-    serve.add_argument("services", nargs="+", help="api, writer, router, transport, or all")
+    serve.add_argument(
+        "services",
+        nargs="+",
+        help="api, writer, router, transport, all, or a custom worker (entry point group nexxus.workers)",
+    )
     _common(serve)
     dev = sub.add_parser("dev", help="run the whole mesh locally (NATS, Valkey, Envoy and the services)")
     dev.add_argument("--data-dir", default=None, help="where data lives (default .nexxus)")

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import grpc
 
-from nexxus.adapters.registry import build_bus, build_database, build_identity_store, build_store
+from nexxus.adapters.registry import (
+    WORKERS,
+    build_bus,
+    build_database,
+    build_identity_store,
+    build_store,
+    known_adapters,
+    load_adapter,
+)
 from nexxus.api.context import ApiContext
 from nexxus.api.results import WriteResults
 from nexxus.api.server import SERVICE_NAMES, build_api_server
@@ -32,6 +40,7 @@ from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.router.service import RouterService
 from nexxus.rpc.server import set_serving
 from nexxus.transport.service import TransportService
+from nexxus.workers.base import BaseWorker
 from nexxus.writer.service import WriterService
 
 log = logging.getLogger("nexxus.runtime")
@@ -55,12 +64,17 @@ class Runtime:
     """The adapters and services of one process. `start()` then `stop()`."""
 
     def __init__(self, settings: Settings, services: Sequence[str]) -> None:
-        unknown = set(services) - set(SERVICES)
+        workers = [name for name in services if name not in SERVICES]
+        known_workers = known_adapters(WORKERS)
+        unknown = [name for name in workers if name not in known_workers]
         if unknown:
-            raise ValueError(f"unknown services {sorted(unknown)}; choose from {', '.join(SERVICES)}")
+            choices = ", ".join([*SERVICES, *known_workers])
+            raise ValueError(f"unknown services {unknown}; choose from {choices}")
         resolve_secrets(settings)
         self.settings = settings
         self.services = list(services)
+        self.worker_names = workers
+        self.workers: list[BaseWorker] = []
         self.db = build_database(settings)
         identity = build_identity_store(settings)
         self.identity = identity
@@ -119,6 +133,12 @@ class Runtime:
             )
             await self.transport.start()
             self._running.append(self.transport)
+        for name in self.worker_names:
+            worker = load_adapter(WORKERS, name)(self.bus)
+            if not isinstance(worker, BaseWorker):
+                raise TypeError(f"worker {name!r} is not a nexxus.workers.BaseWorker")
+            await worker.start()
+            self.workers.append(worker)
         if "api" in self.services:
             await results.start()
             server, port, health = build_api_server(ctx, f"{s.api.host}:{s.api.port}")
@@ -135,6 +155,9 @@ class Runtime:
             self._api_server = None
         if self.ctx is not None:
             await self.ctx.results.stop()
+        for worker in self.workers:
+            await worker.stop()
+        self.workers.clear()
         for service in (self.transport, self.router, self.writer):
             if service is not None and service in self._running:
                 await service.stop()

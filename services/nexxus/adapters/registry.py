@@ -63,7 +63,8 @@ BUS: Final = "nexxus.bus"
 STORE: Final = "nexxus.store"
 TRANSPORTS: Final = "nexxus.transports"
 CONFIG_PROVIDERS: Final = "nexxus.config_providers"
-GROUPS: Final = (DATABASE, BUS, STORE, TRANSPORTS, CONFIG_PROVIDERS)
+WORKERS: Final = "nexxus.workers"
+GROUPS: Final = (DATABASE, BUS, STORE, TRANSPORTS, CONFIG_PROVIDERS, WORKERS)
 
 # Identity falls back here when the database adapter is not an IdentityStore.
 IDENTITY_FALLBACK: Final = "sqlite"
