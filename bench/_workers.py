@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -26,6 +27,9 @@ from google.protobuf import struct_pb2
 from nexxus.v1 import events_pb2, events_pb2_grpc, objects_pb2, objects_pb2_grpc, subscriptions_pb2
 
 STREAMS_PER_CHANNEL = 100
+# Events per stream frame the receivers ask for (StreamEventsRequest.max_batch);
+# NEXXUS_BENCH_MAX_BATCH=1 measures one frame per event.
+MAX_BATCH = int(os.environ.get("NEXXUS_BENCH_MAX_BATCH", "64"))
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 16 << 20)]
 
 
@@ -90,18 +94,23 @@ class _Receiver:
                 frame = await call.read()
                 if frame is grpc.aio.EOF:
                     break
-                if frame.WhichOneof("frame") != "event":
+                which = frame.WhichOneof("frame")
+                if which == "event":
+                    events = [frame.event]
+                elif which == "batch":
+                    events = list(frame.batch.events)
+                else:
                     continue
                 now = time.time()
-                ev = frame.event
                 if not self.events:
                     self.first = now
-                self.events += 1
+                self.events += len(events)
                 self.last = now
-                seen.add(ev.object_id)
-                sent = ev.object.data.fields.get("t")
-                if sent is not None:
-                    lat.append(now - sent.number_value)
+                for ev in events:
+                    seen.add(ev.object_id)
+                    sent = ev.object.data.fields.get("t")
+                    if sent is not None:
+                        lat.append(now - sent.number_value)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.CANCELLED:
                 self.errors.append(f"stream {idx}: {exc.code().name} {exc.details()}")
@@ -116,7 +125,9 @@ async def _open_stream(
     if flt is not None:
         sub.filter.update(flt)
     call = stub.StreamEvents(
-        events_pb2.StreamEventsRequest(app_id=app_id, subscriptions=[sub], heartbeat_seconds=60),
+        events_pb2.StreamEventsRequest(
+            app_id=app_id, subscriptions=[sub], heartbeat_seconds=60, max_batch=MAX_BATCH
+        ),
         metadata=[("authorization", f"Bearer {token}")],
     )
     first = await asyncio.wait_for(call.read(), 30)

@@ -191,6 +191,8 @@ class EventStream:
     ready: events_pb2.StreamReady
     events: asyncio.Queue[events_pb2.Event] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
+    # How many frames of each kind arrived (event, batch, heartbeat...).
+    frames: dict[str, int] = field(default_factory=dict)
 
     async def next(self, timeout: float = 10.0) -> events_pb2.Event:
         return await asyncio.wait_for(self.events.get(), timeout)
@@ -220,11 +222,12 @@ async def open_stream(
     app_id: str,
     token: str,
     subscriptions: list[subscriptions_pb2.CreateSubscriptionRequest] | None = None,
+    max_batch: int = 0,
 ) -> AsyncIterator[EventStream]:
     stub = events_pb2_grpc.EventServiceStub(channel)
     call = stub.StreamEvents(
         events_pb2.StreamEventsRequest(
-            app_id=app_id, subscriptions=subscriptions or [], heartbeat_seconds=30
+            app_id=app_id, subscriptions=subscriptions or [], heartbeat_seconds=30, max_batch=max_batch
         ),
         metadata=[("authorization", f"Bearer {token}")],
     )
@@ -237,8 +240,13 @@ async def open_stream(
             frame = await call.read()
             if frame is grpc.aio.EOF:
                 return
-            if frame.WhichOneof("frame") == "event":
+            which = frame.WhichOneof("frame")
+            stream.frames[which] = stream.frames.get(which, 0) + 1
+            if which == "event":
                 stream.events.put_nowait(frame.event)
+            elif which == "batch":
+                for event in frame.batch.events:
+                    stream.events.put_nowait(event)
 
     stream.task = asyncio.create_task(pump())
     try:

@@ -291,3 +291,25 @@ async def test_crashed_writer_and_router_lose_nothing(
     )
     assert sorted(o.id for o in search.objects) == sorted(f"w{i}" for i in range(n))
     assert {o.version for o in search.objects} == {1}
+
+
+async def test_batched_stream_delivers_every_event_in_order(
+    operator: Api, events_channel: grpc.aio.Channel
+) -> None:
+    app_id, server = await _app(operator, "task")
+    u = await server.user_with_device(app_id, "jill")
+    api = server.as_(u.token)
+    await api.subscribe(app_id, "task")
+    n = 60
+    async with open_stream(events_channel, app_id, u.token, max_batch=16) as s:
+        await asyncio.gather(
+            *(api.create(app_id, "task", {"title": f"b{i}"}, object_id=f"b{i}", wait=False) for i in range(n))
+        )
+        got = await s.collect(n)
+        assert sorted(e.object_id for e in got) == sorted(f"b{i}" for i in range(n))
+        assert set(s.frames) <= {"event", "batch", "heartbeat"}
+        assert await s.quiet(0.3) == []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async with open_stream(events_channel, app_id, u.token, max_batch=5000):
+            pass
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

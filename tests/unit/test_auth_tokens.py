@@ -98,6 +98,14 @@ def test_wrong_application(svc: TokenService) -> None:
     assert reason_of(svc, token, app_id="app2") == "TOKEN_WRONG_APPLICATION"
 
 
+def test_a_verified_token_is_still_checked_for_application_and_expiry(svc: TokenService, clock: Clock) -> None:
+    token = svc.issue("app1", "u1").access_token
+    assert svc.verify_access(token, app_id="app1").user_id == "u1"  # now cached
+    assert reason_of(svc, token, app_id="app2") == "TOKEN_WRONG_APPLICATION"
+    clock.at = T0 + timedelta(seconds=901)
+    assert reason_of(svc, token) == "TOKEN_EXPIRED"
+
+
 def test_wrong_key(svc: TokenService, clock: Clock) -> None:
     other = TokenService(AuthSettings(), signing_key="o" * 48, now=clock)
     assert reason_of(svc, other.issue("app1", "u1").access_token) == "TOKEN_INVALID_SIGNATURE"

@@ -380,3 +380,18 @@ async def test_stop_closes_and_unregisters_every_connection() -> None:
     assert c.closed.reason == "server shutting down"
     assert h.connections() == []
     assert await store.device_nodes("app") == {}
+
+
+async def test_drain_takes_what_is_queued_without_waiting() -> None:
+    from nexxus.transport.connection import QueuedConnection
+    from nexxus.v1 import events_pb2
+
+    conn = QueuedConnection("app", "u", "d", max_queue=10, transport="grpc")
+    for i in range(5):
+        await conn.push(events_pb2.Event(event_id=str(i)))
+    first = await conn.next_event(1.0)
+    assert first is not None
+    assert first.event_id == "0"
+    assert [e.event_id for e in conn.drain(3)] == ["1", "2", "3"]
+    assert [e.event_id for e in conn.drain(10)] == ["4"]
+    assert conn.drain(10) == []

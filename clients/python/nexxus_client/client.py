@@ -10,6 +10,7 @@ generated into `nexxus_client_proto`), and a reconnecting event stream.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -56,6 +57,10 @@ def _patch_op(p: Patch) -> v1.JsonPatchOperation:
 
 def _struct(data: Mapping[str, Any] | None) -> Struct | None:
     return None if data is None else Struct.from_dict(dict(data))
+
+
+# Events per stream frame under load (the server batches what is queued).
+MAX_BATCH = 64
 
 
 @dataclass(slots=True)
@@ -352,6 +357,8 @@ class EventStream:
         self._connected = asyncio.Condition()
         self._channel: Channel | None = None
         self._frames: AsyncIterator[v1.StreamEventsResponse] | None = None
+        # Events of a `batch` frame not handed out yet.
+        self._pending: collections.deque[v1.Event] = collections.deque()
         self._attempt = 0
         self._closed = False
 
@@ -372,6 +379,8 @@ class EventStream:
 
     async def __anext__(self) -> v1.Event:
         while not self._closed:
+            if self._pending:
+                return self._pending.popleft()
             try:
                 if self._frames is None:
                     await self._open()
@@ -395,6 +404,10 @@ class EventStream:
             if which == "event":
                 assert isinstance(value, v1.Event)
                 return value
+            if which == "batch":
+                assert isinstance(value, v1.EventBatch)
+                self._pending.extend(value.events)
+                continue
             if which == "error":
                 assert isinstance(value, v1.StreamError)
                 error = NexxusClientError(
@@ -417,7 +430,10 @@ class EventStream:
         self._channel = Channel(client.events_host, client.events_port)
         stub = v1.EventServiceStub(self._channel)
         req = v1.StreamEventsRequest(
-            app_id=client.app_id, subscriptions=self.subscriptions, heartbeat_seconds=self.heartbeat_seconds
+            app_id=client.app_id,
+            subscriptions=self.subscriptions,
+            heartbeat_seconds=self.heartbeat_seconds,
+            max_batch=MAX_BATCH,
         )
         frames = stub.stream_events(req, metadata=client._metadata())
         self._frames = frames

@@ -29,7 +29,7 @@ from nexxus.v1 import common_pb2 as nexxus_dot_v1_dot_common__pb2
 from nexxus.v1 import subscriptions_pb2 as nexxus_dot_v1_dot_subscriptions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16nexxus/v1/events.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nexxus/v1/common.proto\x1a\x1dnexxus/v1/subscriptions.proto\"\xbc\x02\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x14\n\x0coperation_id\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.nexxus.v1.EventKind\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\tobject_id\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12!\n\x06object\x18\x07 \x01(\x0b\x32\x11.nexxus.v1.Object\x12,\n\x05patch\x18\x08 \x03(\x0b\x32\x1d.nexxus.v1.JsonPatchOperation\x12\x18\n\x10subscription_ids\x18\t \x03(\t\x12\x1f\n\x05\x61\x63tor\x18\n \x01(\x0b\x32\x10.nexxus.v1.Actor\x12(\n\x04time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\x13StreamEventsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12;\n\rsubscriptions\x18\x02 \x03(\x0b\x32$.nexxus.v1.CreateSubscriptionRequest\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x05\"o\n\x0bStreamReady\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12.\n\rsubscriptions\x18\x04 \x03(\x0b\x32\x17.nexxus.v1.Subscription\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbf\x01\n\x14StreamEventsResponse\x12\'\n\x05ready\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.StreamReadyH\x00\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.nexxus.v1.EventH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.nexxus.v1.HeartbeatH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nexxus.v1.StreamErrorH\x00\x42\x07\n\x05\x66rame\"\x81\x02\n\x0b\x43lientFrame\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x14.nexxus.v1.AuthFrameH\x00\x12\x39\n\tsubscribe\x18\x03 \x01(\x0b\x32$.nexxus.v1.CreateSubscriptionRequestH\x00\x12\x32\n\x0bunsubscribe\x18\x04 \x01(\x0b\x32\x1b.nexxus.v1.UnsubscribeFrameH\x00\x12\"\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x13.nexxus.v1.AckFrameH\x00\x12$\n\x04ping\x18\x06 \x01(\x0b\x32\x14.nexxus.v1.PingFrameH\x00\x42\x07\n\x05\x66rame\"!\n\tAuthFrame\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\"+\n\x10UnsubscribeFrame\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"\x1c\n\x08\x41\x63kFrame\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"5\n\tPingFrame\x12(\n\x07payload\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\";\n\nSubscribed\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nexxus.v1.Subscription\"\'\n\x0cUnsubscribed\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"0\n\x04Pong\x12(\n\x07payload\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc7\x02\n\x0bServerFrame\x12\x10\n\x08reply_to\x18\x01 \x01(\t\x12\'\n\x05ready\x18\x02 \x01(\x0b\x32\x16.nexxus.v1.StreamReadyH\x00\x12+\n\nsubscribed\x18\x03 \x01(\x0b\x32\x15.nexxus.v1.SubscribedH\x00\x12/\n\x0cunsubscribed\x18\x04 \x01(\x0b\x32\x17.nexxus.v1.UnsubscribedH\x00\x12!\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x10.nexxus.v1.EventH\x00\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x16.nexxus.v1.StreamErrorH\x00\x12\x1f\n\x04pong\x18\x07 \x01(\x0b\x32\x0f.nexxus.v1.PongH\x00\x12)\n\theartbeat\x18\x08 \x01(\x0b\x32\x14.nexxus.v1.HeartbeatH\x00\x42\x07\n\x05\x66rame*\x9c\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_KIND_CREATED\x10\x01\x12\x16\n\x12\x45VENT_KIND_UPDATED\x10\x02\x12\x16\n\x12\x45VENT_KIND_DELETED\x10\x03\x12\x16\n\x12\x45VENT_KIND_ENTERED\x10\x04\x12\x13\n\x0f\x45VENT_KIND_LEFT\x10\x05\x32\x83\x01\n\x0c\x45ventService\x12s\n\x0cStreamEvents\x12\x1e.nexxus.v1.StreamEventsRequest\x1a\x1f.nexxus.v1.StreamEventsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/apps/{app_id}/events0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16nexxus/v1/events.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nexxus/v1/common.proto\x1a\x1dnexxus/v1/subscriptions.proto\"\xbc\x02\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x14\n\x0coperation_id\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.nexxus.v1.EventKind\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\tobject_id\x18\x05 \x01(\t\x12\x0f\n\x07version\x18\x06 \x01(\x03\x12!\n\x06object\x18\x07 \x01(\x0b\x32\x11.nexxus.v1.Object\x12,\n\x05patch\x18\x08 \x03(\x0b\x32\x1d.nexxus.v1.JsonPatchOperation\x12\x18\n\x10subscription_ids\x18\t \x03(\t\x12\x1f\n\x05\x61\x63tor\x18\n \x01(\x0b\x32\x10.nexxus.v1.Actor\x12(\n\x04time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x13StreamEventsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12;\n\rsubscriptions\x18\x02 \x03(\x0b\x32$.nexxus.v1.CreateSubscriptionRequest\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x05\x12\x11\n\tmax_batch\x18\x04 \x01(\x05\".\n\nEventBatch\x12 \n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.nexxus.v1.Event\"o\n\x0bStreamReady\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12.\n\rsubscriptions\x18\x04 \x03(\x0b\x32\x17.nexxus.v1.Subscription\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x07\x64\x65tails\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe7\x01\n\x14StreamEventsResponse\x12\'\n\x05ready\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.StreamReadyH\x00\x12!\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x10.nexxus.v1.EventH\x00\x12)\n\theartbeat\x18\x03 \x01(\x0b\x32\x14.nexxus.v1.HeartbeatH\x00\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.nexxus.v1.StreamErrorH\x00\x12&\n\x05\x62\x61tch\x18\x05 \x01(\x0b\x32\x15.nexxus.v1.EventBatchH\x00\x42\x07\n\x05\x66rame\"\x81\x02\n\x0b\x43lientFrame\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x14.nexxus.v1.AuthFrameH\x00\x12\x39\n\tsubscribe\x18\x03 \x01(\x0b\x32$.nexxus.v1.CreateSubscriptionRequestH\x00\x12\x32\n\x0bunsubscribe\x18\x04 \x01(\x0b\x32\x1b.nexxus.v1.UnsubscribeFrameH\x00\x12\"\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x13.nexxus.v1.AckFrameH\x00\x12$\n\x04ping\x18\x06 \x01(\x0b\x32\x14.nexxus.v1.PingFrameH\x00\x42\x07\n\x05\x66rame\"!\n\tAuthFrame\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\"+\n\x10UnsubscribeFrame\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"\x1c\n\x08\x41\x63kFrame\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"5\n\tPingFrame\x12(\n\x07payload\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\";\n\nSubscribed\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nexxus.v1.Subscription\"\'\n\x0cUnsubscribed\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"0\n\x04Pong\x12(\n\x07payload\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xc7\x02\n\x0bServerFrame\x12\x10\n\x08reply_to\x18\x01 \x01(\t\x12\'\n\x05ready\x18\x02 \x01(\x0b\x32\x16.nexxus.v1.StreamReadyH\x00\x12+\n\nsubscribed\x18\x03 \x01(\x0b\x32\x15.nexxus.v1.SubscribedH\x00\x12/\n\x0cunsubscribed\x18\x04 \x01(\x0b\x32\x17.nexxus.v1.UnsubscribedH\x00\x12!\n\x05\x65vent\x18\x05 \x01(\x0b\x32\x10.nexxus.v1.EventH\x00\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x16.nexxus.v1.StreamErrorH\x00\x12\x1f\n\x04pong\x18\x07 \x01(\x0b\x32\x0f.nexxus.v1.PongH\x00\x12)\n\theartbeat\x18\x08 \x01(\x0b\x32\x14.nexxus.v1.HeartbeatH\x00\x42\x07\n\x05\x66rame*\x9c\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45VENT_KIND_CREATED\x10\x01\x12\x16\n\x12\x45VENT_KIND_UPDATED\x10\x02\x12\x16\n\x12\x45VENT_KIND_DELETED\x10\x03\x12\x16\n\x12\x45VENT_KIND_ENTERED\x10\x04\x12\x13\n\x0f\x45VENT_KIND_LEFT\x10\x05\x32\x83\x01\n\x0c\x45ventService\x12s\n\x0cStreamEvents\x12\x1e.nexxus.v1.StreamEventsRequest\x1a\x1f.nexxus.v1.StreamEventsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/apps/{app_id}/events0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,38 +38,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENTSERVICE'].methods_by_name['StreamEvents']._loaded_options = None
   _globals['_EVENTSERVICE'].methods_by_name['StreamEvents']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/apps/{app_id}/events'
-  _globals['_EVENTKIND']._serialized_start=1989
-  _globals['_EVENTKIND']._serialized_end=2145
+  _globals['_EVENTKIND']._serialized_start=2097
+  _globals['_EVENTKIND']._serialized_end=2253
   _globals['_EVENT']._serialized_start=186
   _globals['_EVENT']._serialized_end=502
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=504
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=629
-  _globals['_STREAMREADY']._serialized_start=631
-  _globals['_STREAMREADY']._serialized_end=742
-  _globals['_HEARTBEAT']._serialized_start=744
-  _globals['_HEARTBEAT']._serialized_end=797
-  _globals['_STREAMERROR']._serialized_start=799
-  _globals['_STREAMERROR']._serialized_end=885
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=888
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1079
-  _globals['_CLIENTFRAME']._serialized_start=1082
-  _globals['_CLIENTFRAME']._serialized_end=1339
-  _globals['_AUTHFRAME']._serialized_start=1341
-  _globals['_AUTHFRAME']._serialized_end=1374
-  _globals['_UNSUBSCRIBEFRAME']._serialized_start=1376
-  _globals['_UNSUBSCRIBEFRAME']._serialized_end=1419
-  _globals['_ACKFRAME']._serialized_start=1421
-  _globals['_ACKFRAME']._serialized_end=1449
-  _globals['_PINGFRAME']._serialized_start=1451
-  _globals['_PINGFRAME']._serialized_end=1504
-  _globals['_SUBSCRIBED']._serialized_start=1506
-  _globals['_SUBSCRIBED']._serialized_end=1565
-  _globals['_UNSUBSCRIBED']._serialized_start=1567
-  _globals['_UNSUBSCRIBED']._serialized_end=1606
-  _globals['_PONG']._serialized_start=1608
-  _globals['_PONG']._serialized_end=1656
-  _globals['_SERVERFRAME']._serialized_start=1659
-  _globals['_SERVERFRAME']._serialized_end=1986
-  _globals['_EVENTSERVICE']._serialized_start=2148
-  _globals['_EVENTSERVICE']._serialized_end=2279
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=505
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=649
+  _globals['_EVENTBATCH']._serialized_start=651
+  _globals['_EVENTBATCH']._serialized_end=697
+  _globals['_STREAMREADY']._serialized_start=699
+  _globals['_STREAMREADY']._serialized_end=810
+  _globals['_HEARTBEAT']._serialized_start=812
+  _globals['_HEARTBEAT']._serialized_end=865
+  _globals['_STREAMERROR']._serialized_start=867
+  _globals['_STREAMERROR']._serialized_end=953
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=956
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=1187
+  _globals['_CLIENTFRAME']._serialized_start=1190
+  _globals['_CLIENTFRAME']._serialized_end=1447
+  _globals['_AUTHFRAME']._serialized_start=1449
+  _globals['_AUTHFRAME']._serialized_end=1482
+  _globals['_UNSUBSCRIBEFRAME']._serialized_start=1484
+  _globals['_UNSUBSCRIBEFRAME']._serialized_end=1527
+  _globals['_ACKFRAME']._serialized_start=1529
+  _globals['_ACKFRAME']._serialized_end=1557
+  _globals['_PINGFRAME']._serialized_start=1559
+  _globals['_PINGFRAME']._serialized_end=1612
+  _globals['_SUBSCRIBED']._serialized_start=1614
+  _globals['_SUBSCRIBED']._serialized_end=1673
+  _globals['_UNSUBSCRIBED']._serialized_start=1675
+  _globals['_UNSUBSCRIBED']._serialized_end=1714
+  _globals['_PONG']._serialized_start=1716
+  _globals['_PONG']._serialized_end=1764
+  _globals['_SERVERFRAME']._serialized_start=1767
+  _globals['_SERVERFRAME']._serialized_end=2094
+  _globals['_EVENTSERVICE']._serialized_start=2256
+  _globals['_EVENTSERVICE']._serialized_end=2387
 # @@protoc_insertion_point(module_scope)

@@ -127,9 +127,16 @@ class StreamEventsRequest(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     heartbeat_seconds: _builtins.int
     """Seconds between heartbeat frames on an idle stream (default 15, 1..300)."""
+    max_batch: _builtins.int
+    """When > 1, events that are queued together are sent as one `batch` frame
+    of at most this many events (0..1000; 0 or 1: one `event` frame each).
+    Under load this cuts the per-message cost of the stream many times; an
+    idle stream still gets each event as soon as it happens.
+    """
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[_subscriptions_pb2.CreateSubscriptionRequest]:
         """Subscriptions to create when the stream opens (volatile)."""
@@ -140,14 +147,37 @@ class StreamEventsRequest(_message.Message):
         app_id: _builtins.str = ...,
         subscriptions: _abc.Iterable[_subscriptions_pb2.CreateSubscriptionRequest] | None = ...,
         heartbeat_seconds: _builtins.int = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "heartbeat_seconds", b"heartbeat_seconds", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "heartbeat_seconds", b"heartbeat_seconds", "max_batch", b"max_batch", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamEventsRequest: _TypeAlias = StreamEventsRequest  # noqa: Y015
+
+@_typing.final
+class EventBatch(_message.Message):
+    """Several events in one frame (see StreamEventsRequest.max_batch), in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventBatch: _TypeAlias = EventBatch  # noqa: Y015
 
 @_typing.final
 class StreamReady(_message.Message):
@@ -242,6 +272,7 @@ class StreamEventsResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ready(self) -> Global___StreamReady: ...
     @_builtins.property
@@ -250,6 +281,8 @@ class StreamEventsResponse(_message.Message):
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def error(self) -> Global___StreamError: ...
+    @_builtins.property
+    def batch(self) -> Global___EventBatch: ...
     def __init__(
         self,
         *,
@@ -257,12 +290,13 @@ class StreamEventsResponse(_message.Message):
         event: Global___Event | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         error: Global___StreamError | None = ...,
+        batch: Global___EventBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "ready", b"ready"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "ready", b"ready"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "ready", b"ready"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["ready", "event", "heartbeat", "error"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["ready", "event", "heartbeat", "error", "batch"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 

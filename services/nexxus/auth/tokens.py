@@ -83,6 +83,10 @@ def _fail(message: str, reason: str) -> Unauthenticated:
     return Unauthenticated(message, reason=reason)
 
 
+# Verified tokens kept per process (oldest evicted first).
+VERIFIED_CACHE_SIZE = 10_000
+
+
 class TokenService:
     """Issues and verifies access tokens; hashes refresh tokens."""
 
@@ -98,6 +102,10 @@ class TokenService:
         self._settings = settings
         self._key = signing_key
         self._now = now
+        # Tokens whose signature was verified: the same token on every call of a
+        # session costs a dict lookup, not a JWT decode. Expiry and application
+        # are still checked on every hit; revocation is the Authenticator's job.
+        self._verified: dict[str, Claims] = {}
 
     @property
     def access_ttl(self) -> timedelta:
@@ -165,6 +173,21 @@ class TokenService:
         """
         if not token:
             raise _fail("an access token is required", "TOKEN_MISSING")
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)))  # the oldest entry
+            self._verified[token] = claims
+        if claims.app_id != app_id:
+            raise _fail("the access token belongs to another application", "TOKEN_WRONG_APPLICATION")
+        if self._now() >= claims.expires_at:
+            self._verified.pop(token, None)
+            raise _fail("the access token has expired", "TOKEN_EXPIRED")
+        return claims
+
+    def _decode(self, token: str) -> Claims:
+        """Check the format and the signature; the claims, not yet checked."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError as exc:
@@ -191,12 +214,7 @@ class TokenService:
             raise _fail("the access token's signature is invalid", "TOKEN_INVALID_SIGNATURE") from exc
         except jwt.InvalidTokenError as exc:
             raise _fail("the access token is malformed", "TOKEN_MALFORMED") from exc
-        claims = _claims_from(payload)
-        if claims.app_id != app_id:
-            raise _fail("the access token belongs to another application", "TOKEN_WRONG_APPLICATION")
-        if self._now() >= claims.expires_at:
-            raise _fail("the access token has expired", "TOKEN_EXPIRED")
-        return claims
+        return _claims_from(payload)
 
     @staticmethod
     def hash_refresh(token: str) -> str:

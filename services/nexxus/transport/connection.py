@@ -91,6 +91,12 @@ class QueuedConnection(Connection):
             except TimeoutError:
                 return None
 
+    def drain(self, max_events: int) -> list[events_pb2.Event]:
+        """Up to `max_events` more events that are already queued (no waiting)."""
+        queue = self._queue
+        count = min(max_events, len(queue))
+        return [queue.popleft() for _ in range(count)]
+
     def __repr__(self) -> str:
         return (
             f"QueuedConnection({self.transport} app={self.app_id} device={self.device_id} "

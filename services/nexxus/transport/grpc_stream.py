@@ -32,6 +32,9 @@ __all__ = ["EventStreamServicer"]
 log = logging.getLogger("nexxus.transport.grpc")
 
 
+MAX_BATCH = 1000
+
+
 class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]):
     def __init__(
         self,
@@ -61,6 +64,8 @@ class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]
             if not request.app_id:
                 raise InvalidArgument("app_id is required", field="app_id")
             heartbeat = resolve_heartbeat(request.heartbeat_seconds, settings.heartbeat_seconds)
+            if not 0 <= request.max_batch <= MAX_BATCH:
+                raise InvalidArgument(f"max_batch must be 0..{MAX_BATCH}", field="max_batch")
             caller = await self.authenticate(request.app_id, self._authorization(context))
             device_id = require_device(caller)
             created = await create_inline_subscriptions(
@@ -82,6 +87,7 @@ class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]
         self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[events_pb2.StreamEventsResponse]:
         conn, heartbeat, created = await self._open(request, context)
+        max_batch = request.max_batch
         try:
             yield events_pb2.StreamEventsResponse(
                 ready=events_pb2.StreamReady(
@@ -101,6 +107,11 @@ class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]
                     return
                 if event is None:
                     yield events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame())
+                    continue
+                more = conn.drain(max_batch - 1) if max_batch > 1 else []
+                if more:
+                    batch = events_pb2.EventBatch(events=[event, *more])
+                    yield events_pb2.StreamEventsResponse(batch=batch)
                 else:
                     yield events_pb2.StreamEventsResponse(event=event)
         finally:
