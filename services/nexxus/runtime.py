@@ -38,6 +38,7 @@ from nexxus.core.errors import NexxusError
 from nexxus.core.ports import Lifecycle
 from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.router.service import RouterService
+from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import set_serving
 from nexxus.transport.service import TransportService
 from nexxus.workers.base import BaseWorker
@@ -129,7 +130,13 @@ class Runtime:
         if "transport" in self.services:
             manager = SubscriptionManager(ctx)
             self.transport = TransportService(
-                s, self.bus, self.store, ctx.authenticator.authenticate, manager.create, manager.delete
+                s,
+                self.bus,
+                self.store,
+                ctx.authenticator.authenticate,
+                manager.create,
+                manager.delete,
+                interceptors=[TokenInterceptor(tokens)],
             )
             await self.transport.start()
             self._running.append(self.transport)

@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from nexxus.devserver.mesh import Mesh
-from nexxus.v1 import devices_pb2, events_pb2, objects_pb2, subscriptions_pb2, users_pb2
+from nexxus.v1 import applications_pb2, devices_pb2, events_pb2, objects_pb2, subscriptions_pb2, users_pb2
 from tests.e2e.conftest import OIDC_AUDIENCE, OIDC_ISSUER, OIDC_KID, new_app_id, oidc_private_key
 from tests.e2e.harness import Api, open_stream, patch, struct
 
@@ -223,6 +223,26 @@ async def test_bad_tokens_are_refused(mesh: Mesh, operator: Api, events_channel:
         code = await code_of(server.users.GetMe(me, metadata=[("authorization", f"Bearer {token}")]))
         assert code == grpc.StatusCode.UNAUTHENTICATED, name
     assert await code_of(server.users.GetMe(me)) == grpc.StatusCode.UNAUTHENTICATED  # no token at all
+    # The interceptor refuses a forged JWT before any handler: even where the handler
+    # would have answered PERMISSION_DENIED (not the operator key), it is UNAUTHENTICATED.
+    forged_md = [("authorization", f"Bearer {bad_tokens['wrong key']}")]
+    assert (
+        await code_of(
+            server.apps.CreateApplication(
+                applications_pb2.CreateApplicationRequest(app_id="x-app"), metadata=forged_md
+            )
+        )
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert (
+        await code_of(
+            server.apps.CreateApplication(
+                applications_pb2.CreateApplicationRequest(app_id="x-app"),
+                metadata=[("authorization", f"Bearer {good}")],
+            )
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
 
     # A revoked (deleted) device: its tokens stop working and its stream is closed.
     second = await server.add_device(u, "tablet")

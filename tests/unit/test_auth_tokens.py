@@ -98,7 +98,7 @@ def test_wrong_application(svc: TokenService) -> None:
     assert reason_of(svc, token, app_id="app2") == "TOKEN_WRONG_APPLICATION"
 
 
-def test_a_verified_token_is_still_checked_for_application_and_expiry(svc: TokenService, clock: Clock) -> None:
+def test_a_cached_token_is_still_checked_for_application_and_expiry(svc: TokenService, clock: Clock) -> None:
     token = svc.issue("app1", "u1").access_token
     assert svc.verify_access(token, app_id="app1").user_id == "u1"  # now cached
     assert reason_of(svc, token, app_id="app2") == "TOKEN_WRONG_APPLICATION"

@@ -130,10 +130,16 @@ def test_route_event_groups_devices_by_node_and_skips_offline_devices() -> None:
 class OwnerOnly:
     """A read rule: subscribers read only their own objects."""
 
+    def __init__(self) -> None:
+        self.apps_seen: set[str] = set()
+
     async def prepare(self, app_id: str, model: str) -> None:
         return None
 
-    def allows(self, sub: Subscription, sub_user_id: str, obj_owner_id: str, data: Mapping[str, Any]) -> bool:
+    def allows(
+        self, sub: Subscription, sub_user_id: str, obj_owner_id: str, data: Mapping[str, Any], app_id: str
+    ) -> bool:
+        self.apps_seen.add(app_id)
         return sub_user_id == obj_owner_id and not data.get("hidden")
 
 
@@ -143,11 +149,12 @@ def test_read_gate_filters_and_turns_unreadable_into_left() -> None:
     index.add(_sub("other", "d2", subscriber_user_id="u2"), None)
     index.add(_sub("admin", "d3", subscriber_user_id="", privileged=True), None)
     nodes = {"d1": ["n"], "d2": ["n"], "d3": ["n"]}
-    out = route_event(
-        index, _event(EVENT_KIND_UPDATED, {"v": 1}, {"v": 2, "hidden": True}), nodes, OwnerOnly()
-    )
+    gate = OwnerOnly()
+    event = _event(EVENT_KIND_UPDATED, {"v": 1}, {"v": 2, "hidden": True})
+    out = route_event(index, event, nodes, gate)
     kinds = {t.device_id: t.kind for t in out[0].targets}
     assert kinds == {"d1": EVENT_KIND_LEFT, "d3": EVENT_KIND_UPDATED}
+    assert gate.apps_seen == {event.app_id}  # the gate is asked per application
 
 
 async def test_apply_change_log_entries() -> None:

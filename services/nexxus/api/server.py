@@ -16,6 +16,7 @@ from nexxus.api.objects import ObjectServicer
 from nexxus.api.subscribing import SubscriptionManager
 from nexxus.api.subscriptions import SubscriptionServicer
 from nexxus.api.users import UserServicer
+from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import add_health_and_reflection, bind, new_server
 from nexxus.v1 import (
     applications_pb2,
@@ -41,7 +42,7 @@ SERVICE_NAMES = [
 
 def build_api_server(ctx: ApiContext, address: str) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """The api's server, bound but not started, and its health servicer."""
-    server = new_server()
+    server = new_server([TokenInterceptor(ctx.tokens)])
     applications_pb2_grpc.add_ApplicationServiceServicer_to_server(ApplicationServicer(ctx), server)
     users_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(ctx), server)
     devices_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(ctx), server)

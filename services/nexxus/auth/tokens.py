@@ -186,6 +186,14 @@ class TokenService:
             raise _fail("the access token has expired", "TOKEN_EXPIRED")
         return claims
 
+    def check(self, token: str) -> Claims:
+        """Format, signature and expiry, for any application (the interceptor's
+        early check; `verify_access` then binds the token to the call's app)."""
+        claims = self._verified.get(token) or self._decode(token)
+        if self._now() >= claims.expires_at:
+            raise _fail("the access token has expired", "TOKEN_EXPIRED")
+        return claims
+
     def _decode(self, token: str) -> Claims:
         """Check the format and the signature; the claims, not yet checked."""
         try:

@@ -17,8 +17,8 @@ GRPC_OPTIONS = [
 ]
 
 
-def new_server() -> grpc.aio.Server:
-    return grpc.aio.server(options=GRPC_OPTIONS)
+def new_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
+    return grpc.aio.server(options=GRPC_OPTIONS, interceptors=list(interceptors))
 
 
 def add_health_and_reflection(

@@ -8,13 +8,14 @@ started on that socket by `start_ws_server`.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 from websockets.asyncio.server import Server, serve
 
+from nexxus.rpc.server import add_health_and_reflection, bind, new_server
 from nexxus.transport.websocket import WebSocketBridge
 from nexxus.v1 import events_pb2, events_pb2_grpc
 
@@ -29,18 +30,20 @@ EVENT_SERVICE: str = events_pb2.DESCRIPTOR.services_by_name["EventService"].full
 
 
 def build_grpc_server(
-    servicer: events_pb2_grpc.EventServiceServicer, host: str, port: int
+    servicer: events_pb2_grpc.EventServiceServicer,
+    host: str,
+    port: int,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """The gRPC server with EventService, grpc.health.v1 and reflection, bound
     (not started). Returns (server, bound port, health servicer)."""
-    server = grpc.aio.server()
+    server = new_server(interceptors)
     events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((EVENT_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot bind the gRPC event stream on {host}:{port}")
+    health_servicer = add_health_and_reflection(server, [EVENT_SERVICE])
+    try:
+        bound = bind(server, f"{host}:{port}")
+    except RuntimeError as exc:
+        raise OSError(f"cannot bind the gRPC event stream on {host}:{port}") from exc
     return server, bound, health_servicer
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Generic
 
+import grpc
 from grpc_health.v1 import health_pb2
 from websockets.asyncio.server import Server
 
@@ -43,6 +45,7 @@ class TransportService(Generic[CallerT]):
         unsubscribe: Unsubscribe[CallerT],
         *,
         auth_timeout: float = 10.0,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         tsettings = settings.transport
         self.settings = settings
@@ -53,7 +56,7 @@ class TransportService(Generic[CallerT]):
             self.hub, authenticate, subscribe, unsubscribe, auth_timeout=auth_timeout
         )
         self._grpc, self._grpc_port, self._health = build_grpc_server(
-            self.servicer, tsettings.host, tsettings.grpc_port
+            self.servicer, tsettings.host, tsettings.grpc_port, interceptors
         )
         self._ws_socket = bind_ws_socket(tsettings.host, tsettings.ws_port)
         self._ws_port: int = self._ws_socket.getsockname()[1]

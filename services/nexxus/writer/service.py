@@ -86,13 +86,13 @@ class WriterService:
             try:
                 cmd.ParseFromString(msg.data)
             except DecodeError:
-                await self._park(msg, "undecodable WriteCommand", app_id="unknown")
+                await self._park(msg, "undecodable WriteCommand", app_id=self._app_of(msg))
                 continue
             if not cmd.command_id or not cmd.app_id or not cmd.model or not cmd.object_id:
                 await self._park(
                     msg,
                     "WriteCommand without command_id/app_id/model/object_id",
-                    app_id=cmd.app_id or "unknown",
+                    app_id=self._app_of(msg),
                 )
                 continue
             if msg.num_delivered > self._settings.max_deliver:
@@ -181,6 +181,12 @@ class WriterService:
             await self._bus.publish_volatile(cmd.reply_subject, result.SerializeToString())
         except NexxusError as exc:  # the caller falls back to PENDING; the write is done
             log.warning("could not answer %s: %s", cmd.command_id, exc)
+
+    @staticmethod
+    def _app_of(msg: BusMessage) -> str:
+        """The application a write subject names (<prefix>.<app>.write)."""
+        parts = msg.subject.split(".")
+        return parts[-2] if len(parts) >= 3 else "unknown"
 
     async def _park(self, msg: BusMessage, reason: str, *, app_id: str) -> None:
         log.error("parking message on %s: %s", msg.subject, reason)
