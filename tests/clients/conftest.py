@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from nexxus.devserver.mesh import Mesh
-from tests.e2e.conftest import _settings
+from tests.e2e.conftest import _settings, running_mesh
 from tests.e2e.harness import Api, User
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,17 +64,8 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
     s = _settings("sqlite", tmp_path_factory.mktemp("clients-mesh"))
     s.envoy.port = 0
     s.envoy.admin_port = 0
-    m = Mesh(s)
-    try:
-        await m.start()
-        await m.start_envoy(timeout=60)
-    except BaseException:
-        await m.stop()
-        raise
-    try:
+    async with running_mesh(s, envoy=True) as m:
         yield m
-    finally:
-        await m.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ SQLite always; PostgreSQL too when NEXXUS_TEST_POSTGRES_DSN is set.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -59,33 +60,47 @@ def _settings(backend: str, data_dir: Path) -> Settings:
     return s
 
 
+@contextlib.asynccontextmanager
+async def running_mesh(settings: Settings, *, envoy: bool = False) -> AsyncIterator[Mesh]:
+    """A started mesh (and Envoy in front when asked), stopped afterwards — and
+    its PostgreSQL schema dropped, so parallel runs leave nothing behind."""
+    m = Mesh(settings)
+    try:
+        try:
+            await m.start()
+            if envoy:
+                await m.start_envoy(timeout=60)
+        except BaseException:
+            await m.stop()
+            raise
+        yield m
+        await m.stop()
+    finally:
+        if settings.database.adapter == "postgres":
+            import asyncpg
+
+            conn = await asyncpg.connect(settings.database.postgres.dsn)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.database.postgres.schema}" CASCADE')
+            finally:
+                await conn.close()
+
+
+def skip_without_postgres(backend: str) -> None:
+    if backend == "postgres" and not os.environ.get("NEXXUS_TEST_POSTGRES_DSN"):
+        pytest.skip(
+            "PostgreSQL: set NEXXUS_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
+        )
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 async def mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Mesh]:
     backend: str = request.param
-    if backend == "postgres" and not os.environ.get("NEXXUS_TEST_POSTGRES_DSN"):
-        pytest.skip(
-            "PostgreSQL e2e: set NEXXUS_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
-        )
-    m = Mesh(_settings(backend, tmp_path_factory.mktemp(f"mesh-{backend}")))
-    try:
-        await m.start()
-    except BaseException:
-        await m.stop()
-        raise
-    try:
+    skip_without_postgres(backend)
+    async with running_mesh(_settings(backend, tmp_path_factory.mktemp(f"mesh-{backend}"))) as m:
         yield m
-    finally:
-        await m.stop()
-        if backend == "postgres":
-            import asyncpg
-
-            conn = await asyncpg.connect(m.settings.database.postgres.dsn)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{m.settings.database.postgres.schema}" CASCADE')
-            finally:
-                await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ world       a fresh app (schema `task`) with a user `alice` and her device, made
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import aiohttp
 import pytest
 
 from nexxus.devserver.mesh import Mesh
-from tests.e2e.conftest import BACKENDS, _settings
+from tests.e2e.conftest import BACKENDS, _settings, running_mesh, skip_without_postgres
 from tests.edge.rest import Rest
 
 PASSWORD = "correct horse battery"
@@ -39,31 +38,13 @@ async def edge_mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Mesh]:
     backend: str = request.param
-    if backend == "postgres" and not os.environ.get("NEXXUS_TEST_POSTGRES_DSN"):
-        pytest.skip("PostgreSQL edge: set NEXXUS_TEST_POSTGRES_DSN")
+    skip_without_postgres(backend)
     settings = _settings(backend, Path(tmp_path_factory.mktemp(f"edge-{backend}")))
     settings.envoy.port = 0
     settings.envoy.admin_port = 0
     settings.envoy.cors_allow_origins = ["http://app.example"]
-    mesh = Mesh(settings)
-    try:
-        await mesh.start()
-        await mesh.start_envoy()
-    except BaseException:
-        await mesh.stop()
-        raise
-    try:
+    async with running_mesh(settings, envoy=True) as mesh:
         yield mesh
-    finally:
-        await mesh.stop()
-        if backend == "postgres":
-            import asyncpg
-
-            conn = await asyncpg.connect(settings.database.postgres.dsn)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.database.postgres.schema}" CASCADE')
-            finally:
-                await conn.close()
 
 
 @pytest.fixture(scope="session")

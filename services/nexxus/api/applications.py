@@ -8,11 +8,11 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf import json_format
 
-from nexxus.api.calls import caller_of, require_operator, rpc
+from nexxus.api.calls import caller_of, require_app, require_operator, rpc
 from nexxus.api.context import ApiContext
 from nexxus.auth.authenticator import generate_server_key
 from nexxus.auth.rules import RuleSet
-from nexxus.core.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from nexxus.core.errors import AlreadyExists, InvalidArgument, PermissionDenied
 from nexxus.core.ids import new_id
 from nexxus.core.models import AppRecord, utcnow
 from nexxus.core.schema import ModelSchema
@@ -33,12 +33,6 @@ def app_to_proto(app: AppRecord) -> pb.Application:
 class ApplicationServicer(ApplicationServiceServicer):
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
-
-    async def _app(self, app_id: str) -> AppRecord:
-        app = await self.ctx.identity.get_app(app_id)
-        if app is None:
-            raise NotFound(f"application {app_id!r} does not exist", field="app_id", reason="APP_NOT_FOUND")
-        return app
 
     @rpc
     async def CreateApplication(
@@ -70,14 +64,16 @@ class ApplicationServicer(ApplicationServiceServicer):
         self, request: pb.GetApplicationRequest, context: Ctx
     ) -> pb.GetApplicationResponse:
         require_operator(self.ctx, context)
-        return pb.GetApplicationResponse(application=app_to_proto(await self._app(request.app_id)))
+        return pb.GetApplicationResponse(
+            application=app_to_proto(await require_app(self.ctx, request.app_id))
+        )
 
     @rpc
     async def DeleteApplication(
         self, request: pb.DeleteApplicationRequest, context: Ctx
     ) -> pb.DeleteApplicationResponse:
         require_operator(self.ctx, context)
-        await self._app(request.app_id)
+        await require_app(self.ctx, request.app_id)
         await self.ctx.store.delete_app(request.app_id)
         await self.ctx.db.delete_app_data(request.app_id)
         await self.ctx.identity.delete_app(request.app_id)
@@ -93,7 +89,7 @@ class ApplicationServicer(ApplicationServiceServicer):
                 "model schemas need the operator credential or the application's server key",
                 reason="SERVER_KEY_REQUIRED",
             )
-        await self._app(app_id)
+        await require_app(self.ctx, app_id)
 
     @rpc
     async def PutModelSchema(
@@ -115,7 +111,7 @@ class ApplicationServicer(ApplicationServiceServicer):
         self, request: pb.ListModelSchemasRequest, context: Ctx
     ) -> pb.ListModelSchemasResponse:
         await caller_of(self.ctx, context, request.app_id)
-        await self._app(request.app_id)
+        await require_app(self.ctx, request.app_id)
         schemas = await self.ctx.schemas.app_schemas(request.app_id)
         return pb.ListModelSchemasResponse(
             schemas=[s.to_proto() for s in sorted(schemas.values(), key=lambda s: s.name)]

@@ -17,7 +17,8 @@ import grpc
 
 from nexxus.api.context import ApiContext
 from nexxus.auth.caller import Caller
-from nexxus.core.errors import NexxusError, PermissionDenied, Unauthenticated
+from nexxus.core.errors import NexxusError, NotFound, PermissionDenied, Unauthenticated
+from nexxus.core.models import AppRecord
 from nexxus.rpc.errors import abort_with_error
 
 Req = TypeVar("Req")
@@ -60,6 +61,13 @@ def require_operator(ctx: ApiContext, context: grpc.aio.ServicerContext[Any, Any
         raise Unauthenticated("expected 'authorization: Bearer <operator key>'", reason="TOKEN_MALFORMED")
     if not ctx.settings.operator_key or not hmac.compare_digest(token.strip(), ctx.settings.operator_key):
         raise PermissionDenied("only the operator may manage applications", reason="OPERATOR_ONLY")
+
+
+async def require_app(ctx: ApiContext, app_id: str) -> AppRecord:
+    app = await ctx.identity.get_app(app_id)
+    if app is None:
+        raise NotFound(f"application {app_id!r} does not exist", field="app_id", reason="APP_NOT_FOUND")
+    return app
 
 
 def require_user(caller: Caller) -> None:

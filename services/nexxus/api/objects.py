@@ -19,7 +19,7 @@ from nexxus.core.jsonpatch import apply_patch, patch_from_proto
 from nexxus.core.models import SortKey, StoredObject
 from nexxus.core.schema import ModelSchema
 from nexxus.v1 import objects_pb2 as pb
-from nexxus.v1.internal_pb2 import WRITE_OP_CREATE, WRITE_OP_DELETE, WRITE_OP_UPDATE, WriteCommand
+from nexxus.v1.internal_pb2 import WRITE_OP_CREATE, WRITE_OP_DELETE, WRITE_OP_UPDATE, WriteCommand, WriteOp
 from nexxus.v1.objects_pb2_grpc import ObjectServiceServicer
 
 Ctx: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -27,12 +27,29 @@ SYSTEM_SORT_FIELDS = {"id", "version", "create_time", "update_time"}
 MAX_PAGE_SIZE = 1000
 
 
-def _guarded_version(schema: ModelSchema, action: str, requested: int, current: StoredObject) -> int:
-    """A filter rule was checked against `current`: pin the write to that version so
-    a concurrent change cannot slip in between the check and the apply."""
-    if requested or schema.rule(action).get("kind") != "filter":
-        return requested
-    return current.version
+ChangeRequest = pb.UpdateObjectRequest | pb.DeleteObjectRequest
+
+
+def _change_command(
+    request: ChangeRequest, op: WriteOp.ValueType, caller: Caller, schema: ModelSchema, current: StoredObject
+) -> WriteCommand:
+    """The command of an update or delete already checked against `current`.
+
+    Under a filter rule the write is pinned to the version the rule was checked
+    against, so a concurrent change cannot slip in between the check and the apply."""
+    version = request.expected_version
+    action = "update" if op == WRITE_OP_UPDATE else "delete"
+    if not version and schema.rule(action).get("kind") == "filter":
+        version = current.version
+    return WriteCommand(
+        command_id=new_id(),
+        app_id=request.app_id,
+        model=request.model,
+        op=op,
+        object_id=request.object_id,
+        expected_version=version,
+        actor=actor_of(caller),
+    )
 
 
 class ObjectServicer(ObjectServiceServicer):
@@ -92,15 +109,7 @@ class ObjectServicer(ObjectServiceServicer):
         current = await self._readable(caller, rules, request.app_id, request.model, request.object_id)
         # Check the rule against the stored object and the result the patch would give.
         rules.check_update(caller, current, apply_patch(current.data, patch, schema))
-        cmd = WriteCommand(
-            command_id=new_id(),
-            app_id=request.app_id,
-            model=request.model,
-            op=WRITE_OP_UPDATE,
-            object_id=request.object_id,
-            expected_version=_guarded_version(schema, "update", request.expected_version, current),
-            actor=actor_of(caller),
-        )
+        cmd = _change_command(request, WRITE_OP_UPDATE, caller, schema, current)
         cmd.patch.extend(request.patch)
         operation, obj = await submit(self.ctx, cmd, wait=request.wait)
         return pb.UpdateObjectResponse(operation=operation, object=obj)
@@ -110,15 +119,7 @@ class ObjectServicer(ObjectServiceServicer):
         caller, schema, rules = await self._model(context, request.app_id, request.model)
         current = await self._readable(caller, rules, request.app_id, request.model, request.object_id)
         rules.check_delete(caller, current)
-        cmd = WriteCommand(
-            command_id=new_id(),
-            app_id=request.app_id,
-            model=request.model,
-            op=WRITE_OP_DELETE,
-            object_id=request.object_id,
-            expected_version=_guarded_version(schema, "delete", request.expected_version, current),
-            actor=actor_of(caller),
-        )
+        cmd = _change_command(request, WRITE_OP_DELETE, caller, schema, current)
         operation, _ = await submit(self.ctx, cmd, wait=request.wait)
         return pb.DeleteObjectResponse(operation=operation)
 

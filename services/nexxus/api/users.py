@@ -7,13 +7,13 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from nexxus.api.calls import caller_of, require_user, rpc
+from nexxus.api.calls import caller_of, require_app, require_user, rpc
 from nexxus.api.context import ApiContext
 from nexxus.api.sessions import issue_tokens, revoke_device, revoke_user
 from nexxus.core.convert import dict_to_struct, struct_to_dict
 from nexxus.core.errors import InvalidArgument, NotFound, Unauthenticated
 from nexxus.core.ids import new_id
-from nexxus.core.models import AppRecord, UserRecord
+from nexxus.core.models import UserRecord
 from nexxus.v1 import users_pb2 as pb
 from nexxus.v1.users_pb2_grpc import UserServiceServicer
 
@@ -34,12 +34,6 @@ class UserServicer(UserServiceServicer):
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
-    async def _app(self, app_id: str) -> AppRecord:
-        app = await self.ctx.identity.get_app(app_id)
-        if app is None:
-            raise NotFound(f"application {app_id!r} does not exist", field="app_id", reason="APP_NOT_FOUND")
-        return app
-
     async def _device_for(self, app_id: str, user_id: str, device_id: str) -> str:
         if not device_id:
             return ""
@@ -55,7 +49,7 @@ class UserServicer(UserServiceServicer):
 
     @rpc
     async def RegisterUser(self, request: pb.RegisterUserRequest, context: Ctx) -> pb.RegisterUserResponse:
-        await self._app(request.app_id)
+        await require_app(self.ctx, request.app_id)
         if not USERNAME_RE.match(request.username):
             raise InvalidArgument(
                 "username must be 3-64 characters of letters, digits and _ . -", field="username"
@@ -78,7 +72,7 @@ class UserServicer(UserServiceServicer):
 
     @rpc
     async def Login(self, request: pb.LoginRequest, context: Ctx) -> pb.LoginResponse:
-        await self._app(request.app_id)
+        await require_app(self.ctx, request.app_id)
         login = request.login.strip()
         if not login or not request.password:
             raise InvalidArgument(
@@ -100,7 +94,7 @@ class UserServicer(UserServiceServicer):
 
     @rpc
     async def OidcLogin(self, request: pb.OidcLoginRequest, context: Ctx) -> pb.OidcLoginResponse:
-        await self._app(request.app_id)
+        await require_app(self.ctx, request.app_id)
         identity = await self.ctx.oidc.verify(request.provider, request.id_token)
         external_id = f"{request.provider}:{identity.subject}"
         user = await self.ctx.identity.find_user_by_external_id(request.app_id, external_id)
