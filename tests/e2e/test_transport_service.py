@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -23,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from nexxus.core.config.settings import Settings, TransportSettings
 from nexxus.core.errors import InvalidArgument, NotFound, Unauthenticated
 from nexxus.core.ports import MessageBus, SubscriptionStore
+from nexxus.transport.events import build_event
 from nexxus.transport.service import TransportService
 from nexxus.v1 import common_pb2, events_pb2, events_pb2_grpc, internal_pb2, subscriptions_pb2
 
@@ -252,6 +254,36 @@ async def test_grpc_stream_heartbeats_when_idle(stub: events_pb2_grpc.EventServi
     frame = await read(call)
     assert frame.WhichOneof("frame") == "heartbeat"
     assert frame.heartbeat.time.seconds > 0
+    call.cancel()
+
+
+async def test_grpc_stream_batches_queued_events_as_the_object_path_would(
+    service: TransportService[FakeCaller], stub: events_pb2_grpc.EventServiceStub
+) -> None:
+    request = events_pb2.StreamEventsRequest(app_id=APP, max_batch=3)
+    call = stub.StreamEvents(request, metadata=(("authorization", "Bearer u1:d1"),))
+    assert (await read(call)).WhichOneof("frame") == "ready"
+    async with ws_connect(service, "?access_token=u1:d1") as ws:
+        await recv(ws)
+        deliveries = [
+            make_delivery(service.node_id, ("d1", [f"s{i}", "other"]), event_id=f"ev-{i}") for i in range(7)
+        ]
+        # deliver() never suspends for gRPC streams: all 7 are queued before the stream runs.
+        for delivery in deliveries:
+            await service.hub.deliver(delivery)
+        expected = []
+        for delivery in deliveries:
+            event = build_event(delivery.event, delivery.event.kind)
+            event.subscription_ids.extend(delivery.targets[0].subscription_ids)
+            expected.append(event)
+        frames = [await read(call) for _ in range(3)]
+        assert [f.WhichOneof("frame") for f in frames] == ["batch", "batch", "event"]
+        assert frames[0] == events_pb2.StreamEventsResponse(batch=events_pb2.EventBatch(events=expected[:3]))
+        assert frames[1] == events_pb2.StreamEventsResponse(batch=events_pb2.EventBatch(events=expected[3:6]))
+        assert frames[2] == events_pb2.StreamEventsResponse(event=expected[6])
+        # The device's WebSocket gets the same events as JSON.
+        for event in expected:
+            assert (await recv(ws))["event"] == json_format.MessageToDict(event)
     call.cancel()
 
 

@@ -199,3 +199,31 @@ async def test_apply_change_log_entries() -> None:
     assert calls.count(("app", "task")) == 1  # cached
     out = route_event(index, _event(EVENT_KIND_CREATED, None, {"priority": "high"}), state.nodes)
     assert [(d.node, [t.device_id for t in d.targets]) for d in out] == [("n2", ["d1"])]
+
+
+def test_encoded_delivery_targets_are_protobuf_bytes() -> None:
+    """encode_deliveries writes Delivery.targets by hand (cached per device): the
+    bytes must be exactly protobuf's, and the parsed Delivery build_deliveries'."""
+    from nexxus.router.matching import DeviceMatch, _target_field, build_deliveries, encode_deliveries
+    from nexxus.v1.internal_pb2 import Delivery, DeliveryTarget, ModelEvent
+
+    for kind in range(6):
+        for sids in (("s1",), ("b", "a"), (), ("é" * 70, "x" * 200)):
+            for dev in ("d1", "", "ü" * 130):
+                target = DeliveryTarget(device_id=dev, kind=kind, subscription_ids=sorted(sids))  # type: ignore[arg-type]
+                key = sids[0] if len(sids) == 1 else tuple(sorted(sids))
+                assert _target_field(dev, kind, key) == Delivery(targets=[target]).SerializeToString()  # type: ignore[arg-type]
+
+    event = ModelEvent(app_id="a", model="m", object_id="o", kind=1)  # type: ignore[arg-type]
+    devices = {}
+    for i in range(50):
+        dm = DeviceMatch()
+        dm.after = True
+        dm.subscription_ids = [f"s{i}", f"r{i}"] if i % 3 == 0 else [f"s{i}"]
+        devices[f"d{i:03}"] = dm
+    nodes = {f"d{i:03}": ["n1"] if i % 2 else ["n2", "n1"] for i in range(50) if i != 7}
+    encoded = encode_deliveries(event, devices, nodes)
+    built = build_deliveries(event, devices, nodes)
+    assert [n for n, _ in encoded] == [d.node for d in built]
+    for (_, data), delivery in zip(encoded, built, strict=True):
+        assert Delivery.FromString(data) == delivery

@@ -54,6 +54,9 @@ Action = Literal["read", "create", "update", "delete"]
 _Decision = Literal["allow", "deny", "owner", "filter"]
 _Matcher = Callable[[Mapping[str, Any]], bool]
 
+# Subscriber Callers RouterReadGate keeps (cleared when full).
+_MAX_CALLERS = 65_536
+
 # The ids a filter rule is validated with when the schema is stored.
 _PROBE = AuthContext(user_id="probe-user", device_id="probe-device")
 
@@ -250,6 +253,9 @@ class RouterReadGate:
         self._lookup = schema_lookup
         self._max_cached = max_cached
         self._rules: dict[tuple[str, str], RuleSet] = {}
+        # The Caller a subscription pushes as, per (app, user, device, privileged):
+        # built once, not per delivered device (Callers are immutable).
+        self._callers: dict[tuple[str, str, str, bool], Caller] = {}
 
     def set_schema(self, app_id: str, schema: ModelSchema) -> RuleSet:
         """Use `schema` for (app_id, schema.name); keeps the cached RuleSet when unchanged."""
@@ -297,5 +303,15 @@ class RouterReadGate:
         app_id: str,
     ) -> bool:
         """The router's `ReadGate.allows`: may the subscription's user receive it?"""
-        caller = Caller.subscriber(app_id, sub_user_id, sub.device_id, privileged=sub.privileged)
-        return self.allows_caller(app_id, sub.model, caller, obj_owner_id, data)
+        rules = self._rules.get((app_id, sub.model))
+        if rules is None:
+            return False
+        key = (app_id, sub_user_id, sub.device_id, sub.privileged)
+        caller = self._callers.get(key)
+        if caller is None:
+            if len(self._callers) >= _MAX_CALLERS:
+                self._callers.clear()
+            caller = self._callers[key] = Caller.subscriber(
+                app_id, sub_user_id, sub.device_id, privileged=sub.privileged
+            )
+        return rules.can_read_data(caller, obj_owner_id, data)

@@ -238,7 +238,19 @@ def encode_deliveries(
     """`build_deliveries`, serialized: (node, Delivery bytes). The event is
     serialized once and appended to each node's Delivery as its field 3
     (protobuf parsers merge fields in any order), instead of copied per node."""
-    per_node = _group_by_node(event.kind, devices, device_nodes)
+    kind = event.kind
+    per_node: dict[str, list[bytes]] = {}
+    for device_id in sorted(devices):
+        nodes = device_nodes.get(device_id)
+        if not nodes:
+            continue
+        dm = devices[device_id]
+        sids = dm.subscription_ids
+        target = _target_field(
+            device_id, device_kind(kind, dm), sids[0] if len(sids) == 1 else tuple(sorted(sids))
+        )
+        for node in nodes:
+            per_node.setdefault(node, []).append(target)
     if not per_node:
         return []
     event_bytes = event.SerializeToString()
@@ -246,7 +258,8 @@ def encode_deliveries(
     return [
         (
             node,
-            Delivery(app_id=event.app_id, node=node, targets=per_node[node]).SerializeToString()
+            Delivery(app_id=event.app_id, node=node).SerializeToString()
+            + b"".join(per_node[node])
             + event_field,
         )
         for node in sorted(per_node)
@@ -255,6 +268,40 @@ def encode_deliveries(
 
 # Delivery.event: field 3, wire type 2 (length-delimited).
 _EVENT_TAG = bytes([3 << 3 | 2])
+# Delivery.targets (field 4) and DeliveryTarget's device_id (1), kind (2, varint), subscription_ids (3).
+_TARGETS_TAG = bytes([4 << 3 | 2])
+_DEVICE_TAG = bytes([1 << 3 | 2])
+_KIND_TAG = bytes([2 << 3 | 0])
+_SID_TAG = bytes([3 << 3 | 2])
+
+# Encoded Delivery.targets fields, per (device, kind, subscription id(s)): a device
+# matched by the same subscriptions gets the same bytes event after event.
+_TARGET_CACHE: dict[tuple[str, int, str | tuple[str, ...]], bytes] = {}
+_TARGET_CACHE_MAX = 65_536
+
+
+def _len_field(tag: bytes, value: str) -> bytes:
+    raw = value.encode()
+    return tag + _varint(len(raw)) + raw
+
+
+def _target_field(device_id: str, kind: EventKind.ValueType, sids: str | tuple[str, ...]) -> bytes:
+    """One `Delivery.targets` entry, serialized exactly as protobuf would
+    (fields in number order, proto3 defaults omitted)."""
+    key = (device_id, int(kind), sids)
+    cached = _TARGET_CACHE.get(key)
+    if cached is not None:
+        return cached
+    body = _len_field(_DEVICE_TAG, device_id) if device_id else b""
+    if kind:
+        body += _KIND_TAG + _varint(int(kind))
+    for sid in (sids,) if isinstance(sids, str) else sids:
+        body += _len_field(_SID_TAG, sid)
+    field = _TARGETS_TAG + _varint(len(body)) + body
+    if len(_TARGET_CACHE) >= _TARGET_CACHE_MAX:
+        _TARGET_CACHE.clear()
+    _TARGET_CACHE[key] = field
+    return field
 
 
 def route_event(

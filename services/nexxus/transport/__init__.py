@@ -3,6 +3,7 @@
 hub.py          ConnectionHub: the connection registry, delivery fan-out, control
 connection.py   QueuedConnection: a bounded per-connection outbound queue
 events.py       build_event: ModelEvent + kind → the public Event
+wire.py         hand-built wire bytes: per-device Events, StreamEventsResponse frames
 session.py      transport-neutral session steps (device check, heartbeat, inline subscriptions)
 grpc_stream.py  EventStreamServicer: nexxus.v1.EventService.StreamEvents
 frames.py       WebSocket JSON frames (ClientFrame / ServerFrame)

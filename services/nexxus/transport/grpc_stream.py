@@ -25,7 +25,8 @@ from nexxus.transport.session import (
     resolve_heartbeat,
 )
 from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
-from nexxus.v1 import events_pb2, events_pb2_grpc, subscriptions_pb2
+from nexxus.transport.wire import batch_frame, event_frame
+from nexxus.v1 import events_pb2, subscriptions_pb2
 
 __all__ = ["EventStreamServicer"]
 
@@ -35,7 +36,10 @@ log = logging.getLogger("nexxus.transport.grpc")
 MAX_BATCH = 1000
 
 
-class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]):
+class EventStreamServicer(Generic[CallerT]):
+    """`nexxus.v1.EventService`; its frames are serialized by hand, so it is
+    registered with `rpc_method_handlers()`, not the generated helper."""
+
     def __init__(
         self,
         hub: ConnectionHub,
@@ -77,6 +81,7 @@ class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]
                 device_id,
                 max_queue=settings.max_queue,
                 transport="grpc",
+                encoded=True,
             )
             await self.hub.register(conn)
         except NexxusError as err:
@@ -85,7 +90,9 @@ class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]
 
     async def StreamEvents(
         self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[events_pb2.StreamEventsResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Yields serialized `StreamEventsResponse` frames: register it with
+        `rpc_method_handlers()` (a pass-through response serializer)."""
         conn, heartbeat, created = await self._open(request, context)
         max_batch = request.max_batch
         try:
@@ -96,23 +103,31 @@ class EventStreamServicer(events_pb2_grpc.EventServiceServicer, Generic[CallerT]
                     node=self.hub.node_id,
                     subscriptions=created,
                 )
-            )
+            ).SerializeToString()
             while True:
                 try:
-                    event = await conn.next_event(heartbeat)
+                    event = await conn.next_encoded(heartbeat)
                 except ConnectionClosed as closed:
                     yield events_pb2.StreamEventsResponse(
                         error=events_pb2.StreamError(code=closed.code, message=closed.reason)
-                    )
+                    ).SerializeToString()
                     return
                 if event is None:
-                    yield events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame())
-                    continue
-                more = conn.drain(max_batch - 1) if max_batch > 1 else []
-                if more:
-                    batch = events_pb2.EventBatch(events=[event, *more])
-                    yield events_pb2.StreamEventsResponse(batch=batch)
+                    yield events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame()).SerializeToString()
+                elif max_batch > 1 and conn.queued:
+                    yield batch_frame([event, *conn.drain_encoded(max_batch - 1)])
                 else:
-                    yield events_pb2.StreamEventsResponse(event=event)
+                    yield event_frame(event)
         finally:
             await self.hub.unregister(conn)
+
+    def rpc_method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """`nexxus.v1.EventService`'s handlers: the generated request
+        deserializer, responses already serialized (passed through)."""
+        return {
+            "StreamEvents": grpc.unary_stream_rpc_method_handler(
+                self.StreamEvents,
+                request_deserializer=events_pb2.StreamEventsRequest.FromString,
+                response_serializer=None,
+            )
+        }

@@ -22,7 +22,9 @@ from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import TransportSettings
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
+from nexxus.transport.connection import QueuedConnection
 from nexxus.transport.events import build_event
+from nexxus.transport.wire import encode_subscription_ids
 from nexxus.v1 import events_pb2, internal_pb2
 
 __all__ = ["ConnectionHub", "bus_subject"]
@@ -153,22 +155,33 @@ class ConnectionHub:
 
     async def deliver(self, delivery: internal_pb2.Delivery) -> int:
         """Push a delivery to the local connections of its targets; returns how
-        many connections got an event."""
-        base_by_kind: dict[int, events_pb2.Event] = {}
+        many connections got an event.
+
+        The Event of each (delivery, kind) is serialized once; a target's Event
+        is those bytes plus its encoded `subscription_ids`. Encoded connections
+        (gRPC streams) queue the bytes; others get the parsed Event (one per
+        device, shared by its connections)."""
+        devices = self._devices
+        app_id = delivery.app_id
+        base_by_kind: dict[int, bytes] = {}
         pushed = 0
         for target in delivery.targets:
-            conns = self.connections(delivery.app_id, target.device_id)
+            conns = devices.get((app_id, target.device_id))
             if not conns:
                 continue
             kind = target.kind or delivery.event.kind
             base = base_by_kind.get(kind)
             if base is None:
-                base = base_by_kind[kind] = build_event(delivery.event, kind)
-            event = events_pb2.Event()
-            event.CopyFrom(base)
-            event.subscription_ids.extend(target.subscription_ids)
-            for conn in conns:
-                await conn.push(event)
+                base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString()
+            data = base + encode_subscription_ids(target.subscription_ids)
+            event: events_pb2.Event | None = None
+            for conn in tuple(conns.values()):
+                if isinstance(conn, QueuedConnection) and conn.encoded:
+                    conn.push_encoded(data)
+                else:
+                    if event is None:
+                        event = events_pb2.Event.FromString(data)
+                    await conn.push(event)
                 pushed += 1
         return pushed
 

@@ -16,6 +16,7 @@ from grpc_health.v1 import health
 from websockets.asyncio.server import Server, serve
 
 from nexxus.rpc.server import add_health_and_reflection, bind, new_server
+from nexxus.transport.grpc_stream import EventStreamServicer
 from nexxus.transport.websocket import WebSocketBridge
 from nexxus.v1 import events_pb2, events_pb2_grpc
 
@@ -30,7 +31,7 @@ EVENT_SERVICE: str = events_pb2.DESCRIPTOR.services_by_name["EventService"].full
 
 
 def build_grpc_server(
-    servicer: events_pb2_grpc.EventServiceServicer,
+    servicer: EventStreamServicer[Any] | events_pb2_grpc.EventServiceServicer,
     host: str,
     port: int,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
@@ -38,7 +39,13 @@ def build_grpc_server(
     """The gRPC server with EventService, grpc.health.v1 and reflection, bound
     (not started). Returns (server, bound port, health servicer)."""
     server = new_server(interceptors)
-    events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
+    if isinstance(servicer, EventStreamServicer):
+        # Frames come out of the servicer already serialized (see wire.py).
+        handlers = servicer.rpc_method_handlers()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(EVENT_SERVICE, handlers),))
+        server.add_registered_method_handlers(EVENT_SERVICE, handlers)
+    else:
+        events_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)
     health_servicer = add_health_and_reflection(server, [EVENT_SERVICE])
     try:
         bound = bind(server, f"{host}:{port}")

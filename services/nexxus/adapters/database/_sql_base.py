@@ -5,9 +5,9 @@ for SQLite and PostgreSQL. A subclass supplies the connections (`_read`,
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nexxus.core.errors import InvalidArgument, NotFound
 from nexxus.core.models import (
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SqlDatabase"]
 
+T = TypeVar("T")
+
 _INSERT_USER = (
     "INSERT INTO {t}users (app_id, id, username, username_lc, email, email_lc, display_name,"
     " password_hash, profile, tokens_valid_after, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -96,13 +98,19 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
     async def apply_writes(self, writes: Sequence[tuple[WriteCommand, ModelSchema]]) -> list[WriteOutcome]:
         if not writes:
             return []
+        d = self.dialect
         try:
-            async with self._transaction() as s:
-                return await apply_fast(s, self.dialect, writes)
+            return await self._in_transaction(lambda s: apply_fast(s, d, writes))
         except WriteRace:
             pass
+        return await self._in_transaction(lambda s: apply_slow(s, d, writes))
+
+    async def _in_transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
+        """`work(session)` inside one write transaction (committed when it returns,
+        rolled back when it raises). `work` only awaits the session's methods, so a
+        subclass may run it somewhere else (SQLite: whole, in its connection thread)."""
         async with self._transaction() as s:
-            return await apply_slow(s, self.dialect, writes)
+            return await work(s)
 
     async def get_object(self, app_id: str, model: str, object_id: str) -> StoredObject | None:
         r = await self._fetchrow(SELECT_OBJECT, (app_id, model, object_id))

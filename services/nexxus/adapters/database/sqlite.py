@@ -14,9 +14,9 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -31,6 +31,8 @@ __all__ = ["SqliteDatabase"]
 log = logging.getLogger("nexxus.database.sqlite")
 
 _BUSY_TIMEOUT_MS = 10_000
+
+T = TypeVar("T")
 
 
 def _translate(exc: Exception) -> NexxusError:
@@ -73,6 +75,71 @@ class _SqliteSession(Session):
         except (sqlite3.Error, ValueError) as exc:
             raise _translate(exc) from exc
         return max(cursor.rowcount, 0)
+
+
+class _ThreadSession(Session):
+    """A session on the raw sqlite3 connection, for code running in that connection's
+    own (aiosqlite) thread. Its coroutines never suspend, so `_drive` runs a
+    coroutine that only awaits them to completion synchronously."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except (sqlite3.Error, ValueError) as exc:
+            raise _translate(exc) from exc
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return max(self._conn.execute(sql, params).rowcount, 0)
+        except (sqlite3.Error, ValueError) as exc:
+            raise _translate(exc) from exc
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self.executemany_count(sql, rows)
+
+    async def executemany_count(self, sql: str, rows: Sequence[Sequence[Any]]) -> int | None:
+        try:
+            return max(self._conn.executemany(sql, rows).rowcount, 0)
+        except (sqlite3.Error, ValueError) as exc:
+            raise _translate(exc) from exc
+
+
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (it awaits only `_ThreadSession`)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise RuntimeError("a coroutine on the sqlite connection thread tried to suspend")
+
+
+def _transaction_in_thread(conn: sqlite3.Connection, work: Callable[[Session], Awaitable[T]]) -> T:
+    """BEGIN IMMEDIATE, `work`, COMMIT (ROLLBACK on error) — in the connection's thread."""
+    session = _ThreadSession(conn)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except (sqlite3.Error, ValueError) as exc:
+        raise _translate(exc) from exc
+    try:
+        coro = work(session)
+        assert isinstance(coro, Coroutine)
+        result: T = _drive(coro)
+        try:
+            conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            raise _translate(exc) from exc
+    except BaseException:
+        with suppress(sqlite3.Error, ValueError):
+            conn.execute("ROLLBACK")
+        raise
+    return result
 
 
 class SqliteDatabase(SqlDatabase):
@@ -140,6 +207,21 @@ class SqliteDatabase(SqlDatabase):
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[Session]:
         yield _SqliteSession(self._require(self._reader))
+
+    async def _in_transaction(self, work: Callable[[Session], Awaitable[T]]) -> T:
+        """The whole transaction in ONE hop to the writer connection's thread (not
+        one per statement): the writer's per-batch cost at low load."""
+        conn = self._require(self._writer)
+        async with self._lock:
+            # aiosqlite runs `fn(*args)` in the connection's own thread (its queue
+            # also orders it after every statement queued before).
+            run: Callable[[Callable[[], T]], Awaitable[T]] = conn._execute
+            try:
+                return await run(lambda: _transaction_in_thread(conn._conn, work))
+            except ValueError as exc:  # aiosqlite: "Connection closed"
+                if "closed" in str(exc).lower():
+                    raise _translate(exc) from exc
+                raise
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Session]:
