@@ -4,11 +4,12 @@ services it runs (`nexxus serve api|writer|router|transport|all`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -35,6 +36,7 @@ from nexxus.auth.throttle import LoginThrottle
 from nexxus.auth.tokens import TokenService, ensure_secret
 from nexxus.core.config.settings import Settings
 from nexxus.core.errors import NexxusError
+from nexxus.core.ids import new_id
 from nexxus.core.ports import Lifecycle
 from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.router.service import RouterService
@@ -59,6 +61,21 @@ def resolve_secrets(settings: Settings) -> None:
         settings.auth.signing_key = ensure_secret(data_dir / "signing.key")
     if not settings.node_id:
         settings.node_id = f"{socket.gethostname()}-{os.getpid()}"
+
+
+def stream_caller(authenticator: Authenticator) -> Callable[[str, str | None], Awaitable[Caller]]:
+    """Authentication for event streams and WebSockets. An anonymous caller of an
+    optional-auth application gets an ephemeral device for the connection, so it
+    can subscribe to what the access rules make public; its subscriptions are
+    volatile and go with the connection."""
+
+    async def authenticate(app_id: str, authorization: str | None) -> Caller:
+        caller = await authenticator.authenticate(app_id, authorization)
+        if caller.kind == "anonymous" and not caller.device_id:
+            return dataclasses.replace(caller, device_id=f"anon-{new_id()}")
+        return caller
+
+    return authenticate
 
 
 class Runtime:
@@ -133,7 +150,7 @@ class Runtime:
                 s,
                 self.bus,
                 self.store,
-                ctx.authenticator.authenticate,
+                stream_caller(ctx.authenticator),
                 manager.create,
                 manager.delete,
                 interceptors=[TokenInterceptor(tokens)],

@@ -229,7 +229,7 @@ async def open_stream(
         events_pb2.StreamEventsRequest(
             app_id=app_id, subscriptions=subscriptions or [], heartbeat_seconds=30, max_batch=max_batch
         ),
-        metadata=[("authorization", f"Bearer {token}")],
+        metadata=[("authorization", f"Bearer {token}")] if token else [],
     )
     first = await asyncio.wait_for(call.read(), 15)
     assert first.WhichOneof("frame") == "ready", first

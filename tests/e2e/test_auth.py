@@ -406,3 +406,28 @@ async def test_optional_auth_lets_anonymous_read_public_only(operator: Api) -> N
         )
         == grpc.StatusCode.FAILED_PRECONDITION
     )  # subscriptions need a device
+
+
+async def test_anonymous_devices_subscribe_to_public_data_only(
+    operator: Api, events_channel: grpc.aio.Channel
+) -> None:
+    open_app, server = await _app(operator, {"board": BOARD, "diary": DIARY}, optional_auth=True)
+    closed_app, _ = await _app(operator, {"board": BOARD})
+    u = await server.user_with_device(open_app, "gus")
+    writer = server.as_(u.token)
+    subs = [
+        subscriptions_pb2.CreateSubscriptionRequest(app_id=open_app, model="board"),
+        subscriptions_pb2.CreateSubscriptionRequest(app_id=open_app, model="diary"),
+    ]
+    async with open_stream(events_channel, open_app, "", subscriptions=subs) as s:
+        assert s.ready.device_id.startswith("anon-")
+        assert s.ready.user_id == ""
+        await writer.create(open_app, "diary", {"text": "private"}, object_id="d1")
+        await writer.create(open_app, "board", {"title": "public"}, object_id="b1")
+        ev = await s.next()
+        assert (ev.model, ev.object_id) == ("board", "b1")
+        assert await s.quiet(0.5) == []  # never the owner-only diary
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async with open_stream(events_channel, closed_app, "", subscriptions=[]):
+            pass
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -54,6 +54,10 @@ class SubscriptionManager:
                 f"a device may hold at most {MAX_SUBSCRIPTIONS_PER_DEVICE} subscriptions",
                 reason="TOO_MANY_SUBSCRIPTIONS",
             )
+        if caller.kind == "anonymous" and request.persistent:
+            raise InvalidArgument(
+                "anonymous subscriptions live only as long as their connection", field="persistent"
+            )
         sub = Subscription(
             id=new_id(),
             model=request.model,
