@@ -44,12 +44,8 @@ async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     if os.environ.get("NEXXUS_TEST_NATS_URL"):
         yield None
         return
-    server = NatsServer(Path(tmp_path_factory.mktemp("nats")))
-    await server.start()
-    try:
+    async with NatsServer(Path(tmp_path_factory.mktemp("nats"))) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -57,12 +53,8 @@ async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     if os.environ.get("NEXXUS_TEST_REDIS_URL"):
         yield None
         return
-    server = ValkeyServer(Path(tmp_path_factory.mktemp("valkey")))
-    await server.start()
-    try:
+    async with ValkeyServer(Path(tmp_path_factory.mktemp("valkey"))) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="session")

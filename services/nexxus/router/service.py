@@ -109,13 +109,6 @@ class RouterService:
                 await self.load_app(app_id)
         if not known:
             return
-        if len(known) == 1:
-            # The common case (one application per batch): a cheap look at the newest
-            # change-log entry; when it is still our cursor nothing happened since
-            # (the log only grows at its head), so the replay is skipped.
-            ((app_id, cursor),) = known.items()
-            if await self._store.log_cursor(app_id) == cursor:
-                return
         try:
             changes = await self._store.changes_since(known)
         except LookupError:

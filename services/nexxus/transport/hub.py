@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
 
 from google.protobuf.message import DecodeError
 
@@ -27,23 +26,11 @@ from nexxus.transport.events import build_event
 from nexxus.transport.wire import encode_subscription_ids
 from nexxus.v1 import events_pb2, internal_pb2
 
-__all__ = ["ConnectionHub", "bus_subject"]
+__all__ = ["ConnectionHub"]
 
 log = logging.getLogger("nexxus.transport.hub")
 
 DeviceKey = tuple[str, str]
-
-
-@runtime_checkable
-class _SubjectNaming(Protocol):
-    def subject(self, *parts: str) -> str: ...
-
-
-def bus_subject(bus: MessageBus, *parts: str) -> str:
-    """The bus's full subject for `parts` (its own prefix when it names subjects)."""
-    if isinstance(bus, _SubjectNaming):
-        return bus.subject(*parts)
-    return ".".join(("nexxus", *parts))
 
 
 class ConnectionHub:
@@ -64,11 +51,11 @@ class ConnectionHub:
 
     @property
     def delivery_subject(self) -> str:
-        return bus_subject(self.bus, "transport", self.node_id)
+        return self.bus.subject("transport", self.node_id)
 
     @property
     def control_subject(self) -> str:
-        return bus_subject(self.bus, "control", "*")
+        return self.bus.subject("control", "*")
 
     async def start(self) -> None:
         if self._started:

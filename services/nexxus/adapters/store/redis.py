@@ -275,15 +275,32 @@ class RedisSubscriptionStore(SubscriptionStore):
     async def changes_since(
         self, cursors: Mapping[str, str]
     ) -> dict[str, tuple[list[SubscriptionChange], str]]:
-        """Changes after each app's cursor, in one pipelined round trip.
+        """Changes after each app's cursor: one pipelined round trip when nothing
+        changed (the newest entry of each log is its cursor), two otherwise.
 
-        Per app: XRANGE (cursor, +] then XINFO STREAM (in that order, so a trim in
+        Per changed app: XRANGE (cursor, +] then XINFO STREAM (in that order, so a trim in
         between is detected rather than missed). LookupError when entries after the
         cursor may have been trimmed away, or the log was deleted.
         """
-        apps = list(cursors)
-        if not apps:
+        if not cursors:
             return {}
+        out: dict[str, tuple[list[SubscriptionChange], str]] = {}
+        with _translate("read change logs"):
+            # Cheap first look (the common case): an app whose newest entry is still
+            # its cursor has no change after it, and the log only grows at its head.
+            pipe = self.redis.pipeline(transaction=False)
+            for app in cursors:
+                pipe.xrevrange(self.keys.changes(app), "+", "-", count=1)
+            heads: list[Any] = await pipe.execute(raise_on_error=False)
+        apps = []
+        for app, head in zip(cursors, heads, strict=True):
+            cursor = cursors[app]
+            if cursor and isinstance(head, list) and head and _text(head[0][0]) == cursor:
+                out[app] = ([], cursor)
+            else:
+                apps.append(app)
+        if not apps:
+            return out
         with _translate("read change logs"):
             pipe = self.redis.pipeline(transaction=False)
             for app in apps:
@@ -294,7 +311,6 @@ class RedisSubscriptionStore(SubscriptionStore):
                     pipe.xrange(key, f"({cursor}", "+")
                 pipe.xinfo_stream(key)
             results: list[Any] = await pipe.execute(raise_on_error=False)
-        out: dict[str, tuple[list[SubscriptionChange], str]] = {}
         pos = 0
         for app in apps:
             cursor = cursors[app]
