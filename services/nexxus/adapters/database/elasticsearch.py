@@ -20,8 +20,9 @@ Writes (`apply_writes`) run command by command, optimistic on the object's
 (a lost race re-reads and re-plans), then record the operation. The object
 document also carries the last command id and its event, so a command whose
 operation record was lost (crash between the two writes) is recognized on
-redelivery. Deletes leave a tombstone document (``deleted: true``) for the
-same reason; reads and searches skip tombstones.
+redelivery. Deletes leave a tombstone document (``deleted: true``, with the
+delete's version and time) for the same reason and so that a re-created
+object continues from its version; reads and searches skip tombstones.
 
 Search sorts like the SQL adapters (`sort_spec`): missing/null < false < true
 < numbers < strings (code point), reversed when descending; objects and arrays
@@ -174,6 +175,7 @@ def tombstone_document(object_id: str, version: int, last_command: str, event: M
         "id": object_id,
         "owner_id": "",
         "version": version,
+        "updated_at": _micros(utcnow()),
         "deleted": True,
         "source": {},
         "data": {},
@@ -469,8 +471,9 @@ class ElasticsearchDatabase(DatabaseAdapter):
             await self._record_operation(_record(cmd, event, None, 0))
             return WriteOutcome(cmd.command_id, event, None, replayed=True)
         current = document_object(cmd.app_id, cmd.model, src) if src is not None else None
+        tombstone = int(src.get("version", 0)) if src is not None and current is None else 0
         try:
-            plan = plan_write(current, cmd, schema, utcnow())
+            plan = plan_write(current, cmd, schema, utcnow(), tombstone_version=tombstone)
         except NexxusError as err:
             rec = _record(cmd, None, err, current.version if current else 0)
             if not await self._record_operation(rec):
@@ -581,6 +584,34 @@ class ElasticsearchDatabase(DatabaseAdapter):
         objects = [o for h in hits[:size] if (o := document_object(app_id, model, h["_source"])) is not None]
         token = encode_page_token(fingerprint, list(hits[size - 1]["sort"])) if len(hits) > size else ""
         return SearchPage(objects=objects, next_page_token=token)
+
+    # -------------------------------------------------------------- retention
+
+    async def trim(self, *, operations_before: datetime, tombstones_before: datetime) -> int:
+        try:
+            ops = await self._es.delete_by_query(
+                index=self._ops_index,
+                query={"range": {"created_at": {"lt": _micros(operations_before)}}},
+                conflicts="proceed",
+                ignore_unavailable=True,
+            )
+            tombs = await self._es.delete_by_query(
+                index=f"{self._settings.index_prefix}-*",
+                query={
+                    "bool": {
+                        "filter": [
+                            {"term": {"deleted": True}},
+                            {"range": {"updated_at": {"lt": _micros(tombstones_before)}}},
+                        ]
+                    }
+                },
+                conflicts="proceed",
+                ignore_unavailable=True,
+                allow_no_indices=True,
+            )
+        except Exception as exc:
+            raise translate_error(exc) from exc
+        return int(ops.get("deleted", 0)) + int(tombs.get("deleted", 0))
 
     # -------------------------------------------------------------- tenancy
 
