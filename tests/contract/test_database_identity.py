@@ -100,29 +100,69 @@ async def test_user_uniqueness_is_case_insensitive_and_per_app(db: SqlDatabase, 
     assert (await db.get_user(app_id, "u2")) is None
 
 
+ALL_USER_FIELDS = {"username", "email", "display_name", "password_hash", "profile", "external_ids"}
+
+
 async def test_update_user(db: SqlDatabase, app_id: str) -> None:
     await db.create_user(user(app_id, "u1", "alice", external_ids=["g:1"]))
     await db.create_user(user(app_id, "u2", "bob", external_ids=["g:2"]))
     u = await db.get_user(app_id, "u1")
     assert u is not None
     u.username, u.email, u.external_ids = "Alicia", "al@x.io", ["g:3"]
-    await db.update_user(u)
+    await db.update_user(u, {"username", "email", "external_ids"})
     assert (await db.get_user(app_id, "u1")) == u
     assert await db.find_user_by_external_id(app_id, "g:1") is None
     assert await db.find_user_by_login(app_id, "alicia") == u
     u.username = "BOB"
     with pytest.raises(AlreadyExists):
-        await db.update_user(u)
+        await db.update_user(u, {"username"})
     u.username, u.external_ids = "alicia", ["g:2"]
     with pytest.raises(AlreadyExists):
-        await db.update_user(u)
+        await db.update_user(u, ALL_USER_FIELDS)
     # The failed updates changed nothing.
     stored = await db.get_user(app_id, "u1")
     assert stored is not None
     assert (stored.username, stored.external_ids) == ("Alicia", ["g:3"])
     assert (await db.find_user_by_external_id(app_id, "g:2")) is not None
     with pytest.raises(NotFound):
-        await db.update_user(user(app_id, "ghost", "ghost"))
+        await db.update_user(user(app_id, "ghost", "ghost"), {"display_name"})
+    with pytest.raises(NotFound):
+        await db.update_user(user(app_id, "ghost", "ghost"), set())
+    with pytest.raises(InvalidArgument):
+        await db.update_user(u, {"id"})
+
+
+async def test_update_user_writes_only_its_fields(db: SqlDatabase, app_id: str) -> None:
+    """A profile update made from a stale copy never restores an old password hash
+    nor undoes a revocation; tokens_valid_after never moves back."""
+    await db.create_user(user(app_id, "u1", "alice"))
+    stale = await db.get_user(app_id, "u1")
+    fresh = await db.get_user(app_id, "u1")
+    assert stale is not None
+    assert fresh is not None
+    fresh.password_hash = "argon2$new"
+    await db.update_user(fresh, {"password_hash"})
+    fresh.tokens_valid_after = T0 + timedelta(hours=1)
+    await db.update_user(fresh, {"tokens_valid_after"})
+    stale.display_name = "Ally"
+    stale.profile = {"theme": "dark"}
+    await db.update_user(stale, {"display_name", "profile"})
+    got = await db.get_user(app_id, "u1")
+    assert got is not None
+    assert (got.display_name, got.profile) == ("Ally", {"theme": "dark"})
+    assert (got.password_hash, got.tokens_valid_after) == ("argon2$new", T0 + timedelta(hours=1))
+    stale.tokens_valid_after = T0  # an older revocation instant
+    await db.update_user(stale, {"tokens_valid_after"})
+    got = await db.get_user(app_id, "u1")
+    assert got is not None
+    assert got.tokens_valid_after == T0 + timedelta(hours=1)
+
+
+async def test_trim_refresh_tokens(db: SqlDatabase, app_id: str) -> None:
+    await db.store_refresh_token(token(app_id, "h1", "u1", "d1"))  # expires T0 + 30 days
+    assert await db.trim_refresh_tokens(T0) == 0
+    assert await db.trim_refresh_tokens(T0 + timedelta(days=31)) >= 1
+    assert await db.get_refresh_token(app_id, "h1") is None
 
 
 async def test_devices(db: SqlDatabase, app_id: str) -> None:

@@ -40,6 +40,10 @@ class PartitionOwner:
         self._start_partition = start_partition
         self._member: Lease | None = None
         self.owned: dict[int, tuple[Lease, BusSubscription]] = {}
+        # Partitions being given up: their consumer finishes its batch, then the
+        # lease goes (renewed meanwhile, so nobody starts on them too early).
+        self._releasing: dict[int, Lease] = {}
+        self._release_tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         # Where this copy starts looking for free partitions (spreads copies apart).
@@ -70,15 +74,18 @@ class PartitionOwner:
         copies = max(await self._leases.count("member."), 1)
         share = math.ceil(self.partitions / copies)
         while len(self.owned) > share:
-            await self._release(max(self.owned))
+            self._start_release(max(self.owned))
         for i in range(self.partitions):
-            if len(self.owned) >= share or self._stopping:
+            if len(self.owned) + len(self._releasing) >= share or self._stopping:
                 break
             p = (self._offset + i) % self.partitions
-            if p not in self.owned:
+            if p not in self.owned and p not in self._releasing:
                 await self._acquire(p)
 
     async def _renew(self) -> None:
+        for p, lease in list(self._releasing.items()):
+            with contextlib.suppress(NexxusError):
+                await lease.renew()
         for p, (lease, sub) in list(self.owned.items()):
             try:
                 kept = await lease.renew()
@@ -102,11 +109,21 @@ class PartitionOwner:
         self.owned[p] = (lease, sub)
         log.info("writer %s took partition %d", self.holder, p)
 
-    async def _release(self, p: int) -> None:
+    def _start_release(self, p: int) -> None:
+        """Give `p` up in the background (the lease loop keeps renewing meanwhile)."""
         lease, sub = self.owned.pop(p)
-        await sub.unsubscribe()  # the batch in hand finishes and is acked first
-        await lease.release()
-        log.info("writer %s released partition %d", self.holder, p)
+        self._releasing[p] = lease
+        task = asyncio.create_task(self._release(p, lease, sub), name=f"writer-release-{p}")
+        self._release_tasks.add(task)
+        task.add_done_callback(self._release_tasks.discard)
+
+    async def _release(self, p: int, lease: Lease, sub: BusSubscription) -> None:
+        try:
+            await sub.unsubscribe()  # the batch in hand finishes and is acked first
+            await lease.release()
+            log.info("writer %s released partition %d", self.holder, p)
+        finally:
+            self._releasing.pop(p, None)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -116,8 +133,9 @@ class PartitionOwner:
                 await self._task
             self._task = None
         for p in sorted(self.owned):
-            with contextlib.suppress(NexxusError):
-                await self._release(p)
+            self._start_release(p)
+        if self._release_tasks:
+            await asyncio.gather(*self._release_tasks, return_exceptions=True)
         if self._member is not None:
             await self._member.release()
             self._member = None

@@ -69,13 +69,15 @@ class KvLeaseTable(LeaseTable):
         return KvLease(self._kv, key, holder, revision)
 
     async def count(self, prefix: str) -> int:
+        # Unfiltered: nats-py applies `filters` again as substrings on the client,
+        # so a wildcard filter matches nothing. The bucket holds few keys.
         try:
-            keys = await self._kv.keys(filters=[f"{prefix}>"])
+            keys = await self._kv.keys()
         except nats.js.errors.NoKeysError:
             return 0
         except (nats.errors.Error, TimeoutError) as exc:
             raise Unavailable(f"cannot list leases {prefix}*: {exc!r}") from exc
-        return len(keys)
+        return sum(1 for key in keys if key.startswith(prefix))
 
 
 async def open_lease_table(js: JetStreamContext, bucket: str, ttl: float, replicas: int) -> KvLeaseTable:
