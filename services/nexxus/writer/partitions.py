@@ -83,7 +83,7 @@ class PartitionOwner:
                 await self._acquire(p)
 
     async def _renew(self) -> None:
-        for p, lease in list(self._releasing.items()):
+        for lease in list(self._releasing.values()):
             with contextlib.suppress(NexxusError):
                 await lease.renew()
         for p, (lease, sub) in list(self.owned.items()):
