@@ -28,10 +28,11 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from nexxus.adapters.bus.nats import NatsBus
+from nexxus.core.config.settings import Settings
 from nexxus.devserver.mesh import Mesh
 from nexxus.v1 import objects_pb2
 from nexxus.v1.internal_pb2 import ModelEvent
-from tests.e2e.conftest import BACKENDS, _settings, new_app_id, running_mesh, skip_without_postgres
+from tests.e2e.conftest import BACKENDS, _settings, backend_dsn, new_app_id, running_mesh
 from tests.e2e.harness import Api, patch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -199,8 +200,8 @@ async def _app(mesh: Mesh) -> tuple[str, Api, grpc.aio.Channel]:
     return app_id, server, channel
 
 
-def _fault_settings(backend: str, tmp_path: Path) -> object:
-    s = _settings(backend, tmp_path / "mesh")
+def _fault_settings(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Settings:
+    s = _settings(backend, tmp_path / "mesh", backend_dsn(request, backend))
     s.writer.lease_ttl_seconds = 2.0
     s.writer.batch_size = 64
     return s
@@ -208,11 +209,10 @@ def _fault_settings(backend: str, tmp_path: Path) -> object:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_kill_9_of_the_writer_mid_batch_loses_and_reorders_nothing(
-    backend: str, tmp_path: Path
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
 ) -> None:
-    skip_without_postgres(backend)
-    settings = _fault_settings(backend, tmp_path)
-    async with running_mesh(settings) as mesh:  # type: ignore[arg-type]
+    settings = _fault_settings(request, backend, tmp_path)
+    async with running_mesh(settings) as mesh:
         app_id, api, channel = await _app(mesh)
         bus = NatsBus(mesh.settings.bus.nats)
         nc = await nats.connect(mesh.settings.bus.nats.servers)
@@ -243,10 +243,11 @@ async def test_kill_9_of_the_writer_mid_batch_loses_and_reorders_nothing(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_two_writer_copies_one_killed_mid_batch(backend: str, tmp_path: Path) -> None:
-    skip_without_postgres(backend)
-    settings = _fault_settings(backend, tmp_path)
-    async with running_mesh(settings) as mesh:  # type: ignore[arg-type]
+async def test_two_writer_copies_one_killed_mid_batch(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    settings = _fault_settings(request, backend, tmp_path)
+    async with running_mesh(settings) as mesh:
         await mesh.start_service("writer@2")
         app_id, api, channel = await _app(mesh)
         bus = NatsBus(mesh.settings.bus.nats)
