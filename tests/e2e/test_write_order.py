@@ -124,16 +124,20 @@ async def _wait_for(check: Callable[[], Awaitable[bool]], seconds: float, what: 
 
 
 async def _verify(api: Api, mesh: Mesh, app_id: str, ledger: Ledger) -> None:
+    progress: dict[str, tuple[int, int]] = {}
+
     async def converged() -> bool:
         for oid in OBJECTS:
             got = await api.objects.GetObject(
                 objects_pb2.GetObjectRequest(app_id=app_id, model=MODEL, object_id=oid), metadata=api.md
             )
-            if got.object.version < 1 + ledger.updates[oid]:
-                return False
-        return True
+            progress[oid] = (got.object.version, 1 + ledger.updates[oid])
+        return all(have >= want for have, want in progress.values())
 
-    await _wait_for(converged, CONVERGE_SECONDS, "every acknowledged update applied")
+    try:
+        await _wait_for(converged, CONVERGE_SECONDS, "every acknowledged update applied")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; (version, expected) per object: {progress}") from None
     for oid in OBJECTS:
         got = await api.objects.GetObject(
             objects_pb2.GetObjectRequest(app_id=app_id, model=MODEL, object_id=oid), metadata=api.md

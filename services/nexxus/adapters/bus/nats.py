@@ -245,9 +245,15 @@ class NatsBus(MessageBus):
             raise Unavailable(f"cannot replace stream {name}: {exc!r}") from exc
 
     async def delete_streams(self) -> None:
-        """Delete this deployment's streams (tests, `nexxus dev --reset`)."""
+        """Delete this deployment's streams and lease buckets (tests, `nexxus dev --reset`)."""
         js = self._require_js()
-        for name in self.stream_names.values():
+        prefix = f"KV_{self.settings.stream_prefix}_"
+        try:
+            names = [s.config.name or "" for s in await js.streams_info()]
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot list streams: {exc!r}") from exc
+        buckets = [n for n in names if n.startswith(prefix)]
+        for name in [*self.stream_names.values(), *buckets]:
             try:
                 await js.delete_stream(name)
             except nats.js.errors.NotFoundError:
