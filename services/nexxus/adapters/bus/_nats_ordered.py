@@ -70,6 +70,8 @@ class OrderedConsumer(BusSubscription):
         self._closing = False
         self._in_handler = False
         self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._beat: asyncio.Future[None] | None = None
         self.restarts = 0
 
     async def start(self) -> None:
@@ -137,24 +139,31 @@ class OrderedConsumer(BusSubscription):
     async def _dispatch(self, batch: list[JetStreamMessage]) -> bool:
         """Run the handler; True when it settled every message."""
         self._in_handler = True
-        beat = asyncio.create_task(self._keep_alive(batch))
+        # A timer, not a task per batch: most batches finish long before it fires.
+        self._timer = asyncio.get_running_loop().call_later(self._ack_wait / 3, self._keep_alive, batch)
         try:
             await self._handler(batch)
         except Exception:
             log.exception("handler of ordered consumer %s failed", self.name)
         finally:
-            beat.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._in_handler = False
         return all(m.settled for m in batch)
 
-    async def _keep_alive(self, batch: list[JetStreamMessage]) -> None:
-        """In-progress acks for the unsettled messages while the handler works."""
-        while True:
-            await asyncio.sleep(self._ack_wait / 3)
+    def _keep_alive(self, batch: list[JetStreamMessage]) -> None:
+        """In-progress acks for the unsettled messages while the handler works
+        (every third of the ack wait, until the handler returns)."""
+
+        async def beat() -> None:
             for m in batch:
                 if not m.settled:
                     with contextlib.suppress(Exception):
                         await m.in_progress()
+
+        self._beat = asyncio.ensure_future(beat())
+        self._timer = asyncio.get_running_loop().call_later(self._ack_wait / 3, self._keep_alive, batch)
 
     async def unsubscribe(self, timeout: float = 10.0) -> None:
         """Stop fetching; a batch being handled may finish (up to `timeout`).

@@ -118,7 +118,7 @@ class WriterSettings:
     # (hash of app, model, object id), which one writer copy at a time applies in
     # order. More partitions spread the load over more copies. api and writers must
     # agree; change it only with the write queue drained.
-    partitions: int = 16
+    partitions: int = 8
     # A writer copy's hold on its partitions: renewed every third of it; a copy that
     # dies loses them after this long, and a live copy takes them over.
     lease_ttl_seconds: float = 3.0
