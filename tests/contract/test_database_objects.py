@@ -311,18 +311,20 @@ async def test_trim_removes_old_operations_and_tombstones(db: SqlDatabase, app_i
     from nexxus.core.models import utcnow
 
     await db.apply_writes([create(app_id, "c1", "o1", title="a", n=0), delete(app_id, "c2", "o1")])
+    # (The database may hold other tests' rows: trimming is not per application.)
     before = utcnow() - timedelta(hours=1)
-    assert await db.trim(operations_before=before, tombstones_before=before) == 0
+    await db.trim(operations_before=before, tombstones_before=before)
     assert await db.get_operation(app_id, "c1") is not None
     after = utcnow() + timedelta(seconds=1)
-    assert await db.trim(operations_before=after, tombstones_before=before) == 2
+    assert await db.trim(operations_before=after, tombstones_before=before) >= 2
     assert await db.get_operation(app_id, "c1") is None
+    assert await db.get_operation(app_id, "c2") is None
     # The tombstone is still there: a re-create continues from it.
     [again] = await db.apply_writes([create(app_id, "c3", "o1", title="b", n=0)])
     assert again.event is not None
     assert again.event.version == 3
     await db.apply_writes([delete(app_id, "c4", "o1")])
-    assert await db.trim(operations_before=before, tombstones_before=after) == 1
+    assert await db.trim(operations_before=before, tombstones_before=after) >= 1
     [fresh] = await db.apply_writes([create(app_id, "c5", "o1", title="c", n=0)])
     assert fresh.event is not None
     assert fresh.event.version == 1
