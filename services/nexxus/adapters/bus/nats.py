@@ -398,6 +398,8 @@ class NatsBus(MessageBus):
     async def consume_ordered(
         self, subject_filter: str, name: str, handler: BatchHandler, *, batch: int = 256
     ) -> BusSubscription:
+        """In-order consumption of a subject of the write queue (work-queue stream
+        P_WRITES; see `_nats_ordered`). `name` prefixes the consumer's name."""
         nc, js = self._require_nc(), self._require_js()
         consumer = OrderedConsumer(
             nc,
