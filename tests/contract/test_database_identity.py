@@ -158,6 +158,26 @@ async def test_update_user_writes_only_its_fields(db: SqlDatabase, app_id: str) 
     assert got.tokens_valid_after == T0 + timedelta(hours=1)
 
 
+async def test_device_revocation_never_moves_back(db: SqlDatabase, app_id: str) -> None:
+    await db.create_device(device(app_id, "d1", "u1"))
+    stale = await db.get_device(app_id, "d1")
+    fresh = await db.get_device(app_id, "d1")
+    assert stale is not None
+    assert fresh is not None
+    fresh.tokens_valid_after = T0 + timedelta(hours=2)
+    await db.update_device(fresh)
+    stale.name = "renamed"  # a stale copy without the revocation
+    await db.update_device(stale)
+    got = await db.get_device(app_id, "d1")
+    assert got is not None
+    assert (got.name, got.tokens_valid_after) == ("renamed", T0 + timedelta(hours=2))
+    stale.tokens_valid_after = T0
+    await db.update_device(stale)
+    got = await db.get_device(app_id, "d1")
+    assert got is not None
+    assert got.tokens_valid_after == T0 + timedelta(hours=2)
+
+
 async def test_trim_refresh_tokens(db: SqlDatabase, app_id: str) -> None:
     await db.store_refresh_token(token(app_id, "h1", "u1", "d1"))  # expires T0 + 30 days
     assert await db.trim_refresh_tokens(T0) == 0
