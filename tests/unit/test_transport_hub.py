@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from nexxus.core.config.settings import TransportSettings
-from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SubscriptionStore
+from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SequencedHandler, SubscriptionStore
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
 from nexxus.transport.events import build_event
 from nexxus.transport.hub import ConnectionHub
@@ -98,6 +98,17 @@ class FakeBus(MessageBus):
         key = object()
         self.subs[id(key)] = (subject, handler)
         return FakeSub(self, key)
+
+    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+        """Deliveries published (volatile) on `<prefix>.transport.<node>`, numbered."""
+        count = 0
+
+        async def on_message(msg: BusMessage) -> None:
+            nonlocal count
+            count += 1
+            await handler(count, msg.data)
+
+        return await self.subscribe(self.subject("transport", node), on_message)
 
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
         raise NotImplementedError

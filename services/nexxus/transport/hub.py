@@ -4,9 +4,11 @@ The hub:
   * registers live connections and records them in the SubscriptionStore
     (`device_connected` / `device_disconnected`); when a device's last
     connection (on any node) is gone, its volatile subscriptions are removed;
-  * consumes the node's deliveries (core NATS `<prefix>.transport.<node>`,
-    serialized `nexxus.v1.Delivery`) and pushes each target's Event to every
-    local connection of that device;
+  * follows the node's deliveries (the DELIVERIES stream, subject
+    `<prefix>.<node>.transport`, serialized `nexxus.v1.Delivery`, read in order
+    by `bus.consume_deliveries`) and offers each target's Event, stamped with
+    its position, to every local connection of that device (which drops
+    duplicates by position, see `QueuedConnection.offer`);
   * obeys `nexxus.v1.TransportControl` on `<prefix>.control.<app>`: closes the
     listed devices' connections (token revoked, device deleted).
 """
@@ -23,7 +25,7 @@ from nexxus.core.config.settings import TransportSettings
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
 from nexxus.transport.connection import QueuedConnection
 from nexxus.transport.events import build_event
-from nexxus.transport.wire import encode_subscription_ids
+from nexxus.transport.wire import encode_position, encode_subscription_ids
 from nexxus.v1 import events_pb2, internal_pb2
 
 __all__ = ["ConnectionHub"]
@@ -31,6 +33,12 @@ __all__ = ["ConnectionHub"]
 log = logging.getLogger("nexxus.transport.hub")
 
 DeviceKey = tuple[str, str]
+
+
+def _sequence_of(position: str) -> int:
+    """The sequence of `<epoch>.<sequence>` (0 when absent or malformed)."""
+    _, _, seq = position.rpartition(".")
+    return int(seq) if seq.isdigit() else 0
 
 
 class ConnectionHub:
@@ -50,20 +58,16 @@ class ConnectionHub:
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def delivery_subject(self) -> str:
-        return self.bus.subject("transport", self.node_id)
-
-    @property
     def control_subject(self) -> str:
         return self.bus.subject("control", "*")
 
     async def start(self) -> None:
         if self._started:
             return
-        self._subscriptions.append(await self.bus.subscribe(self.delivery_subject, self._on_delivery))
+        self._subscriptions.append(await self.bus.consume_deliveries(self.node_id, self._on_delivery_data))
         self._subscriptions.append(await self.bus.subscribe(self.control_subject, self._on_control))
         self._started = True
-        log.info("transport node %s consuming %s", self.node_id, self.delivery_subject)
+        log.info("transport node %s following its deliveries", self.node_id)
 
     async def close_all(self, code: str, reason: str) -> None:
         """Ask every connection to close (each sends its error frame and unregisters)."""
@@ -151,6 +155,11 @@ class ConnectionHub:
         devices = self._devices
         app_id = delivery.app_id
         base_by_kind: dict[int, bytes] = {}
+        position = delivery.position
+        seq = _sequence_of(position)
+        tail = encode_position(position) if position else b""
+        key = (delivery.event.model, delivery.event.object_id)
+        version = delivery.event.version
         pushed = 0
         for target in delivery.targets:
             conns = devices.get((app_id, target.device_id))
@@ -159,12 +168,16 @@ class ConnectionHub:
             kind = target.kind or delivery.event.kind
             base = base_by_kind.get(kind)
             if base is None:
-                base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString()
+                base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString() + tail
             data = base + encode_subscription_ids(target.subscription_ids)
             event: events_pb2.Event | None = None
             for conn in tuple(conns.values()):
-                if isinstance(conn, QueuedConnection) and conn.encoded:
-                    conn.push_encoded(data)
+                if isinstance(conn, QueuedConnection):
+                    if conn.encoded:
+                        item: events_pb2.Event | bytes = data
+                    else:
+                        item = event = event or events_pb2.Event.FromString(data)
+                    conn.offer(seq, item, position, key, version)
                 else:
                     if event is None:
                         event = events_pb2.Event.FromString(data)
@@ -181,12 +194,12 @@ class ConnectionHub:
                 closed += 1
         return closed
 
-    async def _on_delivery(self, msg: BusMessage) -> None:
+    async def _on_delivery_data(self, seq: int, data: bytes) -> None:
         delivery = internal_pb2.Delivery()
         try:
-            delivery.ParseFromString(msg.data)
+            delivery.ParseFromString(data)
         except DecodeError:
-            log.warning("dropping an undecodable delivery on %s", msg.subject)
+            log.error("dropping an undecodable delivery (sequence %d of the deliveries)", seq)
             return
         await self.deliver(delivery)
 

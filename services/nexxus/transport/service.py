@@ -14,11 +14,14 @@ from websockets.asyncio.server import Server
 
 from nexxus.core.config.settings import Settings
 from nexxus.core.ports import MessageBus, SubscriptionStore
+from nexxus.router.matching import ReadGate
+from nexxus.router.state import SchemaLookup
 from nexxus.transport.grpc_stream import EventStreamServicer
 from nexxus.transport.hub import ConnectionHub
+from nexxus.transport.positioning import SnapshotPage, StreamPositions
 from nexxus.transport.server import EVENT_SERVICE, bind_ws_socket, build_grpc_server, start_ws_server
 from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
-from nexxus.transport.websocket import WebSocketBridge
+from nexxus.transport.websocket import RESUME_WINDOW, WebSocketBridge
 
 __all__ = ["TransportService"]
 
@@ -46,14 +49,27 @@ class TransportService(Generic[CallerT]):
         *,
         auth_timeout: float = 10.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        schema_lookup: SchemaLookup | None = None,
+        read_gate: ReadGate | None = None,
+        snapshot: SnapshotPage | None = None,
+        resume_window: float = RESUME_WINDOW,
     ) -> None:
         tsettings = settings.transport
         self.settings = settings
         self.node_id = settings.node_id or f"node-{uuid.uuid4().hex[:12]}"
         self.hub = ConnectionHub(self.node_id, store, bus, tsettings)
-        self.servicer = EventStreamServicer(self.hub, authenticate, subscribe, unsubscribe)
+        self.positions = StreamPositions(
+            bus, store, schema_lookup=schema_lookup, read_gate=read_gate, snapshot=snapshot
+        )
+        self.servicer = EventStreamServicer(self.hub, authenticate, subscribe, unsubscribe, self.positions)
         self.bridge = WebSocketBridge(
-            self.hub, authenticate, subscribe, unsubscribe, auth_timeout=auth_timeout
+            self.hub,
+            authenticate,
+            subscribe,
+            unsubscribe,
+            self.positions,
+            auth_timeout=auth_timeout,
+            resume_window=resume_window,
         )
         self._grpc, self._grpc_port, self._health = build_grpc_server(
             self.servicer, tsettings.host, tsettings.grpc_port, interceptors

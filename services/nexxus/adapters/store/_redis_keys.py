@@ -46,6 +46,10 @@ class Keys:
     def nodes(self, app_id: str) -> str:
         return f"{self.app(app_id)}:nodes"
 
+    def acks(self, app_id: str) -> str:
+        """Hash device id → the device's acknowledged position."""
+        return f"{self.app(app_id)}:acks"
+
     def changes(self, app_id: str) -> str:
         return f"{self.app(app_id)}:changes"
 
