@@ -261,7 +261,7 @@ class NatsBus(MessageBus):
             # Core NATS dropped messages of this subscription: say so loudly.
             log.error("nats slow consumer: messages dropped on %s (sid %s)", exc.subject, exc.sid)
             return
-        if isinstance(exc, OSError | nats.errors.UnexpectedEOFError | nats.errors.StaleConnectionError):
+        if isinstance(exc, OSError | nats.errors.UnexpectedEOF | nats.errors.StaleConnectionError):
             log.info("nats connection: %r", exc)  # reconnecting (logged once as a warning)
             return
         log.warning("nats error: %r", exc)
