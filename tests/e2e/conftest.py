@@ -47,6 +47,7 @@ def _settings(backend: str, data_dir: Path) -> Settings:
     s.api.port = 0
     s.transport.grpc_port = 0
     s.transport.ws_port = 0
+    s.transport.sse_port = 0
     s.transport.heartbeat_seconds = 5
     s.writer.max_deliver = 3
     s.auth.access_token_ttl_seconds = 600

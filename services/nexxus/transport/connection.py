@@ -1,18 +1,25 @@
-"""A live client connection with a bounded outbound queue.
+"""A live client connection with an outbound queue bounded in bytes.
 
 `QueuedConnection` is what the hub pushes to. The transport that owns it (gRPC
-stream, WebSocket) drains it with `next_event()` / `drain()` (Event objects),
-or, for an `encoded` connection (the gRPC stream), `next_encoded()` /
+stream, WebSocket, SSE) drains it with `next_event()` / `drain()` (Event
+objects), or, for an `encoded` connection, `next_encoded()` /
 `drain_encoded()` (serialized Events, which the hub pushes with
-`push_encoded()` without building a message per device). Pushing never
-blocks: when `max_queue` events are already waiting, the connection is closed
-with RESOURCE_EXHAUSTED ("client too slow"). Closing wakes the drainer, which
-then sends the error frame and ends the connection. One drainer at a time: a
-wait is one future (no asyncio.timeout / Event per event) and the idle timer
-is re-armed lazily, once per idle period rather than once per wait.
+`push_encoded()` without building a message per device).
 
-Pushed events are shared between the connections of a device: treat them as
-read-only.
+Pushing never blocks. The connection's buffer is what waits in its queue plus
+what its socket has not sent yet (`unsent_bytes`, set by the drainer); when a
+push would take it past `max_bytes` (and the queue is not empty: one event is
+always accepted, however large), the queue is dropped and the connection is
+closed with RESOURCE_EXHAUSTED / reason SLOW_CONSUMER and `position`, the
+position of the last event the drainer took: what the client will have received
+once it reads what was sent. So a connection never holds more than `max_bytes`
+plus one event. Closing wakes the drainer (and `wait_closed()`), which then
+sends the error frame and ends the connection.
+
+One drainer at a time: a wait is one future (no asyncio.timeout / Event per
+event) and the idle timer is re-armed lazily, once per idle period rather than
+once per wait. Pushed events are shared between the connections of a device:
+treat them as read-only.
 """
 
 from __future__ import annotations
@@ -20,22 +27,59 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf import struct_pb2
 
 from nexxus.core.ports import Connection
 from nexxus.v1 import events_pb2
 
-__all__ = ["ConnectionClosed", "QueuedConnection"]
+__all__ = ["BufferStats", "ConnectionClosed", "QueuedConnection"]
 
 _Event = events_pb2.Event
 
+SLOW_CONSUMER = "SLOW_CONSUMER"
+
 
 class ConnectionClosed(Exception):
-    """Raised by `next_event()` once the connection was closed server-side."""
+    """Raised by `next_event()` once the connection was closed server-side.
 
-    def __init__(self, code: str, reason: str) -> None:
+    `code` is a google.rpc.Code name, `reason` the human-readable message,
+    `error_reason` a machine-readable reason (SLOW_CONSUMER, TOKEN_EXPIRED…) and
+    `position` the position of the last event handed to the client's socket."""
+
+    def __init__(self, code: str, reason: str, error_reason: str = "", position: str = "") -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
+        self.error_reason = error_reason
+        self.position = position
+
+    def stream_error(self) -> events_pb2.StreamError:
+        """The `error` frame: `details` carries `reason` and `position` when known."""
+        details = struct_pb2.Struct()
+        if self.error_reason:
+            details["reason"] = self.error_reason
+        if self.position:
+            details["position"] = self.position
+        err = events_pb2.StreamError(code=self.code, message=self.reason)
+        if details.fields:
+            err.details.CopyFrom(details)
+        return err
+
+
+@dataclass(slots=True)
+class BufferStats:
+    """Buffer figures of a node's connections (shared by them; read by tests and logs)."""
+
+    # The most bytes any one connection held at once (queue + unsent socket bytes).
+    peak_bytes: int = 0
+    # Connections closed because their buffer overflowed.
+    slow_closed: int = 0
+
+
+_Item = tuple["events_pb2.Event | bytes", int, str]  # event, its size, its position
 
 
 def _as_event(item: events_pb2.Event | bytes) -> events_pb2.Event:
@@ -46,6 +90,10 @@ def _as_bytes(item: events_pb2.Event | bytes) -> bytes:
     return item if isinstance(item, bytes) else item.SerializeToString()
 
 
+def _no_unsent() -> int:
+    return 0
+
+
 class QueuedConnection(Connection):
     def __init__(
         self,
@@ -53,21 +101,33 @@ class QueuedConnection(Connection):
         user_id: str,
         device_id: str,
         *,
-        max_queue: int,
+        max_bytes: int,
         transport: str,
         connection_id: str | None = None,
         encoded: bool = False,
+        stats: BufferStats | None = None,
     ) -> None:
         self.app_id = app_id
         self.user_id = user_id
         self.device_id = device_id
         self.connection_id = connection_id or uuid.uuid4().hex
         self.transport = transport
-        self.max_queue = max_queue
+        self.max_bytes = max_bytes
         # Whether the drainer wants serialized Events (the hub then pushes bytes).
         self.encoded = encoded
-        self._queue: deque[events_pb2.Event | bytes] = deque()
+        self.stats = stats if stats is not None else BufferStats()
+        # Bytes the drainer's socket holds that the client has not read yet.
+        self.unsent_bytes: Callable[[], int] = _no_unsent
+        # Position of the last event taken by the drainer.
+        self.last_position = ""
+        # The credential the connection was opened with, and when it expires
+        # (epoch seconds; 0: never): see tokens.py.
+        self.authorization: str | None = None
+        self.expires_at = 0.0
+        self._queue: deque[_Item] = deque()
+        self._queued_bytes = 0
         self._closed: ConnectionClosed | None = None
+        self._closed_future: asyncio.Future[None] | None = None
         # The drainer's pending wait (True: woken, False: idle for its deadline).
         self._waiter: asyncio.Future[bool] | None = None
         self._deadline = 0.0
@@ -84,41 +144,88 @@ class QueuedConnection(Connection):
     def queued(self) -> int:
         return len(self._queue)
 
-    async def push(self, event: events_pb2.Event) -> None:
-        self._push(event.SerializeToString() if self.encoded else event)
+    @property
+    def buffered_bytes(self) -> int:
+        """Queued bytes plus what the socket still holds."""
+        return self._queued_bytes + self.unsent_bytes()
 
-    def push_encoded(self, event: bytes) -> None:
+    async def push(self, event: events_pb2.Event, position: str = "") -> None:
+        if self.encoded:
+            data = event.SerializeToString()
+            self._push(data, len(data), position or event.event_id)
+        else:
+            self._push(event, event.ByteSize(), position or event.event_id)
+
+    def push_encoded(self, event: bytes, position: str = "") -> None:
         """Queue a serialized Event (parsed here unless the connection is `encoded`)."""
-        self._push(event if self.encoded else _Event.FromString(event))
+        self._push(event if self.encoded else _Event.FromString(event), len(event), position)
 
-    def _push(self, item: events_pb2.Event | bytes) -> None:
+    def push_parsed(self, event: events_pb2.Event, size: int, position: str) -> None:
+        """Queue an Event already parsed from `size` bytes (shared by a device's connections)."""
+        self._push(event.SerializeToString() if self.encoded else event, size, position)
+
+    def _push(self, item: events_pb2.Event | bytes, size: int, position: str) -> None:
         if self._closed is not None:
             return
-        if len(self._queue) >= self.max_queue:
+        total = self._queued_bytes + self.unsent_bytes() + size
+        if total > self.max_bytes and self._queue:
             self._queue.clear()
-            self._close("RESOURCE_EXHAUSTED", "client too slow")
+            self._queued_bytes = 0
+            self.stats.slow_closed += 1
+            self._close(
+                "RESOURCE_EXHAUSTED",
+                f"client too slow: more than {self.max_bytes} bytes waiting; resume from your last position",
+                SLOW_CONSUMER,
+            )
             return
-        self._queue.append(item)
+        self._queue.append((item, size, position))
+        self._queued_bytes += size
+        if total > self.stats.peak_bytes:
+            self.stats.peak_bytes = total
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    async def close(self, code: str, reason: str) -> None:
-        self._close(code, reason)
+    async def close(self, code: str, reason: str, error_reason: str = "") -> None:
+        self._close(code, reason, error_reason)
 
-    def _close(self, code: str, reason: str) -> None:
+    def close_now(self, code: str, reason: str, error_reason: str = "") -> None:
+        """`close()` from synchronous code (timers)."""
+        self._close(code, reason, error_reason)
+
+    def _close(self, code: str, reason: str, error_reason: str = "") -> None:
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason)
+            self._closed = ConnectionClosed(code, reason, error_reason, self.last_position)
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(True)
+            if self._closed_future is not None and not self._closed_future.done():
+                self._closed_future.set_result(None)
+
+    async def wait_closed(self) -> ConnectionClosed:
+        """Wait until the connection is closed server-side; returns why."""
+        if self._closed is None:
+            if self._closed_future is None:
+                self._closed_future = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._closed_future)
+        assert self._closed is not None
+        self._closed.position = self.last_position
+        return self._closed
+
+    def _take(self) -> events_pb2.Event | bytes:
+        item, size, position = self._queue.popleft()
+        self._queued_bytes -= size
+        if position:
+            self.last_position = position
+        return item
 
     async def _next(self, idle_seconds: float) -> events_pb2.Event | bytes | None:
         while True:
             if self._closed is not None:
+                self._closed.position = self.last_position
                 raise self._closed
             if self._queue:
-                return self._queue.popleft()
+                return self._take()
             if not await self._wait(idle_seconds):
                 return None
 
@@ -163,15 +270,13 @@ class QueuedConnection(Connection):
 
     def drain(self, max_events: int) -> list[events_pb2.Event]:
         """Up to `max_events` more events that are already queued (no waiting)."""
-        queue = self._queue
-        count = min(max_events, len(queue))
-        return [_as_event(queue.popleft()) for _ in range(count)]
+        count = min(max_events, len(self._queue))
+        return [_as_event(self._take()) for _ in range(count)]
 
     def drain_encoded(self, max_events: int) -> list[bytes]:
         """`drain()`, serialized."""
-        queue = self._queue
-        count = min(max_events, len(queue))
-        return [_as_bytes(queue.popleft()) for _ in range(count)]
+        count = min(max_events, len(self._queue))
+        return [_as_bytes(self._take()) for _ in range(count)]
 
     def __repr__(self) -> str:
         return (

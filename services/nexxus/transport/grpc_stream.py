@@ -62,7 +62,7 @@ class EventStreamServicer(Generic[CallerT]):
     async def _open(
         self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> tuple[QueuedConnection, int, list[subscriptions_pb2.Subscription]]:
-        """Authenticate, create the inline subscriptions, register the connection."""
+        """Authenticate, register the connection, create its inline subscriptions."""
         settings = self.hub.settings
         try:
             if not request.app_id:
@@ -70,20 +70,26 @@ class EventStreamServicer(Generic[CallerT]):
             heartbeat = resolve_heartbeat(request.heartbeat_seconds, settings.heartbeat_seconds)
             if not 0 <= request.max_batch <= MAX_BATCH:
                 raise InvalidArgument(f"max_batch must be 0..{MAX_BATCH}", field="max_batch")
-            caller = await self.authenticate(request.app_id, self._authorization(context))
+            authorization = self._authorization(context)
+            caller = await self.authenticate(request.app_id, authorization)
             device_id = require_device(caller)
-            created = await create_inline_subscriptions(
-                caller, request.app_id, list(request.subscriptions), self.subscribe, self.unsubscribe
+            conn = self.hub.connection(
+                request.app_id, caller.user_id or "", device_id, transport="grpc", encoded=True
             )
-            conn = QueuedConnection(
-                request.app_id,
-                caller.user_id or "",
-                device_id,
-                max_queue=settings.max_queue,
-                transport="grpc",
-                encoded=True,
-            )
+            conn.authorization, conn.expires_at = authorization, caller.expires_at
+            # Registered first: the subscriptions it creates are tied to it.
             await self.hub.register(conn)
+            try:
+                created = await create_inline_subscriptions(
+                    caller,
+                    request.app_id,
+                    list(request.subscriptions),
+                    self.hub.bound(conn, self.subscribe),
+                    self.unsubscribe,
+                )
+            except BaseException:
+                await self.hub.unregister(conn)
+                raise
         except NexxusError as err:
             await abort_with_error(context, err)
         return conn, heartbeat, created
@@ -108,9 +114,7 @@ class EventStreamServicer(Generic[CallerT]):
                 try:
                     event = await conn.next_encoded(heartbeat)
                 except ConnectionClosed as closed:
-                    yield events_pb2.StreamEventsResponse(
-                        error=events_pb2.StreamError(code=closed.code, message=closed.reason)
-                    ).SerializeToString()
+                    yield events_pb2.StreamEventsResponse(error=closed.stream_error()).SerializeToString()
                     return
                 if event is None:
                     yield events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame()).SerializeToString()

@@ -2,8 +2,10 @@
 
 The hub:
   * registers live connections and records them in the SubscriptionStore
-    (`device_connected` / `device_disconnected`); when a device's last
-    connection (on any node) is gone, its volatile subscriptions are removed;
+    (`device_connected` / `device_disconnected`); a connection's volatile
+    subscriptions go with it, and all the device's volatile subscriptions go
+    with its last connection on any node (the node's lease, see lease.py,
+    makes this hold when a node dies too);
   * consumes the node's deliveries (core NATS `<prefix>.transport.<node>`,
     serialized `nexxus.v1.Delivery`) and pushes each target's Event to every
     local connection of that device;
@@ -20,17 +22,27 @@ from collections.abc import Iterable
 from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import TransportSettings
+from nexxus.core.errors import Unavailable
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
-from nexxus.transport.connection import QueuedConnection
+from nexxus.transport.connection import BufferStats, QueuedConnection
 from nexxus.transport.events import build_event
+from nexxus.transport.tokens import TokenWatch
+from nexxus.transport.types import CallerT, Subscribe
 from nexxus.transport.wire import encode_subscription_ids
 from nexxus.v1 import events_pb2, internal_pb2
+from nexxus.v1.subscriptions_pb2 import CreateSubscriptionRequest, Subscription
 
 __all__ = ["ConnectionHub"]
 
 log = logging.getLogger("nexxus.transport.hub")
 
 DeviceKey = tuple[str, str]
+
+
+def delivery_position(delivery: internal_pb2.Delivery) -> str:
+    """The stream position a delivery's event is resumed from (reported in
+    slow-consumer error frames)."""
+    return delivery.event.event_id
 
 
 class ConnectionHub:
@@ -46,6 +58,9 @@ class ConnectionHub:
         self._empty = asyncio.Event()
         self._empty.set()
         self._started = False
+        self.buffer_stats = BufferStats()
+        # Token expiry and re-checks; TransportService plugs in `authenticate`.
+        self.tokens = TokenWatch(self._queued_connections, None, settings.token_check_seconds)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -62,14 +77,15 @@ class ConnectionHub:
             return
         self._subscriptions.append(await self.bus.subscribe(self.delivery_subject, self._on_delivery))
         self._subscriptions.append(await self.bus.subscribe(self.control_subject, self._on_control))
+        await self.tokens.start()
         self._started = True
         log.info("transport node %s consuming %s", self.node_id, self.delivery_subject)
 
-    async def close_all(self, code: str, reason: str) -> None:
+    async def close_all(self, code: str, reason: str, error_reason: str = "") -> None:
         """Ask every connection to close (each sends its error frame and unregisters)."""
         for conns in list(self._devices.values()):
             for conn in list(conns.values()):
-                await conn.close(code, reason)
+                await conn.close(code, reason, error_reason)
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Stop consuming, close every connection, wait up to `grace` seconds for
@@ -78,7 +94,8 @@ class ConnectionHub:
         for sub in subs:
             await sub.unsubscribe()
         self._started = False
-        await self.close_all("UNAVAILABLE", "server shutting down")
+        await self.tokens.stop()
+        await self.close_all("UNAVAILABLE", "server shutting down", "SHUTDOWN")
         try:
             async with asyncio.timeout(grace):
                 await self._empty.wait()
@@ -88,6 +105,20 @@ class ConnectionHub:
             await self.unregister(conn)
 
     # ------------------------------------------------------------------ registry
+
+    def connection(
+        self, app_id: str, user_id: str, device_id: str, *, transport: str, encoded: bool = False
+    ) -> QueuedConnection:
+        """A new connection with this node's byte budget (register it next)."""
+        return QueuedConnection(
+            app_id,
+            user_id,
+            device_id,
+            max_bytes=self.settings.max_buffer_bytes,
+            transport=transport,
+            encoded=encoded,
+            stats=self.buffer_stats,
+        )
 
     def connections(self, app_id: str | None = None, device_id: str | None = None) -> list[Connection]:
         if app_id is not None and device_id is not None:
@@ -100,6 +131,8 @@ class ConnectionHub:
         ]
 
     async def register(self, conn: Connection) -> None:
+        """Record a connection (locally and in the store). Register before
+        creating the connection's subscriptions: see `bound`."""
         key = (conn.app_id, conn.device_id)
         self._devices.setdefault(key, {})[conn.connection_id] = conn
         self._empty.clear()
@@ -108,24 +141,40 @@ class ConnectionHub:
         except BaseException:
             self._forget(conn)
             raise
+        if isinstance(conn, QueuedConnection):
+            self.tokens.watch(conn)
         log.debug("registered %r", conn)
 
+    def bound(self, conn: Connection, subscribe: Subscribe[CallerT]) -> Subscribe[CallerT]:
+        """`subscribe` for subscriptions made on `conn`: the volatile ones are
+        tied to the connection in the store and removed with it (also when its
+        node dies), never with another connection of the device."""
+
+        async def create(caller: CallerT, request: CreateSubscriptionRequest) -> Subscription:
+            sub = await subscribe(caller, request)
+            if not sub.persistent and not await self.store.bind_subscription(
+                conn.app_id, conn.device_id, conn.connection_id, sub.id
+            ):
+                raise Unavailable("the connection closed while subscribing", reason="CONNECTION_CLOSED")
+            return sub
+
+        return create
+
     async def unregister(self, conn: Connection) -> None:
-        """Forget a connection (idempotent). When it was the device's last one
-        anywhere, the device's volatile subscriptions are removed."""
+        """Forget a connection (idempotent). The store removes the volatile
+        subscriptions it created, and all the device's volatile subscriptions
+        when it was the device's last connection anywhere."""
         if not self._forget(conn):
             return
+        if isinstance(conn, QueuedConnection):
+            self.tokens.forget(conn)
         remaining = await self.store.device_disconnected(
             conn.app_id, conn.device_id, self.node_id, conn.connection_id
         )
-        if remaining == 0:
-            removed = await self.store.remove_device_subscriptions(
-                conn.app_id, conn.device_id, volatile_only=True
-            )
-            log.debug(
-                "device %s/%s gone: %d volatile subscriptions removed", conn.app_id, conn.device_id, removed
-            )
         log.debug("unregistered %r (%d left for the device)", conn, remaining)
+
+    def _queued_connections(self) -> list[QueuedConnection]:
+        return [c for c in self.connections() if isinstance(c, QueuedConnection)]
 
     def _forget(self, conn: Connection) -> bool:
         key = (conn.app_id, conn.device_id)
@@ -150,6 +199,7 @@ class ConnectionHub:
         device, shared by its connections)."""
         devices = self._devices
         app_id = delivery.app_id
+        position = delivery_position(delivery)
         base_by_kind: dict[int, bytes] = {}
         pushed = 0
         for target in delivery.targets:
@@ -161,23 +211,29 @@ class ConnectionHub:
             if base is None:
                 base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString()
             data = base + encode_subscription_ids(target.subscription_ids)
+            size = len(data)
             event: events_pb2.Event | None = None
             for conn in tuple(conns.values()):
-                if isinstance(conn, QueuedConnection) and conn.encoded:
-                    conn.push_encoded(data)
+                if isinstance(conn, QueuedConnection):
+                    if conn.encoded:
+                        conn.push_encoded(data, position)
+                    else:
+                        if event is None:
+                            event = events_pb2.Event.FromString(data)
+                        conn.push_parsed(event, size, position)
                 else:
-                    if event is None:
-                        event = events_pb2.Event.FromString(data)
-                    await conn.push(event)
+                    await conn.push(events_pb2.Event.FromString(data))
                 pushed += 1
         return pushed
 
-    async def close_devices(self, app_id: str, device_ids: Iterable[str], code: str, reason: str) -> int:
+    async def close_devices(
+        self, app_id: str, device_ids: Iterable[str], code: str, reason: str, error_reason: str = ""
+    ) -> int:
         """Close every local connection of these devices; returns how many."""
         closed = 0
         for device_id in device_ids:
             for conn in self.connections(app_id, device_id):
-                await conn.close(code, reason)
+                await conn.close(code, reason, error_reason)
                 closed += 1
         return closed
 
@@ -199,4 +255,4 @@ class ConnectionHub:
             return
         app_id = msg.subject.rsplit(".", 1)[-1]
         reason = control.reason or "connection closed by the server"
-        await self.close_devices(app_id, control.close_device_ids, "UNAUTHENTICATED", reason)
+        await self.close_devices(app_id, control.close_device_ids, "UNAUTHENTICATED", reason, "TOKEN_REVOKED")
