@@ -5,6 +5,9 @@ Servers (session scope, one per test run, in a temp dir, on free ports):
     redis_server   a `ValkeyServer`, or None when NEXXUS_TEST_REDIS_URL is set
     nats_url       the URL to use: NEXXUS_TEST_NATS_URL or nats_server.url
     redis_url      the URL to use: NEXXUS_TEST_REDIS_URL or redis_server.url
+    postgres_dsn   NEXXUS_TEST_POSTGRES_DSN, or a PostgreSQL server started from the machine's
+                   binaries (Debian's `postgresql`) on first use; skips when there are none,
+                   fails under CI=true
 
 Adapters (function scope, isolated per test):
     nats_settings  NatsSettings with a unique stream prefix and subject prefix
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,10 @@ import pytest
 from nexxus.adapters.bus.nats import NatsBus
 from nexxus.adapters.store.redis import RedisSubscriptionStore
 from nexxus.core.config.settings import NatsSettings, RedisSettings
+from nexxus.devserver.postgres import PostgresNotFound, PostgresServer
 from nexxus.devserver.servers import NatsServer, ValkeyServer
+
+PG_DSN_ENV = "NEXXUS_TEST_POSTGRES_DSN"
 
 
 def unique(prefix: str = "t") -> str:
@@ -65,6 +71,23 @@ def nats_url(nats_server: NatsServer | None) -> str:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: ValkeyServer | None) -> str:
     return os.environ.get("NEXXUS_TEST_REDIS_URL") or (redis_server.url if redis_server else "")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL DSN for the PostgreSQL variants of the suite (started only when one runs)."""
+    configured = os.environ.get(PG_DSN_ENV)
+    if configured:
+        yield configured
+        return
+    try:
+        server = PostgresServer()
+    except PostgresNotFound as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PostgreSQL: {exc}")
+        pytest.skip(f"PostgreSQL variants: {exc} (or set {PG_DSN_ENV})")
+    with server:
+        yield server.dsn
 
 
 # --------------------------------------------------------------------------- adapters

@@ -1,19 +1,21 @@
 """Contract-suite fixtures.
 
-Database: `db` runs each test against every SQL backend — SQLite always (a
-temp file), PostgreSQL when NEXXUS_TEST_POSTGRES_DSN is set (e.g.
-postgresql://postgres@127.0.0.1:5432/postgres); the PostgreSQL tables live in
-a schema unique to this session (nexxus_test_<random>), dropped at the end.
+Database: `db` runs each test against every SQL backend — SQLite (a temp file)
+and PostgreSQL (`postgres_dsn`: a server the suite starts, or
+NEXXUS_TEST_POSTGRES_DSN); the PostgreSQL tables live in a schema unique to this
+session (nexxus_test_<random>), dropped at the end.
 Tests isolate themselves with a fresh `app_id`.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from nexxus.adapters.database._sql_base import SqlDatabase
@@ -21,57 +23,49 @@ from nexxus.adapters.database.postgres import PostgresDatabase
 from nexxus.adapters.database.sqlite import SqliteDatabase
 from nexxus.core.config.settings import PostgresSettings, SqliteSettings
 
-PG_DSN_ENV = "NEXXUS_TEST_POSTGRES_DSN"
-_EXAMPLE_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+@dataclass(frozen=True)
+class PgTarget:
+    dsn: str
+    schema: str
+
+
 @pytest.fixture(scope="session")
-def pg_schema() -> Iterator[str]:
-    """A PostgreSQL schema unique to this test session, dropped at the end."""
-    schema = f"nexxus_test_{secrets.token_hex(4)}"
-    yield schema
-    dsn = os.environ.get(PG_DSN_ENV)
-    if dsn:
-        import asyncio
+def pg_target(postgres_dsn: str) -> Iterator[PgTarget]:
+    """The PostgreSQL server and a schema unique to this test session, dropped at the end."""
+    target = PgTarget(postgres_dsn, f"nexxus_test_{secrets.token_hex(4)}")
+    yield target
 
-        import asyncpg
+    async def drop() -> None:
+        conn = await asyncpg.connect(target.dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{target.schema}" CASCADE')
+        finally:
+            await conn.close()
 
-        async def drop() -> None:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+    asyncio.run(drop())
 
 
 @pytest.fixture(params=DB_BACKENDS)
-async def db(request: pytest.FixtureRequest, tmp_path: Path, pg_schema: str) -> AsyncIterator[SqlDatabase]:
+def db_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], SqlDatabase]:
+    """Unstarted adapters on one storage, once per backend (PostgreSQL started on first use)."""
+    if request.param == "sqlite":
+        return lambda: SqliteDatabase(SqliteSettings(path="db/nexxus.db"), data_dir=str(tmp_path))
+    pg: PgTarget = request.getfixturevalue("pg_target")
+    return lambda: PostgresDatabase(PostgresSettings(dsn=pg.dsn, schema=pg.schema, min_pool=1, max_pool=4))
+
+
+@pytest.fixture
+async def db(db_factory: Callable[[], SqlDatabase]) -> AsyncIterator[SqlDatabase]:
     """A started database adapter, once per backend."""
-    adapter = _make(request.param, tmp_path, pg_schema)
+    adapter = db_factory()
     await adapter.start()
     try:
         yield adapter
     finally:
         await adapter.stop()
-
-
-def _make(backend: str, tmp_path: Path, pg_schema: str) -> SqlDatabase:
-    if backend == "sqlite":
-        return SqliteDatabase(SqliteSettings(path="db/nexxus.db"), data_dir=str(tmp_path))
-    dsn = os.environ.get(PG_DSN_ENV)
-    if not dsn:
-        pytest.skip(f"PostgreSQL contract tests need {PG_DSN_ENV} (e.g. {_EXAMPLE_DSN})")
-    return PostgresDatabase(PostgresSettings(dsn=dsn, schema=pg_schema, min_pool=1, max_pool=4))
-
-
-@pytest.fixture
-def db_factory(db: SqlDatabase, tmp_path: Path, pg_schema: str) -> Callable[[], SqlDatabase]:
-    """More (unstarted) adapters on the same storage as `db`."""
-    backend = db.name
-    return lambda: _make(backend, tmp_path, pg_schema)
 
 
 @pytest.fixture
