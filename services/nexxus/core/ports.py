@@ -391,15 +391,42 @@ class SubscriptionStore(Lifecycle):
         """The cursor of the newest change of an application."""
 
     @abstractmethod
-    async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None: ...
+    async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None:
+        """Record a connection of a device held by a transport node."""
+
+    @abstractmethod
+    async def bind_subscription(
+        self, app_id: str, device_id: str, connection_id: str, subscription_id: str
+    ) -> bool:
+        """Tie a volatile subscription to the connection that created it (it is
+        removed with the connection). False, and the subscription removed, when
+        the connection is already gone."""
 
     @abstractmethod
     async def device_disconnected(self, app_id: str, device_id: str, node: str, connection_id: str) -> int:
-        """Returns how many connections the device still has (on any node)."""
+        """Forget a connection with the volatile subscriptions it created (all the
+        device's volatile subscriptions when it was its last connection), in one
+        step. Returns how many connections the device still has (on any node)."""
 
     @abstractmethod
-    async def device_nodes(self, app_id: str) -> dict[str, str]:
-        """device id → node, for every connected device of an application."""
+    async def device_nodes(self, app_id: str) -> dict[str, tuple[str, ...]]:
+        """device id → the nodes holding its connections, for every connected device."""
+
+    @abstractmethod
+    async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:
+        """Create or extend a transport node's lease; False when it had lapsed."""
+
+    @abstractmethod
+    async def release_node_lease(self, node: str) -> None:
+        """Drop a stopping node's lease and whatever connections it still has recorded."""
+
+    @abstractmethod
+    async def dead_nodes(self) -> list[str]:
+        """Transport nodes whose lease has expired (their connections are stale)."""
+
+    @abstractmethod
+    async def reap_node(self, node: str) -> int:
+        """Disconnect every connection recorded for a dead node; returns how many."""
 
     async def ack_position(self, app_id: str, device_id: str, epoch: str, seq: int) -> str:
         """Record a device's acknowledged position (`<epoch>.<seq>`); positions
@@ -435,7 +462,9 @@ class Connection(ABC):
         queue closes the connection with an error frame)."""
 
     @abstractmethod
-    async def close(self, code: str, reason: str) -> None: ...
+    async def close(self, code: str, reason: str, error_reason: str = "") -> None:
+        """Close with an error frame: `code` a google.rpc.Code name, `reason` the
+        message, `error_reason` a machine-readable reason (e.g. TOKEN_EXPIRED)."""
 
 
 class Transport(Lifecycle):

@@ -98,8 +98,8 @@ class EventStreamServicer(Generic[CallerT]):
     async def _open(
         self, request: events_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> _Opened:
-        """Authenticate, create the inline subscriptions, register the connection
-        (held when something is sent before live events)."""
+        """Authenticate, register the connection (held when something is sent
+        before live events), create its inline subscriptions."""
         settings = self.hub.settings
         try:
             if not request.app_id:
@@ -108,29 +108,31 @@ class EventStreamServicer(Generic[CallerT]):
             if not 0 <= request.max_batch <= MAX_BATCH:
                 raise InvalidArgument(f"max_batch must be 0..{MAX_BATCH}", field="max_batch")
             page_size = resolve_page_size(request.snapshot_page_size)
-            caller = await self.authenticate(request.app_id, self._authorization(context))
+            authorization = self._authorization(context)
+            caller = await self.authenticate(request.app_id, authorization)
             device_id = require_device(caller)
             start = await self.positions.start_position(
                 request.app_id, device_id, request.resume_from, request.resume_from_ack, field="resume_from"
             )
-            created = await create_inline_subscriptions(
-                caller, request.app_id, list(request.subscriptions), self.subscribe, self.unsubscribe
+            conn = self.hub.connection(
+                request.app_id, caller.user_id or "", device_id, transport="grpc", encoded=True
             )
-            initial = [
-                sub for sub, req in zip(created, request.subscriptions, strict=True) if req.initial_state
-            ]
-            conn = QueuedConnection(
-                request.app_id,
-                caller.user_id or "",
-                device_id,
-                max_queue=settings.max_queue,
-                transport="grpc",
-                encoded=True,
-            )
-            if start is not None or initial:
+            conn.authorization, conn.expires_at = authorization, caller.expires_at
+            if start is not None or any(req.initial_state for req in request.subscriptions):
                 conn.hold()
+            # Registered first: the subscriptions it creates are tied to it.
             await self.hub.register(conn)
             try:
+                created = await create_inline_subscriptions(
+                    caller,
+                    request.app_id,
+                    list(request.subscriptions),
+                    self.hub.bound(conn, self.subscribe),
+                    self.unsubscribe,
+                )
+                initial = [
+                    sub for sub, req in zip(created, request.subscriptions, strict=True) if req.initial_state
+                ]
                 head = (await self.positions.head()).head if start is None else start
             except BaseException:
                 await self.hub.unregister(conn)
@@ -172,9 +174,7 @@ class EventStreamServicer(Generic[CallerT]):
                 try:
                     event = await conn.next_encoded(heartbeat)
                 except ConnectionClosed as closed:
-                    yield events_pb2.StreamEventsResponse(
-                        error=_stream_error(closed.code, closed.reason, conn.sent_position)
-                    ).SerializeToString()
+                    yield events_pb2.StreamEventsResponse(error=closed.stream_error()).SerializeToString()
                     return
                 if event is None:
                     yield events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame()).SerializeToString()

@@ -52,6 +52,8 @@ log = logging.getLogger("nexxus.transport.websocket")
 
 # Seconds live events wait after `ready` for a possible `resume` first frame.
 RESUME_WINDOW = 1.0
+# Seconds a closing connection's error frame may wait for a client that does not read.
+CLOSE_GRACE = 10.0
 
 _PATH = re.compile(r"^/v1/apps/(?P<app_id>[^/]+)/ws/?$")
 
@@ -174,26 +176,25 @@ class _Session(Generic[CallerT]):
         await self.send(events_pb2.ServerFrame(reply_to=reply_to, error=error))
 
     async def pump(self, heartbeat: int) -> None:
-        """Events and heartbeats out; on a server-side close, the error frame
-        then the close code."""
+        """Events and heartbeats out, until the connection is closed server-side
+        (then `_run` sends the error frame and closes the socket)."""
         while True:
             try:
                 event = await self.conn.next_event(heartbeat)
-            except ConnectionClosed as closed:
-                with contextlib.suppress(SocketClosed):
-                    await self.send(
-                        events_pb2.ServerFrame(
-                            error=events_pb2.StreamError(
-                                code=closed.code, message=closed.reason, position=self.conn.sent_position
-                            )
-                        )
-                    )
-                await self.ws.close(close_code_for(closed.code), closed.reason[:120])
+            except ConnectionClosed:
                 return
             if event is None:
                 await self.send(events_pb2.ServerFrame(heartbeat=heartbeat_frame()))
             else:
                 await self.send(events_pb2.ServerFrame(event=event))
+
+    async def close_with(self, closed: ConnectionClosed) -> None:
+        """The error frame, then the close code. A client that does not read gets
+        `CLOSE_GRACE` seconds for the frame, then the close handshake's timeout."""
+        with contextlib.suppress(SocketClosed, TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self.send(events_pb2.ServerFrame(error=closed.stream_error()))
+        await self.ws.close(close_code_for(closed.code), closed.reason[:120])
 
     async def read(self) -> None:
         """Client frames in, until the client goes away."""
@@ -222,8 +223,9 @@ class _Session(Generic[CallerT]):
             if frame.subscribe.initial_state:
                 await self.subscribe_with_state(frame)
                 return
+            subscribe = bridge.hub.bound(self.conn, bridge.subscribe)
             sub = await create_subscription(
-                self.caller, self.conn.app_id, frame.subscribe, bridge.subscribe, field_prefix="subscribe"
+                self.caller, self.conn.app_id, frame.subscribe, subscribe, field_prefix="subscribe"
             )
             head = (await positions.head()).head
             await self.send(
@@ -289,7 +291,11 @@ class _Session(Generic[CallerT]):
         try:
             await conn.wait_drained()
             sub = await create_subscription(
-                self.caller, conn.app_id, frame.subscribe, bridge.subscribe, field_prefix="subscribe"
+                self.caller,
+                conn.app_id,
+                frame.subscribe,
+                bridge.hub.bound(conn, bridge.subscribe),
+                field_prefix="subscribe",
             )
             head = (await bridge.positions.head()).head
             await self.send(
@@ -410,13 +416,10 @@ class WebSocketBridge(Generic[CallerT]):
             await self._send_and_close(ws, Unavailable("server shutting down"))
             return
         self._pending.discard(ws)
-        conn = QueuedConnection(
-            target.app_id,
-            caller.user_id or "",
-            device_id,
-            max_queue=self.hub.settings.max_queue,
-            transport="websocket",
-        )
+        conn = self.hub.connection(target.app_id, caller.user_id or "", device_id, transport="websocket")
+        conn.authorization, conn.expires_at = authorization, caller.expires_at
+        transport = ws.transport
+        conn.unsent_bytes = transport.get_write_buffer_size
         conn.hold()
         await self.hub.register(conn)
         session = _Session(self, ws, caller, conn, page_size)
@@ -452,17 +455,24 @@ class WebSocketBridge(Generic[CallerT]):
 
     @staticmethod
     async def _run(session: _Session[CallerT], heartbeat: int) -> None:
-        pump = asyncio.create_task(session.pump(heartbeat), name=f"ws-pump-{session.conn.connection_id}")
-        read = asyncio.create_task(session.read(), name=f"ws-read-{session.conn.connection_id}")
+        """Pump and reader until one ends or the connection is closed server-side
+        (a pump stuck on a client that does not read is cancelled: its frame is
+        already in the socket buffer)."""
+        conn_id = session.conn.connection_id
+        pump = asyncio.create_task(session.pump(heartbeat), name=f"ws-pump-{conn_id}")
+        read = asyncio.create_task(session.read(), name=f"ws-read-{conn_id}")
+        closed = asyncio.create_task(session.conn.wait_closed(), name=f"ws-closed-{conn_id}")
+        tasks = (pump, read, closed)
         try:
-            done, _ = await asyncio.wait({pump, read}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, read):
+            for task in tasks:
                 task.cancel()
-            results = await asyncio.gather(pump, read, return_exceptions=True)
-        for result in results:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        if session.conn.closed is not None:
+            await session.close_with(session.conn.closed)
+        for result in results[:2]:
             if isinstance(result, BaseException) and not isinstance(
                 result, SocketClosed | asyncio.CancelledError
             ):
                 raise result
-        del done

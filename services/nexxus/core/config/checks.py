@@ -35,7 +35,9 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "writer.max_deliver": (1, None),
     "router.batch_size": (1, None),
     "transport.heartbeat_seconds": (1, None),
-    "transport.max_queue": (1, None),
+    "transport.max_buffer_bytes": (1024, None),
+    "transport.lease_seconds": (1, None),
+    "transport.token_check_seconds": (1, None),
 }
 
 

@@ -137,9 +137,19 @@ class TransportSettings:
     grpc_port: int = 50052
     # WebSocket bridge.
     ws_port: int = 8765
+    # Server-sent events (served by the transport; Envoy proxies GET /v1/apps/{app}/events).
+    sse_port: int = 8766
     heartbeat_seconds: int = 15
-    # Events queued per connection before a slow client is disconnected.
-    max_queue: int = 10_000
+    # Bytes of events buffered per connection (queue + socket send buffer)
+    # before a slow client gets an error frame with its position and is closed.
+    max_buffer_bytes: int = 2 * 1024 * 1024
+    # The node's connection lease in the store: renewed every third of it; when
+    # the node dies its connections (and their volatile subscriptions) are
+    # removed by another node within about this many seconds.
+    lease_seconds: float = 6.0
+    # Open streams re-check their access token (expiry is exact; revocation is
+    # seen within this many seconds even if the close message was lost).
+    token_check_seconds: float = 30.0
 
 
 @dataclass(slots=True)
