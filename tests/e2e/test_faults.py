@@ -25,7 +25,7 @@ from nexxus.devserver.mesh import Mesh
 from nexxus.v1 import events_pb2, objects_pb2, subscriptions_pb2
 from tests.e2e.conftest import _settings, new_app_id, running_mesh
 from tests.e2e.harness import Api, User, patch
-from tests.e2e.resume_client import GrpcClient, Replica, WsClient, until
+from tests.e2e.resume_client import GrpcClient, Replica, SseClient, WsClient, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -109,16 +109,34 @@ def ws_follower(url: str, app_id: str, token: str) -> Follower:
     return follower
 
 
-async def _app(api_channel: grpc.aio.Channel, mesh: Mesh) -> tuple[str, Api, User, User]:
+def sse_follower(url: str, app_id: str, token: str) -> Follower:
+    follower: Follower
+
+    @contextlib.asynccontextmanager
+    async def connect(replica: Replica) -> AsyncIterator[asyncio.Event]:
+        client = SseClient(url, app_id, token, replica)
+        client.changed = follower.changed
+        readies = len(replica.ready)
+        async with client.stream(last_event_id=replica.position):
+            if len(replica.ready) == readies or client.ended.is_set():
+                raise ConnectionError("stream ended before ready")
+            yield client.ended
+
+    follower = Follower("sse", connect)
+    return follower
+
+
+async def _app(api_channel: grpc.aio.Channel, mesh: Mesh) -> tuple[str, Api, User, User, User]:
     operator = Api(api_channel, mesh.settings.operator_key)
     app_id = new_app_id()
     server = operator.as_(await operator.create_app(app_id))
     await server.put_schema(app_id, "task", TASK)
     phone = await server.user_with_device(app_id, "pat")
     browser = await server.user_with_device(app_id, "sam")
-    for user in (phone, browser):
+    tab = await server.add_device(browser, "tab")
+    for user in (phone, browser, tab):
         await server.as_(user.token).subscribe(app_id, "task", persistent=True)
-    return app_id, server, phone, browser
+    return app_id, server, phone, browser, tab
 
 
 async def _burst(api: Api, app_id: str, fault: Callable[[], Awaitable[None]]) -> None:
@@ -161,15 +179,28 @@ async def _final_versions(api: Api, app_id: str) -> dict[str, int]:
 
 async def _settled(api: Api, app_id: str, followers: list[Follower]) -> dict[str, int]:
     """Wait until the writes are all applied and every follower saw the last version of every object."""
-    async with asyncio.timeout(SETTLE):
-        while True:
-            final = await _final_versions(api, app_id)
-            done = len(final) == OBJECTS and all(
-                all(f.replica.versions.get(oid) == v for oid, v in final.items()) for f in followers
+    final: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(SETTLE):
+            while True:
+                final = await _final_versions(api, app_id)
+                done = len(final) == OBJECTS and all(
+                    all(f.replica.versions.get(oid) == v for oid, v in final.items()) for f in followers
+                )
+                if done and all(v == final["o0"] for v in final.values()) and final["o0"] >= ROUNDS + 1:
+                    return final
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        state = {
+            f.name: (
+                f.connections,
+                len(f.replica.events),
+                f.replica.versions,
+                [e.code for e in f.replica.errors],
             )
-            if done and all(v == final["o0"] for v in final.values()) and final["o0"] >= ROUNDS + 1:
-                return final
-            await asyncio.sleep(0.3)
+            for f in followers
+        }
+        raise AssertionError(f"not settled: final {final}; followers {state}") from None
 
 
 def _check_exactly_once_in_order(follower: Follower, final: dict[str, int]) -> None:
@@ -200,10 +231,11 @@ async def _run_fault(tmp_path: Path, fault_of: Callable[[Mesh], Callable[[], Awa
             grpc.aio.insecure_channel(f"127.0.0.1:{s.api.port}") as api_channel,
             grpc.aio.insecure_channel(f"127.0.0.1:{s.transport.grpc_port}") as events_channel,
         ):
-            app_id, server, phone, browser = await _app(api_channel, mesh)
+            app_id, server, phone, browser, tab = await _app(api_channel, mesh)
             followers = [
                 grpc_follower(events_channel, app_id, phone.token),
                 ws_follower(f"ws://127.0.0.1:{s.envoy.port}", app_id, browser.token),
+                sse_follower(f"http://127.0.0.1:{s.envoy.port}", app_id, tab.token),
             ]
             for f in followers:
                 f.start()
@@ -269,7 +301,7 @@ async def test_away_longer_than_retention_gets_gap_and_snapshot(tmp_path: Path) 
             grpc.aio.insecure_channel(f"127.0.0.1:{s.api.port}") as api_channel,
             grpc.aio.insecure_channel(f"127.0.0.1:{s.transport.grpc_port}") as events_channel,
         ):
-            app_id, server, phone, _ = await _app(api_channel, mesh)
+            app_id, server, phone, _, _ = await _app(api_channel, mesh)
             api = server.as_(phone.token)
             await api.subscribe(app_id, "task", persistent=True, filter={"n": {"gte": 1}})
             replica = Replica()

@@ -14,6 +14,13 @@ the proto JSON mapping (the same JSON the transcoded stream used to send):
 close (slow consumer, expired or revoked token, shutdown), with
 `details.reason` and `details.position`.
 
+Resuming: the `Last-Event-ID` header (which `EventSource` sends by itself on
+reconnect: every event's `id:` is its position), `lastEventId` / `resumeFrom`,
+or `resumeFromAck=true`: the missed events follow `ready` (then `resumed`), or a
+`gap`, `snapshot`s and `resumed` (see positioning.py); `resumed` and the last
+`snapshot` page carry an `id:` too. A `Last-Event-ID` is also stored as the
+device's acknowledged position.
+
 Errors before the stream starts are HTTP errors with a JSON `google.rpc.Status`
 body, as the rest of the REST surface (401 bad token, 400 bad parameter, …).
 `GET /stats` (not routed by Envoy) reports the node's buffer figures.
@@ -34,9 +41,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from google.protobuf import json_format
 
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, Unavailable
+from nexxus.core.positions import Position
 from nexxus.rpc.errors import DOMAIN, grpc_status_code
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
 from nexxus.transport.hub import ConnectionHub
+from nexxus.transport.positioning import Frame, StreamPositions, resolve_page_size
 from nexxus.transport.session import heartbeat_frame, require_device, resolve_heartbeat
 from nexxus.transport.types import Authenticate, CallerT
 from nexxus.v1 import events_pb2
@@ -81,6 +90,12 @@ _QUERY_KEYS = {
     "accessToken": "access_token",
     "lastEventId": "last_event_id",
     "last_event_id": "last_event_id",
+    "resumeFrom": "last_event_id",
+    "resume_from": "last_event_id",
+    "resumeFromAck": "resume_from_ack",
+    "resume_from_ack": "resume_from_ack",
+    "snapshotPageSize": "snapshot_page_size",
+    "snapshot_page_size": "snapshot_page_size",
 }
 
 
@@ -92,6 +107,8 @@ class SseTarget:
     access_token: str | None = None
     # Where to resume from (the `Last-Event-ID` header, or `lastEventId`).
     last_event_id: str = ""
+    resume_from_ack: bool = False
+    snapshot_page_size: int = 0
 
 
 def _int(name: str, raw: str) -> int:
@@ -123,6 +140,8 @@ def parse_sse_target(target: str, headers: dict[str, str]) -> SseTarget:
         max_batch=max_batch,
         access_token=values.get("access_token") or None,
         last_event_id=headers.get("last-event-id", "") or values.get("last_event_id", ""),
+        resume_from_ack=values.get("resume_from_ack", "").lower() in ("1", "true", "yes"),
+        snapshot_page_size=_int("snapshot_page_size", values.get("snapshot_page_size", "0")),
     )
 
 
@@ -221,9 +240,11 @@ class SseServer(Generic[CallerT]):
         hub: ConnectionHub,
         authenticate: Authenticate[CallerT],
         stats: Callable[[], dict[str, Any]] | None = None,
+        positions: StreamPositions | None = None,
     ) -> None:
         self.hub = hub
         self.authenticate = authenticate
+        self.positions = positions
         self.stats = stats
         self._shutting_down = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -285,17 +306,27 @@ class SseServer(Generic[CallerT]):
             )
             caller = await self.authenticate(sse.app_id, authorization)
             device_id = require_device(caller)
+            page_size = resolve_page_size(sse.snapshot_page_size)
+            start: Position | None = None
+            if self.positions is not None:
+                start = await self.positions.start_position(
+                    sse.app_id, device_id, sse.last_event_id, sse.resume_from_ack, field="Last-Event-ID"
+                )
+                if sse.last_event_id:  # what the client received: its acknowledged position
+                    await self.positions.ack(sse.app_id, device_id, sse.last_event_id, field="Last-Event-ID")
         except NexxusError as err:
             await self._respond(writer, *error_body(err))
             return
         conn = self.hub.connection(sse.app_id, caller.user_id or "", device_id, transport="sse")
         conn.authorization, conn.expires_at = authorization, caller.expires_at
+        if start is not None:
+            conn.hold()
         transport = writer.transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         conn.unsent_bytes = transport.get_write_buffer_size
         await self.hub.register(conn)
         try:
-            await self._stream(reader, writer, conn, heartbeat, sse.max_batch)
+            await self._stream(reader, writer, conn, heartbeat, sse.max_batch, start, page_size)
         finally:
             await self.hub.unregister(conn)
 
@@ -306,6 +337,8 @@ class SseServer(Generic[CallerT]):
         conn: QueuedConnection,
         heartbeat: int,
         max_batch: int,
+        start: Position | None = None,
+        page_size: int = 0,
     ) -> None:
         stream = _Stream(writer, conn)
         head = _response_head(
@@ -315,10 +348,24 @@ class SseServer(Generic[CallerT]):
         )
         writer.write(head + b"\r\n")
         node = self.hub.node_id
+        from_position = start
+        if from_position is None and self.positions is not None:
+            try:
+                from_position = (await self.positions.head()).head
+            except NexxusError as err:
+                conn.close_now(err.code, err.message, err.reason)
         ready = events_pb2.StreamEventsResponse(
-            ready=events_pb2.StreamReady(device_id=conn.device_id, user_id=conn.user_id, node=node)
+            ready=events_pb2.StreamReady(
+                device_id=conn.device_id, user_id=conn.user_id, node=node, position=str(from_position or "")
+            )
         )
         await stream.send(sse_frame(ready))
+        if start is not None and self.positions is not None:
+            try:
+                async for frame in self.positions.open_frames(conn, start, (), page_size):
+                    await stream.send(_positioned_frame(frame))
+            except NexxusError as err:
+                conn.close_now(err.code, err.message, err.reason)
         pump = asyncio.create_task(stream.pump(heartbeat, max_batch), name=f"sse-pump-{conn.connection_id}")
         gone = asyncio.create_task(_until_eof(reader), name=f"sse-eof-{conn.connection_id}")
         closed = asyncio.create_task(conn.wait_closed(), name=f"sse-closed-{conn.connection_id}")
@@ -336,6 +383,18 @@ class SseServer(Generic[CallerT]):
             error, ConnectionError | asyncio.CancelledError
         ):
             raise error
+
+
+def _positioned_frame(frame: Frame) -> bytes:
+    """An SSE event for a frame of `open_frames`, with the `id:` (position) a
+    client resumes from when it has one."""
+    if isinstance(frame, events_pb2.Event):
+        return sse_frame(events_pb2.StreamEventsResponse(event=frame), frame.position)
+    if isinstance(frame, events_pb2.Gap):
+        return sse_frame(events_pb2.StreamEventsResponse(gap=frame))
+    if isinstance(frame, events_pb2.Snapshot):
+        return sse_frame(events_pb2.StreamEventsResponse(snapshot=frame), frame.position)
+    return sse_frame(events_pb2.StreamEventsResponse(resumed=frame), frame.position)
 
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:
