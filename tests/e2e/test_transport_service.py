@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from nexxus.core.config.settings import Settings, TransportSettings
 from nexxus.core.errors import InvalidArgument, NotFound, Unauthenticated
 from nexxus.core.ports import MessageBus, SubscriptionStore
+from nexxus.core.positions import parse_position
 from nexxus.transport.events import build_event
 from nexxus.transport.service import TransportService
 from nexxus.v1 import common_pb2, events_pb2, events_pb2_grpc, internal_pb2, subscriptions_pb2
@@ -170,7 +171,7 @@ def make_delivery(
 
 
 async def publish(bus: Any, service: TransportService[FakeCaller], delivery: internal_pb2.Delivery) -> None:
-    await bus.publish_volatile(bus.subject("transport", service.node_id), delivery.SerializeToString())
+    await bus.publish_deliveries([(service.node_id, delivery.SerializeToString(), delivery.event.event_id)])
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -307,7 +308,9 @@ async def test_health_reports_serving(service: TransportService[FakeCaller]) -> 
 async def test_websocket_receives_a_delivery(service: TransportService[FakeCaller], bus: Any) -> None:
     async with ws_connect(service, "?access_token=u1:d1") as ws:
         ready = await recv(ws)
+        position = ready["ready"].pop("position")
         assert ready["ready"] == {"deviceId": "d1", "userId": "u1", "node": service.node_id}
+        assert str(parse_position(position)) == position
         await publish(bus, service, make_delivery(service.node_id, ("d1", ["s1"])))
         frame = await recv(ws)
         assert frame["event"]["eventId"] == "ev-1"

@@ -31,6 +31,7 @@ from nexxus.core.models import (
 
 if TYPE_CHECKING:
     from nexxus.core.filterquery import FilterNode
+    from nexxus.core.positions import HistoryBounds
     from nexxus.core.schema import ModelSchema
     from nexxus.v1.events_pb2 import Event
     from nexxus.v1.internal_pb2 import ModelEvent, SubscriptionChange, WriteCommand
@@ -45,6 +46,7 @@ __all__ = [
     "Lifecycle",
     "MessageBus",
     "SearchPage",
+    "SequencedHandler",
     "SubscriptionStore",
     "Transport",
     "WriteOutcome",
@@ -238,6 +240,11 @@ class BusMessage(ABC):
     async def term(self) -> None:
         """Never redeliver."""
 
+    @property
+    def stream_sequence(self) -> int:
+        """The message's sequence in its durable stream (0 for volatile messages)."""
+        return 0
+
 
 class BusSubscription(ABC):
     @abstractmethod
@@ -246,6 +253,8 @@ class BusSubscription(ABC):
 
 BatchHandler = Callable[[Sequence[BusMessage]], Awaitable[None]]
 MessageHandler = Callable[[BusMessage], Awaitable[None]]
+# (stream sequence, data) of each message of an ordered read.
+SequencedHandler = Callable[[int, bytes], Awaitable[None]]
 
 
 class MessageBus(Lifecycle):
@@ -312,6 +321,30 @@ class MessageBus(Lifecycle):
 
     @abstractmethod
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes: ...
+
+    # ------------------------------------------------------------- event history
+
+    async def history_bounds(self) -> HistoryBounds:
+        """The epoch and retained sequences of the event history (the EVENTS stream)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event history")
+
+    def read_history(self, app_id: str, after_seq: int, up_to_seq: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The ModelEvents of an application with sequences in
+        `(after_seq, up_to_seq]`, in order, as (sequence, data)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event history")
+
+    # ------------------------------------------------------------- router → transport
+
+    async def publish_deliveries(self, items: Sequence[tuple[str, bytes, str]]) -> None:
+        """Durable publish of (node, Delivery bytes, msg_id) items, in order;
+        returns once all are stored (deduplicated by msg_id)."""
+        raise NotImplementedError(f"{type(self).__name__} has no delivery streams")
+
+    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+        """Every Delivery published for `node` from now on, in order, exactly
+        once per process (the reader resumes after its last message across
+        server restarts and reconnections)."""
+        raise NotImplementedError(f"{type(self).__name__} has no delivery streams")
 
 
 # --------------------------------------------------------------------------- subscription store
@@ -391,6 +424,15 @@ class SubscriptionStore(Lifecycle):
     @abstractmethod
     async def reap_node(self, node: str) -> int:
         """Disconnect every connection recorded for a dead node; returns how many."""
+
+    async def ack_position(self, app_id: str, device_id: str, epoch: str, seq: int) -> str:
+        """Record a device's acknowledged position (`<epoch>.<seq>`); positions
+        only move forward within an epoch. Returns the stored position."""
+        raise NotImplementedError(f"{type(self).__name__} stores no positions")
+
+    async def acked_position(self, app_id: str, device_id: str) -> str:
+        """The device's acknowledged position, or ""."""
+        raise NotImplementedError(f"{type(self).__name__} stores no positions")
 
     @abstractmethod
     async def hit(self, key: str, window_seconds: int) -> int:

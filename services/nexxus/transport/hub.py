@@ -6,9 +6,11 @@ The hub:
     subscriptions go with it, and all the device's volatile subscriptions go
     with its last connection on any node (the node's lease, see lease.py,
     makes this hold when a node dies too);
-  * consumes the node's deliveries (core NATS `<prefix>.transport.<node>`,
-    serialized `nexxus.v1.Delivery`) and pushes each target's Event to every
-    local connection of that device;
+  * follows the node's deliveries (the DELIVERIES stream, subject
+    `<prefix>.<node>.transport`, serialized `nexxus.v1.Delivery`, read in order
+    by `bus.consume_deliveries`) and offers each target's Event, stamped with
+    its position, to every local connection of that device (which drops
+    duplicates by position, see `QueuedConnection.offer`);
   * obeys `nexxus.v1.TransportControl` on `<prefix>.control.<app>`: closes the
     listed devices' connections (token revoked, device deleted).
 """
@@ -28,7 +30,7 @@ from nexxus.transport.connection import BufferStats, QueuedConnection
 from nexxus.transport.events import build_event
 from nexxus.transport.tokens import TokenWatch
 from nexxus.transport.types import CallerT, Subscribe
-from nexxus.transport.wire import encode_subscription_ids
+from nexxus.transport.wire import encode_position, encode_subscription_ids
 from nexxus.v1 import events_pb2, internal_pb2
 from nexxus.v1.subscriptions_pb2 import CreateSubscriptionRequest, Subscription
 
@@ -39,10 +41,10 @@ log = logging.getLogger("nexxus.transport.hub")
 DeviceKey = tuple[str, str]
 
 
-def delivery_position(delivery: internal_pb2.Delivery) -> str:
-    """The stream position a delivery's event is resumed from (reported in
-    slow-consumer error frames)."""
-    return delivery.event.event_id
+def _sequence_of(position: str) -> int:
+    """The sequence of `<epoch>.<sequence>` (0 when absent or malformed)."""
+    _, _, seq = position.rpartition(".")
+    return int(seq) if seq.isdigit() else 0
 
 
 class ConnectionHub:
@@ -65,21 +67,17 @@ class ConnectionHub:
     # ------------------------------------------------------------------ lifecycle
 
     @property
-    def delivery_subject(self) -> str:
-        return self.bus.subject("transport", self.node_id)
-
-    @property
     def control_subject(self) -> str:
         return self.bus.subject("control", "*")
 
     async def start(self) -> None:
         if self._started:
             return
-        self._subscriptions.append(await self.bus.subscribe(self.delivery_subject, self._on_delivery))
+        self._subscriptions.append(await self.bus.consume_deliveries(self.node_id, self._on_delivery_data))
         self._subscriptions.append(await self.bus.subscribe(self.control_subject, self._on_control))
         await self.tokens.start()
         self._started = True
-        log.info("transport node %s consuming %s", self.node_id, self.delivery_subject)
+        log.info("transport node %s following its deliveries", self.node_id)
 
     async def close_all(self, code: str, reason: str, error_reason: str = "") -> None:
         """Ask every connection to close (each sends its error frame and unregisters)."""
@@ -199,8 +197,12 @@ class ConnectionHub:
         device, shared by its connections)."""
         devices = self._devices
         app_id = delivery.app_id
-        position = delivery_position(delivery)
         base_by_kind: dict[int, bytes] = {}
+        position = delivery.position
+        seq = _sequence_of(position)
+        tail = encode_position(position) if position else b""
+        key = (delivery.event.model, delivery.event.object_id)
+        version = delivery.event.version
         pushed = 0
         for target in delivery.targets:
             conns = devices.get((app_id, target.device_id))
@@ -209,18 +211,17 @@ class ConnectionHub:
             kind = target.kind or delivery.event.kind
             base = base_by_kind.get(kind)
             if base is None:
-                base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString()
+                base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString() + tail
             data = base + encode_subscription_ids(target.subscription_ids)
             size = len(data)
             event: events_pb2.Event | None = None
             for conn in tuple(conns.values()):
                 if isinstance(conn, QueuedConnection):
                     if conn.encoded:
-                        conn.push_encoded(data, position)
+                        item: events_pb2.Event | bytes = data
                     else:
-                        if event is None:
-                            event = events_pb2.Event.FromString(data)
-                        conn.push_parsed(event, size, position)
+                        item = event = event or events_pb2.Event.FromString(data)
+                    conn.offer(seq, item, position, key, version, size)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
                 pushed += 1
@@ -237,12 +238,12 @@ class ConnectionHub:
                 closed += 1
         return closed
 
-    async def _on_delivery(self, msg: BusMessage) -> None:
+    async def _on_delivery_data(self, seq: int, data: bytes) -> None:
         delivery = internal_pb2.Delivery()
         try:
-            delivery.ParseFromString(msg.data)
+            delivery.ParseFromString(data)
         except DecodeError:
-            log.warning("dropping an undecodable delivery on %s", msg.subject)
+            log.error("dropping an undecodable delivery (sequence %d of the deliveries)", seq)
             return
         await self.deliver(delivery)
 

@@ -16,9 +16,12 @@ from websockets.asyncio.server import Server
 
 from nexxus.core.config.settings import Settings
 from nexxus.core.ports import MessageBus, SubscriptionStore
+from nexxus.router.matching import ReadGate
+from nexxus.router.state import SchemaLookup
 from nexxus.transport.grpc_stream import EventStreamServicer
 from nexxus.transport.hub import ConnectionHub
 from nexxus.transport.lease import NodeLease
+from nexxus.transport.positioning import SnapshotPage, StreamPositions
 from nexxus.transport.server import (
     EVENT_SERVICE,
     bind_ws_socket,
@@ -28,7 +31,7 @@ from nexxus.transport.server import (
 )
 from nexxus.transport.sse import SseServer
 from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
-from nexxus.transport.websocket import WebSocketBridge
+from nexxus.transport.websocket import RESUME_WINDOW, WebSocketBridge
 
 __all__ = ["TransportService"]
 
@@ -56,6 +59,10 @@ class TransportService(Generic[CallerT]):
         *,
         auth_timeout: float = 10.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        schema_lookup: SchemaLookup | None = None,
+        read_gate: ReadGate | None = None,
+        snapshot: SnapshotPage | None = None,
+        resume_window: float = RESUME_WINDOW,
     ) -> None:
         tsettings = settings.transport
         self.settings = settings
@@ -63,9 +70,18 @@ class TransportService(Generic[CallerT]):
         self.hub = ConnectionHub(self.node_id, store, bus, tsettings)
         self.hub.tokens.authenticate = authenticate
         self.lease = NodeLease(self.node_id, store, tsettings.lease_seconds, self._lease_lapsed)
-        self.servicer = EventStreamServicer(self.hub, authenticate, subscribe, unsubscribe)
+        self.positions = StreamPositions(
+            bus, store, schema_lookup=schema_lookup, read_gate=read_gate, snapshot=snapshot
+        )
+        self.servicer = EventStreamServicer(self.hub, authenticate, subscribe, unsubscribe, self.positions)
         self.bridge = WebSocketBridge(
-            self.hub, authenticate, subscribe, unsubscribe, auth_timeout=auth_timeout
+            self.hub,
+            authenticate,
+            subscribe,
+            unsubscribe,
+            self.positions,
+            auth_timeout=auth_timeout,
+            resume_window=resume_window,
         )
         self._grpc, self._grpc_port, self._health = build_grpc_server(
             self.servicer, tsettings.host, tsettings.grpc_port, interceptors
@@ -73,7 +89,7 @@ class TransportService(Generic[CallerT]):
         self._ws_socket = bind_ws_socket(tsettings.host, tsettings.ws_port)
         self._ws_port: int = self._ws_socket.getsockname()[1]
         self._ws: Server | None = None
-        self.sse = SseServer(self.hub, authenticate, self.stats)
+        self.sse = SseServer(self.hub, authenticate, self.positions, self.stats)
         self._sse_socket = bind_ws_socket(tsettings.host, tsettings.sse_port)
         self._sse_port: int = self._sse_socket.getsockname()[1]
         self._sse: asyncio.Server | None = None

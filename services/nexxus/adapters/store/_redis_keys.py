@@ -54,6 +54,10 @@ class Keys:
         """Set of the volatile subscription ids a connection created (they go with it)."""
         return f"{self.app(app_id)}:conn:{connection_id}:subs"
 
+    def acks(self, app_id: str) -> str:
+        """Hash device id → the device's acknowledged position."""
+        return f"{self.app(app_id)}:acks"
+
     def changes(self, app_id: str) -> str:
         return f"{self.app(app_id)}:changes"
 

@@ -348,6 +348,18 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
             return "0-0"
         return _text(newest[0][0])
 
+    # ------------------------------------------------------------------ acknowledged positions
+
+    async def ack_position(self, app_id: str, device_id: str, epoch: str, seq: int) -> str:
+        with _translate("store an acknowledged position"):
+            raw = await self.redis.eval(_ACK_SCRIPT, 1, self.keys.acks(app_id), device_id, epoch, str(seq))
+        return _text(raw)
+
+    async def acked_position(self, app_id: str, device_id: str) -> str:
+        with _translate("read an acknowledged position"):
+            raw = await self.redis.hget(self.keys.acks(app_id), device_id)
+        return "" if raw is None else _text(raw)
+
     # ------------------------------------------------------------------ misc
 
     async def hit(self, key: str, window_seconds: int) -> int:
@@ -379,3 +391,17 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
                 batch = []
         if batch:
             await self.redis.unlink(*batch)
+
+
+# KEYS[1] acks hash; ARGV device, epoch, seq. Positions move forward within an
+# epoch; a position of another epoch replaces the stored one (history reset).
+_ACK_SCRIPT = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local e, s = string.match(cur, '^(.*)%.(%d+)$')
+  if e == ARGV[2] and tonumber(s) >= tonumber(ARGV[3]) then return cur end
+end
+local pos = ARGV[2] .. '.' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], pos)
+return pos
+"""

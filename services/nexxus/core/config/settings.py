@@ -54,6 +54,16 @@ class NatsSettings:
     stream_prefix: str = "NEXXUS"
     # Prefix of every subject.
     subject_prefix: str = "nexxus"
+    # Event history (the EVENTS stream), from which devices resume: changes
+    # older than this many seconds, or beyond this many bytes (-1: no byte
+    # limit), are dropped; a device resuming from before them gets a gap and
+    # a snapshot.
+    events_max_age_seconds: float = 24 * 3600.0
+    events_max_bytes: int = 1024**3
+    # Router → transport deliveries (one stream, a subject per transport node):
+    # a buffer of the hop, not a history.
+    deliveries_max_age_seconds: float = 3600.0
+    deliveries_max_bytes: int = 256 * 1024**2
 
 
 @dataclass(slots=True)
@@ -115,6 +125,9 @@ class WriterSettings:
 @dataclass(slots=True)
 class RouterSettings:
     batch_size: int = 256
+    # Seconds before an event fetched by a router that died is handed to
+    # another (or the restarted) router.
+    ack_wait_seconds: float = 10.0
 
 
 @dataclass(slots=True)
