@@ -310,27 +310,27 @@ def test_build_event_entered_carries_after() -> None:
 
 async def test_buffer_past_its_byte_budget_closes_as_slow_consumer() -> None:
     c = conn("d1", max_bytes=1000)
-    big = events_pb2.Event(event_id="e0", object_id="x" * 400)
+    big = events_pb2.Event(event_id="e0", object_id="x" * 400, position="ep.1")
     size = big.ByteSize()
-    await c.push(big, "p0")
+    await c.push(big)
     first = await c.next_event(0)  # the drainer took one: it is the client's position
     assert first is not None
-    assert c.last_position == "p0"
+    assert c.sent_position == "ep.1"
     for i in range(1, 3):
-        await c.push(events_pb2.Event(event_id=f"e{i}", object_id="x" * 400), f"p{i}")
+        await c.push(events_pb2.Event(event_id=f"e{i}", object_id="x" * 400, position=f"ep.{i + 1}"))
     assert c.closed is None
     assert c.stats.peak_bytes == 2 * size
-    await c.push(events_pb2.Event(event_id="e3", object_id="x" * 400), "p3")  # 3 x ~400 > 1000
+    await c.push(events_pb2.Event(event_id="e3", object_id="x" * 400, position="ep.4"))  # 3 x ~400 > 1000
     assert c.closed is not None
     assert c.queued == 0  # the backlog is dropped at once
     with pytest.raises(ConnectionClosed) as info:
         await c.next_event(1)
     assert info.value.code == "RESOURCE_EXHAUSTED"
     assert info.value.error_reason == "SLOW_CONSUMER"
-    assert info.value.position == "p0"
+    assert info.value.position == "ep.1"
     frame = info.value.stream_error()
     assert frame.details["reason"] == "SLOW_CONSUMER"
-    assert frame.details["position"] == "p0"
+    assert frame.position == "ep.1"
     assert c.stats.slow_closed == 1
 
 

@@ -56,10 +56,6 @@ class _Opened:
     head: Position
 
 
-def _stream_error(code: str, message: str, position: str) -> events_pb2.StreamError:
-    return events_pb2.StreamError(code=code, message=message, position=position)
-
-
 def _response(frame: Frame) -> events_pb2.StreamEventsResponse:
     if isinstance(frame, events_pb2.Event):
         return events_pb2.StreamEventsResponse(event=frame)

@@ -50,10 +50,10 @@ __all__ = ["CLOSE_CODES", "WebSocketBridge", "close_code_for", "parse_ws_target"
 
 log = logging.getLogger("nexxus.transport.websocket")
 
-# Seconds live events wait after `ready` for a possible `resume` first frame.
-RESUME_WINDOW = 1.0
 # Seconds a closing connection's error frame may wait for a client that does not read.
 CLOSE_GRACE = 10.0
+# Seconds live events wait after `ready` for a possible `resume` first frame.
+RESUME_WINDOW = 1.0
 
 _PATH = re.compile(r"^/v1/apps/(?P<app_id>[^/]+)/ws/?$")
 
