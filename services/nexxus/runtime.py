@@ -156,6 +156,9 @@ class Runtime:
                 manager.create,
                 manager.delete,
                 interceptors=[TokenInterceptor(tokens)],
+                schema_lookup=self.schemas.lookup,
+                read_gate=RouterReadGate(self.schemas.lookup),
+                snapshot=manager.snapshot,
             )
             await self.transport.start()
             self._running.append(self.transport)

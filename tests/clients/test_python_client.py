@@ -106,6 +106,16 @@ async def test_subscribe_write_receive_and_survive_transport_restart(mesh: Mesh,
             assert [s.model for s in second_ready.subscriptions] == ["task"]
             assert second_ready.subscriptions[0].id != first_ready.subscriptions[0].id
 
+            # The dead node's connection expires (its lease) and takes its inline
+            # subscription along: the device is left with exactly the new one.
+            async def subscription_ids() -> list[str]:
+                return [s.id for s in (await client.list_subscriptions()).subscriptions]
+
+            deadline = asyncio.get_running_loop().time() + 60
+            while await subscription_ids() != [second_ready.subscriptions[0].id]:
+                assert asyncio.get_running_loop().time() < deadline, await subscription_ids()
+                await asyncio.sleep(0.2)
+
             await client.create_object("task", {"title": "after", "status": "todo"}, object_id="c")
             after = await asyncio.wait_for(events.get(), STEP)
             assert (after.kind, after.object_id) == (v1.EventKind.CREATED, "c")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -153,6 +154,8 @@ async def test_change_log_order_and_cursors(store: RedisSubscriptionStore) -> No
         (Kind.KIND_SUBSCRIPTION_ADDED, "s2"),
         (Kind.KIND_SUBSCRIPTION_REMOVED, "s1"),
         (Kind.KIND_DEVICE_CONNECTED, "d1"),
+        # The device's last connection: its volatile subscriptions go in the same step.
+        (Kind.KIND_SUBSCRIPTION_REMOVED, "s2"),
         (Kind.KIND_DEVICE_DISCONNECTED, "d1"),
     ]
     assert all(c.app_id == "app1" for c in changes)
@@ -227,33 +230,81 @@ async def test_bad_cursor_is_invalid_argument(store: RedisSubscriptionStore) -> 
 async def test_device_connections_and_nodes(store: RedisSubscriptionStore) -> None:
     await store.device_connected("app1", "d1", "node-a", "c1")
     await store.device_connected("app1", "d2", "node-a", "c2")
-    assert await store.device_nodes("app1") == {"d1": "node-a", "d2": "node-a"}
-    # The most recent connection decides the node.
+    assert await store.device_nodes("app1") == {"d1": ("node-a",), "d2": ("node-a",)}
+    # A device may hold connections on several nodes: each gets its events.
     await store.device_connected("app1", "d1", "node-b", "c3")
-    assert (await store.device_nodes("app1"))["d1"] == "node-b"
+    assert (await store.device_nodes("app1"))["d1"] == ("node-a", "node-b")
     assert await store.device_connections("app1", "d1") == {"c1": "node-a", "c3": "node-b"}
 
     cursor = await store.log_cursor("app1")
-    # node-b loses d1's only connection there: d1 moves back to node-a.
     assert await store.device_disconnected("app1", "d1", "node-b", "c3") == 1
-    assert (await store.device_nodes("app1"))["d1"] == "node-a"
+    assert (await store.device_nodes("app1"))["d1"] == ("node-a",)
     assert await store.device_disconnected("app1", "d1", "node-a", "c1") == 0
     assert await store.device_disconnected("app1", "d1", "node-a", "c1") == 0  # idempotent
-    assert await store.device_nodes("app1") == {"d2": "node-a"}
+    assert await store.device_nodes("app1") == {"d2": ("node-a",)}
     changes, _ = (await store.changes_since({"app1": cursor}))["app1"]
     assert [(c.kind, c.device_id, c.node) for c in changes] == [
-        (Kind.KIND_DEVICE_CONNECTED, "d1", "node-a"),
+        (Kind.KIND_DEVICE_DISCONNECTED, "d1", "node-b"),
         (Kind.KIND_DEVICE_DISCONNECTED, "d1", "node-a"),
     ]
 
 
-async def test_disconnect_of_older_connection_keeps_node(store: RedisSubscriptionStore) -> None:
+async def test_second_connection_on_a_node_logs_nothing(store: RedisSubscriptionStore) -> None:
     await store.device_connected("app1", "d1", "node-a", "c1")
-    await store.device_connected("app1", "d1", "node-b", "c2")
     cursor = await store.log_cursor("app1")
+    await store.device_connected("app1", "d1", "node-a", "c2")
     assert await store.device_disconnected("app1", "d1", "node-a", "c1") == 1
-    assert await store.device_nodes("app1") == {"d1": "node-b"}
+    assert await store.device_nodes("app1") == {"d1": ("node-a",)}
     assert (await store.changes_since({"app1": cursor}))["app1"][0] == []
+
+
+async def test_connection_bound_subscriptions_go_with_their_connection(
+    store: RedisSubscriptionStore,
+) -> None:
+    await store.device_connected("app1", "d1", "node-a", "old")
+    await store.device_connected("app1", "d1", "node-b", "new")
+    await store.add_subscription("app1", make_sub("inline-old"))
+    await store.add_subscription("app1", make_sub("inline-new"))
+    await store.add_subscription("app1", make_sub("rest-made"))
+    assert await store.bind_subscription("app1", "d1", "old", "inline-old") is True
+    assert await store.bind_subscription("app1", "d1", "new", "inline-new") is True
+    # The old connection goes: only its own subscription goes with it.
+    assert await store.device_disconnected("app1", "d1", "node-a", "old") == 1
+    ids = {s.id for s in await store.list_device_subscriptions("app1", "d1")}
+    assert ids == {"inline-new", "rest-made"}
+    # Binding to a connection that is gone removes the subscription.
+    await store.add_subscription("app1", make_sub("late"))
+    assert await store.bind_subscription("app1", "d1", "old", "late") is False
+    assert await store.get_subscription("app1", "late") is None
+    # The last one goes: every volatile subscription of the device goes.
+    assert await store.device_disconnected("app1", "d1", "node-b", "new") == 0
+    assert await store.list_device_subscriptions("app1", "d1") == []
+
+
+async def test_dead_node_is_reaped_after_its_lease_expires(store: RedisSubscriptionStore) -> None:
+    assert await store.renew_node_lease("alive", 30) is False  # a new lease
+    assert await store.renew_node_lease("alive", 30) is True
+    assert await store.renew_node_lease("dying", 0.2) is False
+    await store.device_connected("app1", "d1", "dying", "c-dead")
+    await store.device_connected("app1", "d1", "alive", "c-live")
+    await store.device_connected("app2", "d9", "dying", "c-other-app")
+    await store.add_subscription("app1", make_sub("dead-inline"))
+    await store.bind_subscription("app1", "d1", "c-dead", "dead-inline")
+    await store.add_subscription("app2", make_sub("d9-volatile", device="d9"))
+    assert await store.dead_nodes() == []
+    await asyncio.sleep(0.4)
+    assert await store.dead_nodes() == ["dying"]
+    assert await store.reap_node("dying") == 2
+    assert await store.dead_nodes() == []
+    assert await store.device_connections("app1", "d1") == {"c-live": "alive"}
+    assert await store.device_nodes("app1") == {"d1": ("alive",)}
+    assert await store.get_subscription("app1", "dead-inline") is None
+    assert await store.device_nodes("app2") == {}
+    assert await store.get_subscription("app2", "d9-volatile") is None
+    # A node that lost its lease learns it on its next renewal.
+    assert await store.renew_node_lease("dying", 30) is False
+    await store.release_node_lease("alive")
+    assert await store.device_nodes("app1") == {}
 
 
 async def test_hit_counts_in_a_window(store: RedisSubscriptionStore) -> None:
@@ -298,3 +349,15 @@ async def test_subscription_filter_survives_as_struct(store: RedisSubscriptionSt
     await store.add_subscription("app1", sub)
     (_, got), *_ = [x async for x in store.iter_subscriptions("app1")]
     assert got.filter == flt
+
+
+async def test_acknowledged_positions_only_move_forward(store: RedisSubscriptionStore) -> None:
+    assert await store.acked_position("app1", "d1") == ""
+    assert await store.ack_position("app1", "d1", "ep1", 10) == "ep1.10"
+    assert await store.ack_position("app1", "d1", "ep1", 7) == "ep1.10"  # older: ignored
+    assert await store.ack_position("app1", "d1", "ep1", 12) == "ep1.12"
+    assert await store.acked_position("app1", "d1") == "ep1.12"
+    # Another epoch (the history was reset) replaces it.
+    assert await store.ack_position("app1", "d1", "ep2", 3) == "ep2.3"
+    assert await store.acked_position("app1", "d2") == ""
+    assert await store.acked_position("app2", "d1") == ""

@@ -47,6 +47,9 @@ def _settings(backend: str, data_dir: Path, pg_dsn: str = "") -> Settings:
     s.api.port = 0
     s.transport.grpc_port = 0
     s.transport.ws_port = 0
+    s.transport.sse_port = 0
+    # Dead transport nodes' connections expire within seconds (kill -9 tests).
+    s.transport.lease_seconds = 4
     s.transport.heartbeat_seconds = 5
     s.writer.max_deliver = 3
     s.auth.access_token_ttl_seconds = 600

@@ -1,5 +1,6 @@
 """RouterService over real NATS JetStream and Valkey: ModelEvents in on
-`<prefix>.<app>.events.<model>`, Deliveries out on `<prefix>.transport.<node>`."""
+`<prefix>.<app>.events.<model>`, Deliveries out on the DELIVERIES stream
+(`<prefix>.<node>.transport`), each stamped with its event's position."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from nexxus.adapters.bus.nats import NatsBus
 from nexxus.adapters.store.redis import RedisSubscriptionStore
 from nexxus.core.config.settings import Settings
 from nexxus.core.convert import dict_to_struct
-from nexxus.core.ports import BusMessage
 from nexxus.core.schema import ModelSchema
 from nexxus.router import RouterService
 from nexxus.v1.common_pb2 import Object
@@ -46,8 +46,8 @@ class Inbox:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Delivery] = asyncio.Queue()
 
-    async def handle(self, msg: BusMessage) -> None:
-        self.queue.put_nowait(Delivery.FromString(msg.data))
+    async def handle(self, seq: int, data: bytes) -> None:
+        self.queue.put_nowait(Delivery.FromString(data))
 
     async def take(self, count: int) -> dict[str, Delivery]:
         out: dict[str, Delivery] = {}
@@ -83,11 +83,12 @@ def _event(kind: int, before: dict[str, Any] | None, after: dict[str, Any] | Non
 @pytest.fixture
 async def inbox(bus: NatsBus) -> AsyncIterator[Inbox]:
     box = Inbox()
-    sub = await bus.subscribe(bus.subject("transport", ">"), box.handle)
+    subs = [await bus.consume_deliveries(node, box.handle) for node in ("n1", "n2", "n3", "n4")]
     try:
         yield box
     finally:
-        await sub.unsubscribe()
+        for sub in subs:
+            await sub.unsubscribe()
 
 
 @pytest.fixture
@@ -123,6 +124,8 @@ async def test_routes_events_to_nodes_with_enter_and_leave(
     assert [(t.device_id, t.kind) for t in got["n2"].targets] == [("dB", EVENT_KIND_CREATED)]
     assert got["n1"].event.after.data["priority"] == "high"
     assert got["n1"].app_id == APP
+    bounds = await bus.history_bounds()
+    assert got["n1"].position == got["n2"].position == str(bounds.head)
 
     await publish(bus, _event(EVENT_KIND_UPDATED, {"priority": "high"}, {"priority": "low"}))
     got = await inbox.take(2)
@@ -151,10 +154,13 @@ async def test_subscription_added_just_before_an_event_is_seen(
         ("dC", EVENT_KIND_UPDATED, ["late"])
     ]
 
-    # Removed and disconnected: no longer routed.
+    # Removed: no longer routed. A device on two nodes gets its events on both;
+    # once it left one, only on the other.
     await store.remove_subscription(APP, "late")
-    await store.device_disconnected(APP, "dB", "n2", "c2")
     await store.device_connected(APP, "dB", "n4", "c4")
+    await publish(bus, _event(EVENT_KIND_CREATED, None, {"priority": "low"}))
+    assert sorted(await inbox.take(2)) == ["n2", "n4"]
+    await store.device_disconnected(APP, "dB", "n2", "c2")
     await publish(bus, _event(EVENT_KIND_CREATED, None, {"priority": "low"}))
     got = await inbox.take(1)
     assert list(got) == ["n4"]

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from nexxus.core.config.settings import Settings, TransportSettings
 from nexxus.core.errors import InvalidArgument, NotFound, Unauthenticated
 from nexxus.core.ports import MessageBus, SubscriptionStore
+from nexxus.core.positions import parse_position
 from nexxus.transport.events import build_event
 from nexxus.transport.service import TransportService
 from nexxus.v1 import common_pb2, events_pb2, events_pb2_grpc, internal_pb2, subscriptions_pb2
@@ -41,6 +42,7 @@ class FakeCaller:
     user_id: str
     device_id: str
     token_id: str = ""
+    expires_at: float = 0.0
 
 
 async def authenticate(app_id: str, authorization: str | None) -> FakeCaller:
@@ -85,7 +87,7 @@ def unsubscriber(store: SubscriptionStore) -> Callable[[FakeCaller, str], Awaita
 async def service(bus: MessageBus, store: SubscriptionStore) -> AsyncIterator[TransportService[FakeCaller]]:
     settings = Settings(
         node_id=f"node-{uuid.uuid4().hex[:8]}",
-        transport=TransportSettings(host="127.0.0.1", grpc_port=0, ws_port=0),
+        transport=TransportSettings(host="127.0.0.1", grpc_port=0, ws_port=0, sse_port=0),
     )
     svc = TransportService(
         settings, bus, store, authenticate, subscriber(store), unsubscriber(store), auth_timeout=0.5
@@ -169,7 +171,7 @@ def make_delivery(
 
 
 async def publish(bus: Any, service: TransportService[FakeCaller], delivery: internal_pb2.Delivery) -> None:
-    await bus.publish_volatile(bus.subject("transport", service.node_id), delivery.SerializeToString())
+    await bus.publish_deliveries([(service.node_id, delivery.SerializeToString(), delivery.event.event_id)])
 
 
 async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
@@ -206,7 +208,7 @@ async def test_grpc_stream_ready_then_delivered_event(
     assert [s.model for s in ready.subscriptions] == ["task"]
     sub_id = ready.subscriptions[0].id
     assert (await store.get_subscription(APP, sub_id)) is not None
-    assert (await store.device_nodes(APP)).get("d1") == service.node_id
+    assert (await store.device_nodes(APP)).get("d1") == (service.node_id,)
 
     await publish(bus, service, make_delivery(service.node_id, ("d1", [sub_id])))
     event = (await read(call)).event
@@ -306,7 +308,9 @@ async def test_health_reports_serving(service: TransportService[FakeCaller]) -> 
 async def test_websocket_receives_a_delivery(service: TransportService[FakeCaller], bus: Any) -> None:
     async with ws_connect(service, "?access_token=u1:d1") as ws:
         ready = await recv(ws)
+        position = ready["ready"].pop("position")
         assert ready["ready"] == {"deviceId": "d1", "userId": "u1", "node": service.node_id}
+        assert str(parse_position(position)) == position
         await publish(bus, service, make_delivery(service.node_id, ("d1", ["s1"])))
         frame = await recv(ws)
         assert frame["event"]["eventId"] == "ev-1"
@@ -342,26 +346,36 @@ async def test_two_devices_of_one_user_each_get_their_own(
     laptop.cancel()
 
 
-async def test_last_connection_gone_removes_volatile_subscriptions_only(
+async def test_volatile_subscriptions_go_with_their_connection_and_the_device(
     service: TransportService[FakeCaller], stub: events_pb2_grpc.EventServiceStub, store: SubscriptionStore
 ) -> None:
+    """An inline (connection-made) volatile subscription goes with its connection,
+    even while the device keeps another one; a device-level volatile subscription
+    (made over REST) goes with the device's last connection; persistent ones stay."""
     call = open_stream(
         stub, "u1:d1", subscriptions=(subscriptions_pb2.CreateSubscriptionRequest(model="task"),)
     )
-    volatile = (await read(call)).ready.subscriptions[0].id
+    inline = (await read(call)).ready.subscriptions[0].id
+    rest_made = subscriptions_pb2.Subscription(id="rest-made", model="task", device_id="d1")
+    await store.add_subscription(APP, rest_made)
     async with ws_connect(service, "?access_token=u1:d1") as ws:
         await recv(ws)
         await send(ws, {"id": "p", "subscribe": {"model": "task", "persistent": True}})
         persistent = (await recv(ws))["subscribed"]["subscription"]["id"]
-        call.cancel()  # one connection left: nothing removed
+        call.cancel()  # the inline subscription goes with its connection
         await eventually(lambda: _connections(service, "d1", 1))
+
+        async def inline_gone() -> bool:
+            return await store.get_subscription(APP, inline) is None
+
+        await eventually(inline_gone)
         ids = {s.id for s in await store.list_device_subscriptions(APP, "d1")}
-        assert ids == {volatile, persistent}
+        assert ids == {"rest-made", persistent}
 
-    async def volatile_gone() -> bool:
-        return await store.get_subscription(APP, volatile) is None
+    async def device_level_gone() -> bool:
+        return await store.get_subscription(APP, "rest-made") is None
 
-    await eventually(volatile_gone)
+    await eventually(device_level_gone)
     assert [s.id for s in await store.list_device_subscriptions(APP, "d1")] == [persistent]
     assert "d1" not in await store.device_nodes(APP)
 
@@ -396,7 +410,7 @@ async def test_transport_control_closes_the_device_connections(
 
 
 async def test_stop_sends_shutting_down_and_unregisters(bus: MessageBus, store: SubscriptionStore) -> None:
-    settings = Settings(node_id="node-stop", transport=TransportSettings(grpc_port=0, ws_port=0))
+    settings = Settings(node_id="node-stop", transport=TransportSettings(grpc_port=0, ws_port=0, sse_port=0))
     svc = TransportService(settings, bus, store, authenticate, subscriber(store), unsubscriber(store))
     await svc.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc_port}") as channel:
@@ -553,7 +567,10 @@ async def test_device_less_token_is_refused(service: TransportService[FakeCaller
 async def test_slow_client_is_closed_with_resource_exhausted(
     bus: MessageBus, store: SubscriptionStore
 ) -> None:
-    settings = Settings(node_id="node-slow", transport=TransportSettings(grpc_port=0, ws_port=0, max_queue=1))
+    settings = Settings(
+        node_id="node-slow",
+        transport=TransportSettings(grpc_port=0, ws_port=0, sse_port=0, max_buffer_bytes=1024),
+    )
     svc: TransportService[FakeCaller] = TransportService(
         settings, bus, store, authenticate, subscriber(store), unsubscriber(store)
     )
@@ -563,10 +580,13 @@ async def test_slow_client_is_closed_with_resource_exhausted(
             await recv(ws)
             (conn,) = svc.hub.connections(APP, "d1")
             # Fill the queue past its bound directly (a client that cannot keep up).
-            for _ in range(3):
-                await conn.push(events_pb2.Event(event_id="e"))
+            for i in range(3):
+                await conn.push(events_pb2.Event(event_id=f"e{i}", object_id="x" * 600))
             frames, code = await recv_until_closed(ws)
-            assert frames[-1]["error"] == {"code": "RESOURCE_EXHAUSTED", "message": "client too slow"}
+            error = frames[-1]["error"]
+            assert error["code"] == "RESOURCE_EXHAUSTED"
+            assert error["message"].startswith("client too slow")
+            assert error["details"]["reason"] == "SLOW_CONSUMER"
             assert code == 4429
     finally:
         await svc.stop(grace=1)

@@ -30,6 +30,7 @@ def _settings() -> Settings:
     s.api.port = 15051
     s.transport.grpc_port = 15052
     s.transport.ws_port = 18765
+    s.transport.sse_port = 18766
     s.envoy.cors_allow_origins = ["http://a.example", "http://b.example"]
     return s
 
@@ -75,11 +76,14 @@ def test_yaml_is_the_data() -> None:
 
 def test_streaming_routes_have_no_timeout_and_ws_skips_the_transcoder() -> None:
     routes = _routes(envoy_config_for(_settings()))
-    assert list(routes) == ["websocket", "events", "api"]
+    assert list(routes) == ["websocket", "sse", "events", "api"]
     ws = routes["websocket"]
     assert ws["route"]["timeout"] == "0s"
     assert ws["route"]["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": True}]
     assert ws["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+    sse = routes["sse"]
+    assert sse["route"] == {"cluster": "transport_sse", "timeout": "0s", "idle_timeout": "0s"}
+    assert sse["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
     assert routes["events"]["match"] == {"prefix": "/nexxus.v1.EventService/"}
     assert routes["events"]["route"]["timeout"] == "0s"
     assert routes["events"]["route"]["cluster"] == "transport_grpc"

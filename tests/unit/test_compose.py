@@ -101,7 +101,7 @@ def test_every_nexxus_variable_is_a_valid_setting(services: dict[str, dict[str, 
     assert _settings_of(services, "api").api.host == "0.0.0.0"
     transport = _settings_of(services, "transport").transport
     assert transport.host == "0.0.0.0"
-    assert {transport.grpc_port, transport.ws_port} <= _exposed(services["transport"])
+    assert {transport.grpc_port, transport.ws_port, transport.sse_port} <= _exposed(services["transport"])
     assert _settings_of(services, "api").api.port in _exposed(services["api"])
 
 

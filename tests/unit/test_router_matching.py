@@ -195,7 +195,9 @@ async def test_apply_change_log_entries() -> None:
     assert "s2" not in index
     assert len(index) == 1
     assert state.index("nope") is None
-    assert state.nodes == {"d1": ("n2",)}  # moved to n2; d2 gone
+    assert state.nodes == {"d1": ("n1", "n2")}  # d1 held on two nodes; d2 gone
+    await parser.apply_change(state, C(kind=C.KIND_DEVICE_DISCONNECTED, device_id="d1", node="n1"))
+    assert state.nodes == {"d1": ("n2",)}
     assert calls.count(("app", "task")) == 1  # cached
     out = route_event(index, _event(EVENT_KIND_CREATED, None, {"priority": "high"}), state.nodes)
     assert [(d.node, [t.device_id for t in d.targets]) for d in out] == [("n2", ["d1"])]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from nexxus.core.config.settings import TransportSettings
-from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SubscriptionStore
+from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SequencedHandler, SubscriptionStore
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
 from nexxus.transport.events import build_event
 from nexxus.transport.hub import ConnectionHub
@@ -99,6 +99,17 @@ class FakeBus(MessageBus):
         self.subs[id(key)] = (subject, handler)
         return FakeSub(self, key)
 
+    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+        """Deliveries published (volatile) on `<prefix>.transport.<node>`, numbered."""
+        count = 0
+
+        async def on_message(msg: BusMessage) -> None:
+            nonlocal count
+            count += 1
+            await handler(count, msg.data)
+
+        return await self.subscribe(self.subject("transport", node), on_message)
+
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
         raise NotImplementedError
 
@@ -109,6 +120,7 @@ class FakeStore(SubscriptionStore):
     def __init__(self) -> None:
         self.subscriptions: dict[tuple[str, str], subscriptions_pb2.Subscription] = {}
         self.conns: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self.bound: dict[tuple[str, str], set[str]] = {}
 
     async def start(self) -> None: ...
 
@@ -157,13 +169,43 @@ class FakeStore(SubscriptionStore):
     async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None:
         self.conns.setdefault((app_id, device_id), set()).add((node, connection_id))
 
+    async def bind_subscription(
+        self, app_id: str, device_id: str, connection_id: str, subscription_id: str
+    ) -> bool:
+        if not any(c == connection_id for _, c in self.conns.get((app_id, device_id), set())):
+            self.subscriptions.pop((app_id, subscription_id), None)
+            return False
+        self.bound.setdefault((app_id, connection_id), set()).add(subscription_id)
+        return True
+
     async def device_disconnected(self, app_id: str, device_id: str, node: str, connection_id: str) -> int:
         conns = self.conns.get((app_id, device_id), set())
+        if (node, connection_id) not in conns:
+            return len(conns)
         conns.discard((node, connection_id))
+        doomed = self.bound.pop((app_id, connection_id), set())
+        if not conns:
+            mine = self.subscriptions.items()
+            doomed |= {s.id for (a, _), s in mine if a == app_id and s.device_id == device_id}
+        for sid in doomed:
+            sub = self.subscriptions.get((app_id, sid))
+            if sub is not None and not sub.persistent:
+                del self.subscriptions[(app_id, sid)]
         return len(conns)
 
-    async def device_nodes(self, app_id: str) -> dict[str, str]:
-        return {d: next(iter(c))[0] for (a, d), c in self.conns.items() if a == app_id and c}
+    async def device_nodes(self, app_id: str) -> dict[str, tuple[str, ...]]:
+        return {d: tuple(sorted({n for n, _ in c})) for (a, d), c in self.conns.items() if a == app_id and c}
+
+    async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:
+        return True
+
+    async def release_node_lease(self, node: str) -> None: ...
+
+    async def dead_nodes(self) -> list[str]:
+        return []
+
+    async def reap_node(self, node: str) -> int:
+        return 0
 
     async def hit(self, key: str, window_seconds: int) -> int:
         raise NotImplementedError
@@ -204,8 +246,8 @@ def delivery(node: str, *targets: tuple[str, int, list[str]]) -> internal_pb2.De
     )
 
 
-def conn(device: str, user: str = "u1", max_queue: int = 10) -> QueuedConnection:
-    return QueuedConnection("app", user, device, max_queue=max_queue, transport="test")
+def conn(device: str, user: str = "u1", max_bytes: int = 1 << 16) -> QueuedConnection:
+    return QueuedConnection("app", user, device, max_bytes=max_bytes, transport="test")
 
 
 async def drain(c: QueuedConnection) -> list[events_pb2.Event]:
@@ -219,7 +261,7 @@ async def drain(c: QueuedConnection) -> list[events_pb2.Event]:
 
 @pytest.fixture
 async def hub() -> AsyncIterator[ConnectionHub]:
-    h = ConnectionHub("n1", FakeStore(), FakeBus(), TransportSettings(max_queue=10))
+    h = ConnectionHub("n1", FakeStore(), FakeBus(), TransportSettings())
     await h.start()
     yield h
     await h.stop(grace=0)
@@ -266,15 +308,59 @@ def test_build_event_entered_carries_after() -> None:
 # --------------------------------------------------------------------------- connection
 
 
-async def test_full_queue_closes_connection_as_too_slow() -> None:
-    c = conn("d1", max_queue=2)
-    for _ in range(3):
-        await c.push(events_pb2.Event(event_id="e"))
+async def test_buffer_past_its_byte_budget_closes_as_slow_consumer() -> None:
+    c = conn("d1", max_bytes=1000)
+    big = events_pb2.Event(event_id="e0", object_id="x" * 400, position="ep.1")
+    size = big.ByteSize()
+    await c.push(big)
+    first = await c.next_event(0)  # the drainer took one: it is the client's position
+    assert first is not None
+    assert c.sent_position == "ep.1"
+    for i in range(1, 3):
+        await c.push(events_pb2.Event(event_id=f"e{i}", object_id="x" * 400, position=f"ep.{i + 1}"))
+    assert c.closed is None
+    assert c.stats.peak_bytes == 2 * size
+    await c.push(events_pb2.Event(event_id="e3", object_id="x" * 400, position="ep.4"))  # 3 x ~400 > 1000
     assert c.closed is not None
+    assert c.queued == 0  # the backlog is dropped at once
     with pytest.raises(ConnectionClosed) as info:
         await c.next_event(1)
     assert info.value.code == "RESOURCE_EXHAUSTED"
-    assert info.value.reason == "client too slow"
+    assert info.value.error_reason == "SLOW_CONSUMER"
+    assert info.value.position == "ep.1"
+    frame = info.value.stream_error()
+    assert frame.details["reason"] == "SLOW_CONSUMER"
+    assert frame.position == "ep.1"
+    assert c.stats.slow_closed == 1
+
+
+async def test_socket_backlog_counts_against_the_budget() -> None:
+    c = conn("d1", max_bytes=1000)
+    c.unsent_bytes = lambda: 900
+    await c.push(events_pb2.Event(event_id="a", object_id="x" * 50))  # one event is always accepted
+    assert c.closed is None
+    await c.push(events_pb2.Event(event_id="b", object_id="x" * 50))
+    assert c.closed is not None
+    assert c.closed.error_reason == "SLOW_CONSUMER"
+
+
+async def test_one_event_larger_than_the_budget_still_goes_out() -> None:
+    c = conn("d1", max_bytes=100)
+    await c.push(events_pb2.Event(event_id="huge", object_id="x" * 500))
+    assert c.closed is None
+    got = await c.next_event(0)
+    assert got is not None
+    assert got.event_id == "huge"
+
+
+async def test_wait_closed_returns_the_reason() -> None:
+    c = conn("d1")
+    waiter = asyncio.create_task(c.wait_closed())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    c.close_now("UNAUTHENTICATED", "expired", "TOKEN_EXPIRED")
+    closed = await asyncio.wait_for(waiter, 1)
+    assert (closed.code, closed.error_reason) == ("UNAUTHENTICATED", "TOKEN_EXPIRED")
 
 
 async def test_next_event_returns_none_when_idle() -> None:
@@ -299,11 +385,11 @@ async def test_register_and_unregister_track_the_device_in_the_store(hub: Connec
     c1, c2 = conn("d1"), conn("d1")
     await hub.register(c1)
     await hub.register(c2)
-    assert await store.device_nodes("app") == {"d1": "n1"}
+    assert await store.device_nodes("app") == {"d1": ("n1",)}
     assert len(hub.connections("app", "d1")) == 2
     await hub.unregister(c1)
     await hub.unregister(c1)  # idempotent
-    assert await store.device_nodes("app") == {"d1": "n1"}
+    assert await store.device_nodes("app") == {"d1": ("n1",)}
     await hub.unregister(c2)
     assert await store.device_nodes("app") == {}
     assert hub.connections() == []
@@ -357,7 +443,7 @@ async def test_delivery_for_another_node_is_ignored(hub: ConnectionHub) -> None:
 
 async def test_control_closes_the_listed_devices_of_that_app(hub: ConnectionHub) -> None:
     a, b = conn("dA"), conn("dB")
-    elsewhere = QueuedConnection("app2", "u1", "dA", max_queue=10, transport="test")
+    elsewhere = QueuedConnection("app2", "u1", "dA", max_bytes=1 << 16, transport="test")
     for c in (a, b, elsewhere):
         await hub.register(c)
     control = internal_pb2.TransportControl(close_device_ids=["dA"], reason="token revoked")
@@ -386,7 +472,7 @@ async def test_drain_takes_what_is_queued_without_waiting() -> None:
     from nexxus.transport.connection import QueuedConnection
     from nexxus.v1 import events_pb2
 
-    conn = QueuedConnection("app", "u", "d", max_queue=10, transport="grpc")
+    conn = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc")
     for i in range(5):
         await conn.push(events_pb2.Event(event_id=str(i)))
     first = await conn.next_event(1.0)

@@ -142,11 +142,11 @@ def test_hub_pushes_the_object_paths_events(
     ev: internal_pb2.ModelEvent, targets: list[tuple[str, Kind, list[str]]]
 ) -> None:
     async def run() -> None:
-        hub = ConnectionHub("n1", FakeStore(), FakeBus(), TransportSettings(max_queue=100))
+        hub = ConnectionHub("n1", FakeStore(), FakeBus(), TransportSettings())
         conns: dict[str, list[QueuedConnection]] = {}
         for device in ("d1", "d2", "d3"):  # d4 has no connection here
             for encoded in (True, False):
-                c = QueuedConnection("app", "u", device, max_queue=100, transport="t", encoded=encoded)
+                c = QueuedConnection("app", "u", device, max_bytes=1 << 20, transport="t", encoded=encoded)
                 await hub.register(c)
                 conns.setdefault(device, []).append(c)
         delivery = internal_pb2.Delivery(
@@ -175,12 +175,12 @@ def test_hub_pushes_the_object_paths_events(
 
 async def test_encoded_and_plain_connections_convert_what_they_are_pushed() -> None:
     ev = events_pb2.Event(event_id="e1", subscription_ids=["s"])
-    enc = QueuedConnection("app", "u", "d", max_queue=10, transport="grpc", encoded=True)
+    enc = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoded=True)
     await enc.push(ev)
     enc.push_encoded(ev.SerializeToString())
     assert await enc.next_encoded(1) == ev.SerializeToString()
     assert await enc.next_event(1) == ev
-    plain = QueuedConnection("app", "u", "d", max_queue=10, transport="ws")
+    plain = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="ws")
     plain.push_encoded(ev.SerializeToString())
     await plain.push(ev)
     assert await plain.next_event(1) == ev
@@ -188,16 +188,16 @@ async def test_encoded_and_plain_connections_convert_what_they_are_pushed() -> N
 
 
 async def test_push_encoded_on_a_full_queue_closes_as_too_slow() -> None:
-    c = QueuedConnection("app", "u", "d", max_queue=2, transport="grpc", encoded=True)
+    c = QueuedConnection("app", "u", "d", max_bytes=2048, transport="grpc", encoded=True)
     for _ in range(3):
-        c.push_encoded(b"")
+        c.push_encoded(b"x" * 1000)
     with pytest.raises(ConnectionClosed) as info:
         await c.next_encoded(1)
     assert info.value.code == "RESOURCE_EXHAUSTED"
 
 
 async def test_a_push_wakes_a_waiting_reader_and_idle_still_times_out() -> None:
-    c = QueuedConnection("app", "u", "d", max_queue=10, transport="grpc", encoded=True)
+    c = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoded=True)
     reader = asyncio.create_task(c.next_encoded(0.3))
     await asyncio.sleep(0.1)
     c.push_encoded(b"\x0a\x01x")
@@ -218,7 +218,7 @@ async def test_a_push_wakes_a_waiting_reader_and_idle_still_times_out() -> None:
 
 
 async def test_cancelled_reader_leaves_the_connection_usable() -> None:
-    c = QueuedConnection("app", "u", "d", max_queue=10, transport="grpc", encoded=True)
+    c = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoded=True)
     reader = asyncio.create_task(c.next_encoded(5))
     await asyncio.sleep(0.01)
     reader.cancel()

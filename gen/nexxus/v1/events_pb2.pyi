@@ -41,7 +41,19 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     """
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
-    """What happened to an object, from the subscription's point of view."""
+    """Positions
+
+    A position names a point in an application's event history:
+    "<epoch>.<sequence>", e.g. "k3x9c2.1042". Clients treat it as an opaque
+    string: they keep the `position` of the last event (or snapshot) they
+    processed and present it to resume. The sequence grows with every committed
+    change (positions of one epoch compare by sequence); the epoch changes when
+    the history is reset, so a position of another epoch is answered with a
+    `gap`. History is kept for a configured window (time and size); a position
+    older than it is answered with a `gap` too. See docs/delivery.md.
+
+    What happened to an object, from the subscription's point of view.
+    """
 
 EVENT_KIND_UNSPECIFIED: EventKind.ValueType  # 0
 EVENT_KIND_CREATED: EventKind.ValueType  # 1
@@ -54,6 +66,50 @@ EVENT_KIND_LEFT: EventKind.ValueType  # 5
 device may read). Carries no object data.
 """
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
+
+class _GapReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GapReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GapReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GAP_REASON_UNSPECIFIED: _GapReason.ValueType  # 0
+    GAP_REASON_EXPIRED: _GapReason.ValueType  # 1
+    """The position is older than the retained history."""
+    GAP_REASON_UNKNOWN_EPOCH: _GapReason.ValueType  # 2
+    """The position belongs to another epoch (the history was reset)."""
+
+class GapReason(_GapReason, metaclass=_GapReasonEnumTypeWrapper):
+    """Why the history cannot continue from the requested position."""
+
+GAP_REASON_UNSPECIFIED: GapReason.ValueType  # 0
+GAP_REASON_EXPIRED: GapReason.ValueType  # 1
+"""The position is older than the retained history."""
+GAP_REASON_UNKNOWN_EPOCH: GapReason.ValueType  # 2
+"""The position belongs to another epoch (the history was reset)."""
+Global___GapReason: _TypeAlias = GapReason  # noqa: Y015
+
+class _SnapshotReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SnapshotReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SnapshotReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SNAPSHOT_REASON_UNSPECIFIED: _SnapshotReason.ValueType  # 0
+    SNAPSHOT_REASON_INITIAL: _SnapshotReason.ValueType  # 1
+    """The subscription asked for its initial state (`initial_state`)."""
+    SNAPSHOT_REASON_GAP: _SnapshotReason.ValueType  # 2
+    """After a `gap`."""
+
+class SnapshotReason(_SnapshotReason, metaclass=_SnapshotReasonEnumTypeWrapper):
+    """Why a snapshot is sent."""
+
+SNAPSHOT_REASON_UNSPECIFIED: SnapshotReason.ValueType  # 0
+SNAPSHOT_REASON_INITIAL: SnapshotReason.ValueType  # 1
+"""The subscription asked for its initial state (`initial_state`)."""
+SNAPSHOT_REASON_GAP: SnapshotReason.ValueType  # 2
+"""After a `gap`."""
+Global___SnapshotReason: _TypeAlias = SnapshotReason  # noqa: Y015
 
 @_typing.final
 class Event(_message.Message):
@@ -72,6 +128,7 @@ class Event(_message.Message):
     SUBSCRIPTION_IDS_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique per (write, object); the same on every device."""
     operation_id: _builtins.str
@@ -81,6 +138,10 @@ class Event(_message.Message):
     object_id: _builtins.str
     version: _builtins.int
     """The object's version after the change (for deletes: the deleted version + 1)."""
+    position: _builtins.str
+    """Where this event is in the application's history: resume from here to
+    get what follows it. The same event has the same position on every device.
+    """
     @_builtins.property
     def object(self) -> _common_pb2.Object:
         """The object after the change; for deletes, the object as it was; unset for LEFT."""
@@ -111,10 +172,11 @@ class Event(_message.Message):
         subscription_ids: _abc.Iterable[_builtins.str] | None = ...,
         actor: _common_pb2.Actor | None = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "object", b"object", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "event_id", b"event_id", "kind", b"kind", "model", b"model", "object", b"object", "object_id", b"object_id", "operation_id", b"operation_id", "patch", b"patch", "subscription_ids", b"subscription_ids", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "event_id", b"event_id", "kind", b"kind", "model", b"model", "object", b"object", "object_id", b"object_id", "operation_id", b"operation_id", "patch", b"patch", "position", b"position", "subscription_ids", b"subscription_ids", "time", b"time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -128,6 +190,9 @@ class StreamEventsRequest(_message.Message):
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    RESUME_FROM_FIELD_NUMBER: _builtins.int
+    RESUME_FROM_ACK_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_PAGE_SIZE_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     heartbeat_seconds: _builtins.int
     """Seconds between heartbeat frames on an idle stream (default 15, 1..300)."""
@@ -136,6 +201,21 @@ class StreamEventsRequest(_message.Message):
     of at most this many events (0..1000; 0 or 1: one `event` frame each).
     Under load this cuts the per-message cost of the stream many times; an
     idle stream still gets each event as soon as it happens.
+    """
+    resume_from: _builtins.str
+    """Resume after this position (the last one the client processed): the
+    events of the device's subscriptions that followed it are sent first, in
+    order, then live events; none twice. When the position is older than the
+    retained history or of another epoch, a `gap` frame and a snapshot come
+    instead. Empty: start from now. (SSE: the `Last-Event-ID` header.)
+    """
+    resume_from_ack: _builtins.bool
+    """When `resume_from` is empty: resume from the device's acknowledged
+    position (see AckEvents), if it has one; else start from now.
+    """
+    snapshot_page_size: _builtins.int
+    """Objects per `snapshot` frame (initial state and gap snapshots):
+    1..1000, default 100.
     """
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[_subscriptions_pb2.CreateSubscriptionRequest]:
@@ -148,14 +228,60 @@ class StreamEventsRequest(_message.Message):
         subscriptions: _abc.Iterable[_subscriptions_pb2.CreateSubscriptionRequest] | None = ...,
         heartbeat_seconds: _builtins.int = ...,
         max_batch: _builtins.int = ...,
+        resume_from: _builtins.str = ...,
+        resume_from_ack: _builtins.bool = ...,
+        snapshot_page_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "heartbeat_seconds", b"heartbeat_seconds", "max_batch", b"max_batch", "subscriptions", b"subscriptions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "heartbeat_seconds", b"heartbeat_seconds", "max_batch", b"max_batch", "resume_from", b"resume_from", "resume_from_ack", b"resume_from_ack", "snapshot_page_size", b"snapshot_page_size", "subscriptions", b"subscriptions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamEventsRequest: _TypeAlias = StreamEventsRequest  # noqa: Y015
+
+@_typing.final
+class AckEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    position: _builtins.str
+    """The position of the last event (or snapshot) the device processed."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AckEventsRequest: _TypeAlias = AckEventsRequest  # noqa: Y015
+
+@_typing.final
+class AckEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The device's acknowledged position after this call (the newest one)."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AckEventsResponse: _TypeAlias = AckEventsResponse  # noqa: Y015
 
 @_typing.final
 class EventBatch(_message.Message):
@@ -189,10 +315,15 @@ class StreamReady(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
     SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     user_id: _builtins.str
     node: _builtins.str
     """The transport node holding the connection."""
+    position: _builtins.str
+    """The stream's starting position: the events that follow it are delivered
+    (after a resume, the resume position; after a `gap`, see the snapshot).
+    """
     @_builtins.property
     def subscriptions(self) -> _containers.RepeatedCompositeFieldContainer[_subscriptions_pb2.Subscription]:
         """The subscriptions created from the request."""
@@ -204,10 +335,11 @@ class StreamReady(_message.Message):
         user_id: _builtins.str = ...,
         node: _builtins.str = ...,
         subscriptions: _abc.Iterable[_subscriptions_pb2.Subscription] | None = ...,
+        position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "node", b"node", "subscriptions", b"subscriptions", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "node", b"node", "position", b"position", "subscriptions", b"subscriptions", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,9 +374,14 @@ class StreamError(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """A google.rpc.Code name."""
     message: _builtins.str
+    position: _builtins.str
+    """The position of the last event the stream delivered before this error
+    (e.g. a slow consumer cut off): reconnect with it to lose nothing.
+    """
     @_builtins.property
     def details(self) -> _struct_pb2.Struct:
         """Field-level details, e.g. {"field": "filter.$and[0].priority"}."""
@@ -255,14 +392,121 @@ class StreamError(_message.Message):
         code: _builtins.str = ...,
         message: _builtins.str = ...,
         details: _struct_pb2.Struct | None = ...,
+        position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message", "position", b"position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamError: _TypeAlias = StreamError  # noqa: Y015
+
+@_typing.final
+class Gap(_message.Message):
+    """The requested position cannot be resumed from: events may have been
+    missed. A snapshot of every subscription of the device follows (`snapshot`
+    frames, the last one with `done` and the new position), then live events.
+    Clients replace what they hold for these subscriptions by the snapshot.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTED_POSITION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OLDEST_POSITION_FIELD_NUMBER: _builtins.int
+    requested_position: _builtins.str
+    """The position that was asked for."""
+    reason: Global___GapReason.ValueType
+    oldest_position: _builtins.str
+    """The oldest position still retained ("" when the history is empty)."""
+    def __init__(
+        self,
+        *,
+        requested_position: _builtins.str = ...,
+        reason: Global___GapReason.ValueType = ...,
+        oldest_position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["oldest_position", b"oldest_position", "reason", b"reason", "requested_position", b"requested_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Gap: _TypeAlias = Gap  # noqa: Y015
+
+@_typing.final
+class Snapshot(_message.Message):
+    """One page of the objects a subscription matches now (the result of a
+    search, access rules applied). Pages of one subscription come in order;
+    the last has `done` set. The snapshot is consistent with `position`: every
+    change after it follows as an event (a change the snapshot already shows
+    is not sent again).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    reason: Global___SnapshotReason.ValueType
+    done: _builtins.bool
+    """The last page of this subscription's snapshot."""
+    position: _builtins.str
+    """On the last page: the position the snapshot is taken at; live events
+    continue after it. Clients may resume from it.
+    """
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Object]: ...
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+        reason: Global___SnapshotReason.ValueType = ...,
+        objects: _abc.Iterable[_common_pb2.Object] | None = ...,
+        done: _builtins.bool = ...,
+        position: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "objects", b"objects", "position", b"position", "reason", b"reason", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015
+
+@_typing.final
+class Resumed(_message.Message):
+    """The stream caught up after a resume: what was missed has been sent, live
+    events follow.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """The position of the last replayed event (the requested one when nothing
+    was missed).
+    """
+    replayed: _builtins.int
+    """How many events were replayed."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.str = ...,
+        replayed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Resumed: _TypeAlias = Resumed  # noqa: Y015
 
 @_typing.final
 class StreamEventsResponse(_message.Message):
@@ -273,6 +517,9 @@ class StreamEventsResponse(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def ready(self) -> Global___StreamReady: ...
     @_builtins.property
@@ -283,6 +530,12 @@ class StreamEventsResponse(_message.Message):
     def error(self) -> Global___StreamError: ...
     @_builtins.property
     def batch(self) -> Global___EventBatch: ...
+    @_builtins.property
+    def gap(self) -> Global___Gap: ...
+    @_builtins.property
+    def snapshot(self) -> Global___Snapshot: ...
+    @_builtins.property
+    def resumed(self) -> Global___Resumed: ...
     def __init__(
         self,
         *,
@@ -291,12 +544,15 @@ class StreamEventsResponse(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         error: Global___StreamError | None = ...,
         batch: Global___EventBatch | None = ...,
+        gap: Global___Gap | None = ...,
+        snapshot: Global___Snapshot | None = ...,
+        resumed: Global___Resumed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "ready", b"ready"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "event", b"event", "frame", b"frame", "gap", b"gap", "heartbeat", b"heartbeat", "ready", b"ready", "resumed", b"resumed", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "ready", b"ready"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "error", b"error", "event", b"event", "frame", b"frame", "gap", b"gap", "heartbeat", b"heartbeat", "ready", b"ready", "resumed", b"resumed", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["ready", "event", "heartbeat", "error", "batch"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["ready", "event", "heartbeat", "error", "batch", "gap", "snapshot", "resumed"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
@@ -314,6 +570,7 @@ class ClientFrame(_message.Message):
     UNSUBSCRIBE_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Echoed in the reply's `reply_to`."""
     @_builtins.property
@@ -326,6 +583,8 @@ class ClientFrame(_message.Message):
     def ack(self) -> Global___AckFrame: ...
     @_builtins.property
     def ping(self) -> Global___PingFrame: ...
+    @_builtins.property
+    def resume(self) -> Global___ResumeFrame: ...
     def __init__(
         self,
         *,
@@ -335,16 +594,46 @@ class ClientFrame(_message.Message):
         unsubscribe: Global___UnsubscribeFrame | None = ...,
         ack: Global___AckFrame | None = ...,
         ping: Global___PingFrame | None = ...,
+        resume: Global___ResumeFrame | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "auth", b"auth", "frame", b"frame", "ping", b"ping", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "auth", b"auth", "frame", b"frame", "ping", b"ping", "resume", b"resume", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "auth", b"auth", "frame", b"frame", "id", b"id", "ping", b"ping", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "auth", b"auth", "frame", b"frame", "id", b"id", "ping", b"ping", "resume", b"resume", "subscribe", b"subscribe", "unsubscribe", b"unsubscribe"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["auth", "subscribe", "unsubscribe", "ack", "ping"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["auth", "subscribe", "unsubscribe", "ack", "ping", "resume"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 
 Global___ClientFrame: _TypeAlias = ClientFrame  # noqa: Y015
+
+@_typing.final
+class ResumeFrame(_message.Message):
+    """Resumes the device's stream after `position` (a WebSocket client sends it
+    right after `ready`, before anything else). Replies: the missed events, then
+    `resumed` (with `reply_to`); or `gap`, the `snapshot` frames, then
+    `resumed`. Like StreamEventsRequest.resume_from / resume_from_ack.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    FROM_ACK_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    from_ack: _builtins.bool
+    """With no `position`: resume from the device's acknowledged position."""
+    def __init__(
+        self,
+        *,
+        position: _builtins.str = ...,
+        from_ack: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_ack", b"from_ack", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeFrame: _TypeAlias = ResumeFrame  # noqa: Y015
 
 @_typing.final
 class AuthFrame(_message.Message):
@@ -390,20 +679,26 @@ Global___UnsubscribeFrame: _TypeAlias = UnsubscribeFrame  # noqa: Y015
 
 @_typing.final
 class AckFrame(_message.Message):
-    """Acknowledges events up to and including `event_id`."""
+    """Acknowledges events up to and including `position` (stored for the
+    device, see EventService.AckEvents). `event_id` alone is accepted for
+    compatibility and records nothing durable.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
+    position: _builtins.str
     def __init__(
         self,
         *,
         event_id: _builtins.str = ...,
+        position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "position", b"position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -434,16 +729,22 @@ class Subscribed(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.str
+    """Events after this position are routed to the subscription (with
+    `initial_state`, the snapshot frames follow, the last carrying its position).
+    """
     @_builtins.property
     def subscription(self) -> _subscriptions_pb2.Subscription: ...
     def __init__(
         self,
         *,
         subscription: _subscriptions_pb2.Subscription | None = ...,
+        position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscription", b"subscription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "subscription", b"subscription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -502,6 +803,9 @@ class ServerFrame(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     PONG_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     reply_to: _builtins.str
     @_builtins.property
     def ready(self) -> Global___StreamReady: ...
@@ -517,6 +821,12 @@ class ServerFrame(_message.Message):
     def pong(self) -> Global___Pong: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def gap(self) -> Global___Gap: ...
+    @_builtins.property
+    def snapshot(self) -> Global___Snapshot: ...
+    @_builtins.property
+    def resumed(self) -> Global___Resumed: ...
     def __init__(
         self,
         *,
@@ -528,12 +838,15 @@ class ServerFrame(_message.Message):
         error: Global___StreamError | None = ...,
         pong: Global___Pong | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        gap: Global___Gap | None = ...,
+        snapshot: Global___Snapshot | None = ...,
+        resumed: Global___Resumed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "pong", b"pong", "ready", b"ready", "subscribed", b"subscribed", "unsubscribed", b"unsubscribed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "frame", b"frame", "gap", b"gap", "heartbeat", b"heartbeat", "pong", b"pong", "ready", b"ready", "resumed", b"resumed", "snapshot", b"snapshot", "subscribed", b"subscribed", "unsubscribed", b"unsubscribed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "frame", b"frame", "heartbeat", b"heartbeat", "pong", b"pong", "ready", b"ready", "reply_to", b"reply_to", "subscribed", b"subscribed", "unsubscribed", b"unsubscribed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "frame", b"frame", "gap", b"gap", "heartbeat", b"heartbeat", "pong", b"pong", "ready", b"ready", "reply_to", b"reply_to", "resumed", b"resumed", "snapshot", b"snapshot", "subscribed", b"subscribed", "unsubscribed", b"unsubscribed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["ready", "subscribed", "unsubscribed", "event", "error", "pong", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_frame: _TypeAlias = _typing.Literal["ready", "subscribed", "unsubscribed", "event", "error", "pong", "heartbeat", "gap", "snapshot", "resumed"]  # noqa: Y015
     _WhichOneofArgType_frame: _TypeAlias = _typing.Literal["frame", b"frame"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_frame) -> _WhichOneofReturnType_frame | None: ...
 

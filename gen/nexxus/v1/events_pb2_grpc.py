@@ -42,6 +42,11 @@ class EventServiceStub:
                 request_serializer=nexxus_dot_v1_dot_events__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=nexxus_dot_v1_dot_events__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
+        self.AckEvents = channel.unary_unary(
+                '/nexxus.v1.EventService/AckEvents',
+                request_serializer=nexxus_dot_v1_dot_events__pb2.AckEventsRequest.SerializeToString,
+                response_deserializer=nexxus_dot_v1_dot_events__pb2.AckEventsResponse.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -51,10 +56,27 @@ class EventServiceServicer:
     """
 
     def StreamEvents(self, request, context):
-        """Opens the caller device's event stream. The first frame is `ready`;
-        `heartbeat` frames keep idle streams alive; an `error` frame precedes a
+        """Opens the caller device's event stream. The first frame is `ready`
+        (sent once the stream's subscriptions are routed: "live means live");
+        when the request resumes, the missed events follow it (or a `gap` frame
+        and a snapshot), then live events. `heartbeat` frames keep idle streams
+        alive; an `error` frame (with the stream's last `position`) precedes a
         server-side close. Errors: UNAUTHENTICATED, FAILED_PRECONDITION (token
-        not bound to a device), INVALID_ARGUMENT (bad inline subscription).
+        not bound to a device), INVALID_ARGUMENT (bad inline subscription, or a
+        malformed `resume_from`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckEvents(self, request, context):
+        """Records the caller device's acknowledged position: the device has
+        processed every event up to it. A stream opened with `resume_from_ack`
+        resumes from the newest acknowledged position (positions only move
+        forward; an older one is ignored). WebSocket clients send `ack` frames,
+        SSE clients' `Last-Event-ID` counts as an ack.
+        Errors: INVALID_ARGUMENT (malformed position), UNAUTHENTICATED,
+        FAILED_PRECONDITION (token not bound to a device).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -67,6 +89,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=nexxus_dot_v1_dot_events__pb2.StreamEventsRequest.FromString,
                     response_serializer=nexxus_dot_v1_dot_events__pb2.StreamEventsResponse.SerializeToString,
+            ),
+            'AckEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckEvents,
+                    request_deserializer=nexxus_dot_v1_dot_events__pb2.AckEventsRequest.FromString,
+                    response_serializer=nexxus_dot_v1_dot_events__pb2.AckEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -99,6 +126,33 @@ class EventService:
             '/nexxus.v1.EventService/StreamEvents',
             nexxus_dot_v1_dot_events__pb2.StreamEventsRequest.SerializeToString,
             nexxus_dot_v1_dot_events__pb2.StreamEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexxus.v1.EventService/AckEvents',
+            nexxus_dot_v1_dot_events__pb2.AckEventsRequest.SerializeToString,
+            nexxus_dot_v1_dot_events__pb2.AckEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

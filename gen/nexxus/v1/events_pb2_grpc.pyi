@@ -37,10 +37,23 @@ class EventServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EventServiceAsyncStub: ...
     StreamEvents: _grpc.UnaryStreamMultiCallable[_events_pb2.StreamEventsRequest, _events_pb2.StreamEventsResponse]
-    """Opens the caller device's event stream. The first frame is `ready`;
-    `heartbeat` frames keep idle streams alive; an `error` frame precedes a
+    """Opens the caller device's event stream. The first frame is `ready`
+    (sent once the stream's subscriptions are routed: "live means live");
+    when the request resumes, the missed events follow it (or a `gap` frame
+    and a snapshot), then live events. `heartbeat` frames keep idle streams
+    alive; an `error` frame (with the stream's last `position`) precedes a
     server-side close. Errors: UNAUTHENTICATED, FAILED_PRECONDITION (token
-    not bound to a device), INVALID_ARGUMENT (bad inline subscription).
+    not bound to a device), INVALID_ARGUMENT (bad inline subscription, or a
+    malformed `resume_from`).
+    """
+    AckEvents: _grpc.UnaryUnaryMultiCallable[_events_pb2.AckEventsRequest, _events_pb2.AckEventsResponse]
+    """Records the caller device's acknowledged position: the device has
+    processed every event up to it. A stream opened with `resume_from_ack`
+    resumes from the newest acknowledged position (positions only move
+    forward; an older one is ignored). WebSocket clients send `ack` frames,
+    SSE clients' `Last-Event-ID` counts as an ack.
+    Errors: INVALID_ARGUMENT (malformed position), UNAUTHENTICATED,
+    FAILED_PRECONDITION (token not bound to a device).
     """
 
 @_typing.type_check_only
@@ -52,10 +65,23 @@ class EventServiceAsyncStub(EventServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StreamEvents: _aio.UnaryStreamMultiCallable[_events_pb2.StreamEventsRequest, _events_pb2.StreamEventsResponse]  # type: ignore[assignment]
-    """Opens the caller device's event stream. The first frame is `ready`;
-    `heartbeat` frames keep idle streams alive; an `error` frame precedes a
+    """Opens the caller device's event stream. The first frame is `ready`
+    (sent once the stream's subscriptions are routed: "live means live");
+    when the request resumes, the missed events follow it (or a `gap` frame
+    and a snapshot), then live events. `heartbeat` frames keep idle streams
+    alive; an `error` frame (with the stream's last `position`) precedes a
     server-side close. Errors: UNAUTHENTICATED, FAILED_PRECONDITION (token
-    not bound to a device), INVALID_ARGUMENT (bad inline subscription).
+    not bound to a device), INVALID_ARGUMENT (bad inline subscription, or a
+    malformed `resume_from`).
+    """
+    AckEvents: _aio.UnaryUnaryMultiCallable[_events_pb2.AckEventsRequest, _events_pb2.AckEventsResponse]  # type: ignore[assignment]
+    """Records the caller device's acknowledged position: the device has
+    processed every event up to it. A stream opened with `resume_from_ack`
+    resumes from the newest acknowledged position (positions only move
+    forward; an older one is ignored). WebSocket clients send `ack` frames,
+    SSE clients' `Last-Event-ID` counts as an ack.
+    Errors: INVALID_ARGUMENT (malformed position), UNAUTHENTICATED,
+    FAILED_PRECONDITION (token not bound to a device).
     """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -70,10 +96,29 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _events_pb2.StreamEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_events_pb2.StreamEventsResponse], _abc.AsyncIterator[_events_pb2.StreamEventsResponse]]:
-        """Opens the caller device's event stream. The first frame is `ready`;
-        `heartbeat` frames keep idle streams alive; an `error` frame precedes a
+        """Opens the caller device's event stream. The first frame is `ready`
+        (sent once the stream's subscriptions are routed: "live means live");
+        when the request resumes, the missed events follow it (or a `gap` frame
+        and a snapshot), then live events. `heartbeat` frames keep idle streams
+        alive; an `error` frame (with the stream's last `position`) precedes a
         server-side close. Errors: UNAUTHENTICATED, FAILED_PRECONDITION (token
-        not bound to a device), INVALID_ARGUMENT (bad inline subscription).
+        not bound to a device), INVALID_ARGUMENT (bad inline subscription, or a
+        malformed `resume_from`).
+        """
+
+    @_abc_1.abstractmethod
+    def AckEvents(
+        self,
+        request: _events_pb2.AckEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_pb2.AckEventsResponse, _abc.Awaitable[_events_pb2.AckEventsResponse]]:
+        """Records the caller device's acknowledged position: the device has
+        processed every event up to it. A stream opened with `resume_from_ack`
+        resumes from the newest acknowledged position (positions only move
+        forward; an older one is ignored). WebSocket clients send `ack` frames,
+        SSE clients' `Last-Event-ID` counts as an ack.
+        Errors: INVALID_ARGUMENT (malformed position), UNAUTHENTICATED,
+        FAILED_PRECONDITION (token not bound to a device).
         """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -234,8 +234,11 @@ class Delivery(_message.Message):
     NODE_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     node: _builtins.str
+    position: _builtins.str
+    """The event's position ("<epoch>.<sequence>" of the EVENTS stream)."""
     @_builtins.property
     def event(self) -> Global___ModelEvent: ...
     @_builtins.property
@@ -247,10 +250,11 @@ class Delivery(_message.Message):
         node: _builtins.str = ...,
         event: Global___ModelEvent | None = ...,
         targets: _abc.Iterable[Global___DeliveryTarget] | None = ...,
+        position: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "event", b"event", "node", b"node", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "event", b"event", "node", b"node", "position", b"position", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,11 +10,16 @@ from google.protobuf import struct_pb2
 from nexxus.api.context import ApiContext
 from nexxus.auth.caller import Caller
 from nexxus.auth.rules import RuleSet
-from nexxus.core.convert import dict_to_struct, struct_to_dict
+from nexxus.core.convert import dict_to_struct, stored_to_proto, struct_to_dict
 from nexxus.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from nexxus.core.filterquery import filter_to_dict, parse_filter
+from nexxus.core.filterquery import And, FilterNode, compile_matcher, filter_to_dict, parse_filter
 from nexxus.core.ids import is_valid_id, new_id
+from nexxus.core.models import SortKey
+from nexxus.v1.common_pb2 import Object
 from nexxus.v1.subscriptions_pb2 import CreateSubscriptionRequest, Subscription
+
+# Snapshots list objects by id: a stable order across pages.
+_SNAPSHOT_SORT = (SortKey(field="id", descending=False),)
 
 MAX_SUBSCRIPTIONS_PER_DEVICE = 1000
 
@@ -73,6 +78,42 @@ class SubscriptionManager:
         sub.create_time.FromDatetime(datetime.now(UTC))
         await self.ctx.store.add_subscription(app_id, sub)
         return sub
+
+    async def snapshot(
+        self, app_id: str, sub: Subscription, page_size: int, page_token: str
+    ) -> tuple[list[Object], str]:
+        """One page of the objects `sub` matches now, as its subscriber may read
+        them (the same rules as its realtime pushes); ("", …) ends the pages.
+        The search a client would do: filter, owner, object id, read rule."""
+        schema = await self.ctx.schemas.require(app_id, sub.model)
+        rules = RuleSet.from_schema(schema)
+        caller = Caller.subscriber(app_id, sub.subscriber_user_id, sub.device_id, privileged=sub.privileged)
+        node: FilterNode | None = None
+        if sub.HasField("filter") and sub.filter.fields:
+            node = parse_filter(struct_to_dict(sub.filter), schema, path="filter")
+        scope = rules.read_scope(caller)
+        if scope.deny_all:
+            return [], ""
+        if sub.object_id:
+            obj = await self.ctx.db.get_object(app_id, sub.model, sub.object_id)
+            if (
+                obj is None
+                or page_token
+                or (sub.user_id and obj.owner_id != sub.user_id)
+                or (node is not None and not compile_matcher(node)(obj.data))
+                or not rules.can_read(caller, obj)
+            ):
+                return [], ""
+            return [stored_to_proto(obj)], ""
+        if scope.filter is not None:
+            node = scope.filter if node is None else And((node, scope.filter))
+        owner_id = sub.user_id or scope.owner_id
+        if sub.user_id and scope.owner_id is not None and scope.owner_id != sub.user_id:
+            return [], ""
+        page = await self.ctx.db.search_objects(
+            app_id, sub.model, node, _SNAPSHOT_SORT, page_size, page_token, owner_id=owner_id or None
+        )
+        return [stored_to_proto(o) for o in page.objects], page.next_page_token
 
     async def delete(self, caller: Caller, subscription_id: str) -> None:
         device_id = self._device_of(caller)

@@ -10,6 +10,7 @@ from nexxus.api.calls import caller_of, rpc
 from nexxus.api.context import ApiContext
 from nexxus.api.paging import page_of
 from nexxus.api.subscribing import SubscriptionManager
+from nexxus.core.errors import InvalidArgument
 from nexxus.v1 import subscriptions_pb2 as pb
 from nexxus.v1.subscriptions_pb2_grpc import SubscriptionServiceServicer
 
@@ -26,6 +27,11 @@ class SubscriptionServicer(SubscriptionServiceServicer):
         self, request: pb.CreateSubscriptionRequest, context: Ctx
     ) -> pb.CreateSubscriptionResponse:
         caller = await caller_of(self.ctx, context, request.app_id)
+        if request.initial_state:
+            raise InvalidArgument(
+                "initial_state needs an event stream: subscribe on StreamEvents or the WebSocket",
+                field="initial_state",
+            )
         return pb.CreateSubscriptionResponse(subscription=await self.manager.create(caller, request))
 
     @rpc

@@ -145,7 +145,9 @@ class Authenticator:
                 raise _revoked("the access token's device no longer exists")
             if _before(claims, device.tokens_valid_after):
                 raise _revoked("the access token's device has been signed out")
-        return Caller.user(app_id, claims.user_id, claims.device_id, claims.token_id)
+        return Caller.user(
+            app_id, claims.user_id, claims.device_id, claims.token_id, claims.expires_at.timestamp()
+        )
 
     async def _require_app(self, app_id: str) -> AppRecord:
         app = await self._app(app_id)

@@ -28,6 +28,8 @@ class Caller:
     device_id: str = ""
     # The access token's jti (users only).
     token_id: str = ""
+    # When the access token expires (seconds since the epoch; 0: never, e.g. keys).
+    expires_at: float = 0.0
 
     @property
     def is_privileged(self) -> bool:
@@ -59,8 +61,17 @@ class Caller:
         return cls(app_id=app_id, kind="server")
 
     @classmethod
-    def user(cls, app_id: str, user_id: str, device_id: str = "", token_id: str = "") -> Caller:
-        return cls(app_id=app_id, kind="user", user_id=user_id, device_id=device_id, token_id=token_id)
+    def user(
+        cls, app_id: str, user_id: str, device_id: str = "", token_id: str = "", expires_at: float = 0.0
+    ) -> Caller:
+        return cls(
+            app_id=app_id,
+            kind="user",
+            user_id=user_id,
+            device_id=device_id,
+            token_id=token_id,
+            expires_at=expires_at,
+        )
 
     @classmethod
     def subscriber(

@@ -32,6 +32,7 @@ from nexxus.core.models import (
 
 if TYPE_CHECKING:
     from nexxus.core.filterquery import FilterNode
+    from nexxus.core.positions import HistoryBounds
     from nexxus.core.schema import ModelSchema
     from nexxus.v1.events_pb2 import Event
     from nexxus.v1.internal_pb2 import ModelEvent, SubscriptionChange, WriteCommand
@@ -48,6 +49,7 @@ __all__ = [
     "Lifecycle",
     "MessageBus",
     "SearchPage",
+    "SequencedHandler",
     "SubscriptionStore",
     "Transport",
     "WriteOutcome",
@@ -255,6 +257,11 @@ class BusMessage(ABC):
     async def term(self) -> None:
         """Never redeliver."""
 
+    @property
+    def stream_sequence(self) -> int:
+        """The message's sequence in its durable stream (0 for volatile messages)."""
+        return 0
+
 
 class BusSubscription(ABC):
     @abstractmethod
@@ -291,6 +298,8 @@ class LeaseTable(ABC):
 
 BatchHandler = Callable[[Sequence[BusMessage]], Awaitable[None]]
 MessageHandler = Callable[[BusMessage], Awaitable[None]]
+# (stream sequence, data) of each message of an ordered read.
+SequencedHandler = Callable[[int, bytes], Awaitable[None]]
 
 
 class MessageBus(Lifecycle):
@@ -369,10 +378,13 @@ class MessageBus(Lifecycle):
         batch: int = 256,
         max_deliver: int = 10,
         ack_wait: float = 30.0,
+        in_order: bool = False,
     ) -> BusSubscription:
         """Durable pull consumer, shared by every process using the same
         `durable` name (work queue). The handler gets batches and must ack,
-        nak or term each message; messages left unacked are redelivered."""
+        nak or term each message; messages left unacked are redelivered.
+        `in_order`: a message left unacknowledged (by a crashed process or a
+        failed batch) is handled before anything newer (use `max_deliver=-1`)."""
 
     @abstractmethod
     async def subscribe(
@@ -382,6 +394,30 @@ class MessageBus(Lifecycle):
 
     @abstractmethod
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes: ...
+
+    # ------------------------------------------------------------- event history
+
+    async def history_bounds(self) -> HistoryBounds:
+        """The epoch and retained sequences of the event history (the EVENTS stream)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event history")
+
+    def read_history(self, app_id: str, after_seq: int, up_to_seq: int) -> AsyncIterator[tuple[int, bytes]]:
+        """The ModelEvents of an application with sequences in
+        `(after_seq, up_to_seq]`, in order, as (sequence, data)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event history")
+
+    # ------------------------------------------------------------- router → transport
+
+    async def publish_deliveries(self, items: Sequence[tuple[str, bytes, str]]) -> None:
+        """Durable publish of (node, Delivery bytes, msg_id) items, in order;
+        returns once all are stored (deduplicated by msg_id)."""
+        raise NotImplementedError(f"{type(self).__name__} has no delivery streams")
+
+    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+        """Every Delivery published for `node` from now on, in order, exactly
+        once per process (the reader resumes after its last message across
+        server restarts and reconnections)."""
+        raise NotImplementedError(f"{type(self).__name__} has no delivery streams")
 
 
 # --------------------------------------------------------------------------- subscription store
@@ -425,15 +461,51 @@ class SubscriptionStore(Lifecycle):
         """The cursor of the newest change of an application."""
 
     @abstractmethod
-    async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None: ...
+    async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None:
+        """Record a connection of a device held by a transport node."""
+
+    @abstractmethod
+    async def bind_subscription(
+        self, app_id: str, device_id: str, connection_id: str, subscription_id: str
+    ) -> bool:
+        """Tie a volatile subscription to the connection that created it (it is
+        removed with the connection). False, and the subscription removed, when
+        the connection is already gone."""
 
     @abstractmethod
     async def device_disconnected(self, app_id: str, device_id: str, node: str, connection_id: str) -> int:
-        """Returns how many connections the device still has (on any node)."""
+        """Forget a connection with the volatile subscriptions it created (all the
+        device's volatile subscriptions when it was its last connection), in one
+        step. Returns how many connections the device still has (on any node)."""
 
     @abstractmethod
-    async def device_nodes(self, app_id: str) -> dict[str, str]:
-        """device id → node, for every connected device of an application."""
+    async def device_nodes(self, app_id: str) -> dict[str, tuple[str, ...]]:
+        """device id → the nodes holding its connections, for every connected device."""
+
+    @abstractmethod
+    async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:
+        """Create or extend a transport node's lease; False when it had lapsed."""
+
+    @abstractmethod
+    async def release_node_lease(self, node: str) -> None:
+        """Drop a stopping node's lease and whatever connections it still has recorded."""
+
+    @abstractmethod
+    async def dead_nodes(self) -> list[str]:
+        """Transport nodes whose lease has expired (their connections are stale)."""
+
+    @abstractmethod
+    async def reap_node(self, node: str) -> int:
+        """Disconnect every connection recorded for a dead node; returns how many."""
+
+    async def ack_position(self, app_id: str, device_id: str, epoch: str, seq: int) -> str:
+        """Record a device's acknowledged position (`<epoch>.<seq>`); positions
+        only move forward within an epoch. Returns the stored position."""
+        raise NotImplementedError(f"{type(self).__name__} stores no positions")
+
+    async def acked_position(self, app_id: str, device_id: str) -> str:
+        """The device's acknowledged position, or ""."""
+        raise NotImplementedError(f"{type(self).__name__} stores no positions")
 
     @abstractmethod
     async def hit(self, key: str, window_seconds: int) -> int:
@@ -460,7 +532,9 @@ class Connection(ABC):
         queue closes the connection with an error frame)."""
 
     @abstractmethod
-    async def close(self, code: str, reason: str) -> None: ...
+    async def close(self, code: str, reason: str, error_reason: str = "") -> None:
+        """Close with an error frame: `code` a google.rpc.Code name, `reason` the
+        message, `error_reason` a machine-readable reason (e.g. TOKEN_EXPIRED)."""
 
 
 class Transport(Lifecycle):

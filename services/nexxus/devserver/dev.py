@@ -30,6 +30,7 @@ def preflight(settings: Settings, *, envoy: bool) -> list[str]:
         (s.api.host, s.api.port, "api", "api.port"),
         (s.transport.host, s.transport.grpc_port, "transport gRPC", "transport.grpc_port"),
         (s.transport.host, s.transport.ws_port, "WebSocket", "transport.ws_port"),
+        (s.transport.host, s.transport.sse_port, "server-sent events", "transport.sse_port"),
     ]
     if envoy:
         checks.append((s.envoy.host, s.envoy.port, "Envoy", "envoy.port"))

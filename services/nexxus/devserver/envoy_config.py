@@ -13,9 +13,11 @@ Routes (first match wins):
 
 - ``/v1/apps/{app}/ws`` → the transport's WebSocket bridge (upgrade, no timeout,
   the transcoder disabled on this route);
-- ``/nexxus.v1.EventService/`` → the transport's gRPC server (no timeout). REST
-  ``GET /v1/apps/{app}/events`` lands here too: the transcoder rewrites the path
-  to the gRPC method and clears the route cache;
+- ``GET /v1/apps/{app}/events`` → the transport's own server-sent events
+  endpoint, proxied as is over HTTP/1.1 (one upstream connection per stream,
+  so a client that stops reading stalls only its own stream; no transcoding,
+  no timeout);
+- ``/nexxus.v1.EventService/`` → the transport's gRPC server (no timeout);
 - everything else → the api's gRPC server.
 
 docs/edge.md describes the surface and the status mapping.
@@ -58,6 +60,11 @@ TRANSCODED_SERVICES = (
 )
 
 WS_PATH_REGEX = r"^/v1/apps/[^/]+/ws$"
+SSE_PATH_REGEX = r"^/v1/apps/[^/]+/events/?$"
+# Bytes Envoy buffers per upstream connection of a stream before it stops reading
+# from the transport (so a stalled client's backlog stays in the transport's
+# bounded buffer, where it is counted).
+STREAM_UPSTREAM_BUFFER = 32 * 1024
 EVENTS_GRPC_PREFIX = "/nexxus.v1.EventService/"
 
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -82,6 +89,7 @@ class EdgeConfig:
     api: tuple[str, int] = ("127.0.0.1", 50051)
     transport_grpc: tuple[str, int] = ("127.0.0.1", 50052)
     transport_ws: tuple[str, int] = ("127.0.0.1", 8765)
+    transport_sse: tuple[str, int] = ("127.0.0.1", 8766)
     descriptor_path: str = str(DEFAULT_DESCRIPTOR)
     cors_allow_origins: Sequence[str] = field(default_factory=lambda: ("*",))
     access_log_path: str = "/dev/stdout"
@@ -108,7 +116,13 @@ def _connect_host(host: str) -> str:
     return host
 
 
-def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> dict[str, Any]:
+def _method(method: str) -> dict[str, Any]:
+    return {"name": ":method", "string_match": {"exact": method}}
+
+
+def _cluster(
+    name: str, address: tuple[str, int], *, http2: bool, buffer_limit: int | None = None
+) -> dict[str, Any]:
     host, port = _connect_host(address[0]), address[1]
     cluster: dict[str, Any] = {
         "name": name,
@@ -128,6 +142,8 @@ def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> dict[str, A
             ],
         },
     }
+    if buffer_limit is not None:
+        cluster["per_connection_buffer_limit_bytes"] = buffer_limit
     if http2:
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
@@ -161,8 +177,6 @@ def _transcoder(descriptor_path: str) -> dict[str, Any]:
             "always_print_primitive_fields": True,
             "always_print_enums_as_ints": False,
             "preserve_proto_field_names": False,
-            # GET /v1/apps/{app}/events: one `data: {...}` SSE event per stream message.
-            "stream_sse_style_delimited": True,
         },
         request_validation_options={
             # Unknown paths → 404 and unknown query parameters → 400 at the edge.
@@ -187,6 +201,12 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
                 "idle_timeout": "0s",
                 "upgrade_configs": [{"upgrade_type": "websocket", "enabled": True}],
             },
+            "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled},
+        },
+        {
+            "name": "sse",
+            "match": {"safe_regex": {"regex": SSE_PATH_REGEX}, "headers": [_method("GET")]},
+            "route": {"cluster": "transport_sse", "timeout": "0s", "idle_timeout": "0s"},
             "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled},
         },
         {
@@ -276,7 +296,10 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
             "clusters": [
                 _cluster("api", edge.api, http2=True),
                 _cluster("transport_grpc", edge.transport_grpc, http2=True),
-                _cluster("transport_ws", edge.transport_ws, http2=False),
+                _cluster("transport_ws", edge.transport_ws, http2=False, buffer_limit=STREAM_UPSTREAM_BUFFER),
+                _cluster(
+                    "transport_sse", edge.transport_sse, http2=False, buffer_limit=STREAM_UPSTREAM_BUFFER
+                ),
             ],
         },
     }
@@ -297,6 +320,7 @@ def envoy_config_for(settings: Settings, *, descriptor_path: Path | None = None)
             api=(s.api.host, s.api.port),
             transport_grpc=(s.transport.host, s.transport.grpc_port),
             transport_ws=(s.transport.host, s.transport.ws_port),
+            transport_sse=(s.transport.host, s.transport.sse_port),
             descriptor_path=str((descriptor_path or DEFAULT_DESCRIPTOR).resolve()),
             cors_allow_origins=tuple(s.envoy.cors_allow_origins),
         )
@@ -314,6 +338,7 @@ def compose_envoy_config() -> dict[str, Any]:
             api=("api", 50051),
             transport_grpc=("transport", 50052),
             transport_ws=("transport", 8765),
+            transport_sse=("transport", 8766),
             descriptor_path="/etc/envoy/nexxus.binpb",
             cors_allow_origins=("*",),
         )

@@ -69,6 +69,8 @@ class Mesh:
             s.transport.grpc_port = free_port(s.transport.host)
         if s.transport.ws_port == 0:
             s.transport.ws_port = free_port(s.transport.host)
+        if s.transport.sse_port == 0:
+            s.transport.sse_port = free_port(s.transport.host)
         raw: dict[str, Any] = settings_to_dict(s, redact=False)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(raw, indent=2))
@@ -154,6 +156,7 @@ class Mesh:
             "api (gRPC)": f"{s.api.host}:{s.api.port}",
             "events (gRPC stream)": f"{s.transport.host}:{s.transport.grpc_port}",
             "websocket bridge": f"ws://{s.transport.host}:{s.transport.ws_port}/v1/apps/<app_id>/ws",
+            "server-sent events": f"http://{s.transport.host}:{s.transport.sse_port}/v1/apps/<app_id>/events",
             "nats": ",".join(s.bus.nats.servers),
             "redis": s.store.redis.url,
             "database": s.database.adapter,

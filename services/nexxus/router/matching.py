@@ -51,6 +51,7 @@ __all__ = [
     "encode_deliveries",
     "event_states",
     "match_devices",
+    "position_field",
     "route_event",
     "route_event_bytes",
 ]
@@ -268,6 +269,15 @@ def encode_deliveries(
 
 # Delivery.event: field 3, wire type 2 (length-delimited).
 _EVENT_TAG = bytes([3 << 3 | 2])
+# Delivery.position: field 5, wire type 2.
+_POSITION_TAG = bytes([5 << 3 | 2])
+
+
+def position_field(position: str) -> bytes:
+    """`Delivery.position`, serialized: append it to a serialized Delivery."""
+    return _len_field(_POSITION_TAG, position)
+
+
 # Delivery.targets (field 4) and DeliveryTarget's device_id (1), kind (2, varint), subscription_ids (3).
 _TARGETS_TAG = bytes([4 << 3 | 2])
 _DEVICE_TAG = bytes([1 << 3 | 2])

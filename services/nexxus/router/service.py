@@ -9,9 +9,15 @@ Loop, per batch of the durable consumer "router" on ``nexxus.*.events.>``:
    (a cursor past the retained log reloads the application). So a subscription
    committed to the store before an event is processed is always seen;
 3. `gate.prepare(app, model)` for each (app, model) of the batch;
-4. match each event in order, publish its Deliveries on ``nexxus.transport.<node>``;
-5. ack the batch. On a store or bus failure the whole batch is nak'ed (redelivered,
-   so deliveries are at-least-once; transports drop duplicates by event id).
+4. match each event in order and stamp each Delivery with the event's position
+   (``<epoch>.<stream sequence>`` of the EVENTS stream);
+5. publish the batch's Deliveries durably, in order (the DELIVERIES stream,
+   subject ``nexxus.<node>.transport``; message id ``<position>:<node>``, so a
+   redelivered event's deliveries are stored once), then ack the batch.
+
+On a store or bus failure the batch is retried in place (so later events never
+overtake it) for up to half the consumer's ack wait, then nak'ed. Transports
+also drop duplicates by position.
 
 Applications load lazily on their first event rather than at start: the
 cursor must be read before an application's subscriptions, and the set of
@@ -20,14 +26,16 @@ applications is only known by scanning them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import Settings
 from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SubscriptionStore
-from nexxus.router.matching import AllowAll, ReadGate, route_event, route_event_bytes
+from nexxus.router.matching import AllowAll, ReadGate, position_field, route_event, route_event_bytes
 from nexxus.router.state import AppState, FilterParser, SchemaLookup
 from nexxus.v1.internal_pb2 import Delivery, ModelEvent
 
@@ -37,6 +45,8 @@ log = logging.getLogger("nexxus.router")
 
 DURABLE = "router"
 NAK_DELAY = 1.0
+# How long an epoch read from the history is trusted before it is read again.
+EPOCH_TTL = 10.0
 
 
 class RouterService:
@@ -57,6 +67,10 @@ class RouterService:
         self._parser = FilterParser(schema_lookup)
         self._apps: dict[str, AppState] = {}
         self._consumer: BusSubscription | None = None
+        self._epoch = ""
+        self._epoch_at = 0.0
+        self._last_seq = 0
+        self._stopping = False
         # Counters (read by tests and logs).
         self.events_routed = 0
         self.deliveries_published = 0
@@ -67,12 +81,22 @@ class RouterService:
         if self._consumer is not None:
             return
         subject = self._bus.subject("*", "events", ">")
+        self._stopping = False
+        rsettings = self._settings.router
         self._consumer = await self._bus.consume(
-            subject, DURABLE, self._handle_batch, batch=self._settings.router.batch_size
+            subject,
+            DURABLE,
+            self._handle_batch,
+            batch=rsettings.batch_size,
+            ack_wait=rsettings.ack_wait_seconds,
+            # Never give up on an event, and never route one after a newer one.
+            max_deliver=-1,
+            in_order=True,
         )
         log.info("router consuming %s (durable %s)", subject, DURABLE)
 
     async def stop(self) -> None:
+        self._stopping = True
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.unsubscribe()
@@ -157,20 +181,46 @@ class RouterService:
             parsed.append((msg, event))
         if not parsed:
             return
-        try:
-            await self.refresh([e.app_id for _, e in parsed])
-            if self._gate is not None and not isinstance(self._gate, AllowAll):
-                for app_id, model in dict.fromkeys((e.app_id, e.model) for _, e in parsed):
-                    await self._gate.prepare(app_id, model)
-            for _, event in parsed:
-                for node, data in self.route_bytes(event):
-                    await self._bus.publish_volatile(self._bus.subject("transport", node), data)
-                    self.deliveries_published += 1
-                self.events_routed += 1
-        except Exception:
-            log.exception("router: batch of %d failed; redelivering", len(parsed))
-            for msg, _ in parsed:
-                await msg.nak(NAK_DELAY)
-            return
+        deadline = time.monotonic() + self._settings.router.ack_wait_seconds / 2
+        backoff = 0.05
+        while True:
+            try:
+                await self._route_batch(parsed)
+                break
+            except Exception:
+                if self._stopping or time.monotonic() + backoff > deadline:
+                    log.exception("router: batch of %d failed; redelivering", len(parsed))
+                    for msg, _ in parsed:
+                        await msg.nak(NAK_DELAY)
+                    return
+                log.warning("router: batch of %d failed; retrying", len(parsed), exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
         for msg, _ in parsed:
             await msg.ack()
+
+    async def _epoch_for(self, seq: int) -> str:
+        """The history's epoch (re-read periodically, and when sequences go back:
+        the stream was reset)."""
+        now = time.monotonic()
+        if not self._epoch or now - self._epoch_at > EPOCH_TTL or seq < self._last_seq:
+            self._epoch = (await self._bus.history_bounds()).epoch
+            self._epoch_at = now
+        self._last_seq = seq
+        return self._epoch
+
+    async def _route_batch(self, parsed: Sequence[tuple[BusMessage, ModelEvent]]) -> None:
+        await self.refresh([e.app_id for _, e in parsed])
+        if self._gate is not None and not isinstance(self._gate, AllowAll):
+            for app_id, model in dict.fromkeys((e.app_id, e.model) for _, e in parsed):
+                await self._gate.prepare(app_id, model)
+        out: list[tuple[str, bytes, str]] = []
+        for msg, event in parsed:
+            seq = msg.stream_sequence
+            position = f"{await self._epoch_for(seq)}.{seq}"
+            tail = position_field(position)
+            for node, data in self.route_bytes(event):
+                out.append((node, data + tail, f"{position}:{node}"))
+        await self._bus.publish_deliveries(out)
+        self.deliveries_published += len(out)
+        self.events_routed += len(parsed)

@@ -4,7 +4,7 @@ node map, and the change-log cursor they are exact up to."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nexxus.core.convert import struct_to_dict
@@ -31,9 +31,9 @@ class AppState:
     models: dict[str, ModelIndex] = field(default_factory=dict)
     # subscription id → model (removals name the id; the model is a hint).
     sub_models: dict[str, str] = field(default_factory=dict)
-    # device id → the node holding it (a 1-tuple, the shape routing takes), as
-    # the store's `device_nodes`: CONNECTED sets (or moves) it, DISCONNECTED
-    # (the device's last connection closed) removes it.
+    # device id → the nodes holding its connections (sorted), as the store's
+    # `device_nodes`: CONNECTED adds a node, DISCONNECTED (the node's last
+    # connection of the device closed, or the node's lease expired) removes it.
     nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def index(self, model: str) -> ModelIndex | None:
@@ -44,15 +44,25 @@ class AppState:
 
     # ------------------------------------------------------------------ devices
 
-    def set_device_nodes(self, device_nodes: Mapping[str, str]) -> None:
-        self.nodes = {device: (node,) for device, node in device_nodes.items() if node}
+    def set_device_nodes(self, device_nodes: Mapping[str, Iterable[str]]) -> None:
+        self.nodes = {device: tuple(sorted(set(nodes))) for device, nodes in device_nodes.items() if nodes}
 
     def device_connected(self, device_id: str, node: str) -> None:
         if device_id and node:
-            self.nodes[device_id] = (node,)
+            current = self.nodes.get(device_id, ())
+            if node not in current:
+                self.nodes[device_id] = tuple(sorted((*current, node)))
 
-    def device_disconnected(self, device_id: str) -> None:
-        self.nodes.pop(device_id, None)
+    def device_disconnected(self, device_id: str, node: str = "") -> None:
+        """`node` no longer holds a connection of the device (no node: none does)."""
+        current = self.nodes.get(device_id)
+        if current is None:
+            return
+        remaining = tuple(n for n in current if node and n != node)
+        if remaining:
+            self.nodes[device_id] = remaining
+        else:
+            del self.nodes[device_id]
 
     # ------------------------------------------------------------------ subscriptions
 
@@ -134,4 +144,4 @@ class FilterParser:
         elif kind == _Change.KIND_DEVICE_CONNECTED:
             state.device_connected(change.device_id, change.node)
         elif kind == _Change.KIND_DEVICE_DISCONNECTED:
-            state.device_disconnected(change.device_id)
+            state.device_disconnected(change.device_id, change.node)

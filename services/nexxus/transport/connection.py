@@ -1,41 +1,108 @@
-"""A live client connection with a bounded outbound queue.
+"""A live client connection with an outbound queue bounded in bytes.
 
 `QueuedConnection` is what the hub pushes to. The transport that owns it (gRPC
-stream, WebSocket) drains it with `next_event()` / `drain()` (Event objects),
-or, for an `encoded` connection (the gRPC stream), `next_encoded()` /
-`drain_encoded()` (serialized Events, which the hub pushes with
-`push_encoded()` without building a message per device). Pushing never
-blocks: when `max_queue` events are already waiting, the connection is closed
-with RESOURCE_EXHAUSTED ("client too slow"). Closing wakes the drainer, which
-then sends the error frame and ends the connection. One drainer at a time: a
-wait is one future (no asyncio.timeout / Event per event) and the idle timer
-is re-armed lazily, once per idle period rather than once per wait.
+stream, WebSocket, SSE) drains it with `next_event()` / `drain()` (Event
+objects), or, for an `encoded` connection (the gRPC stream), `next_encoded()` /
+`drain_encoded()` (serialized Events, which the hub pushes without building a
+message per device).
+
+Pushing never blocks. The connection's buffer is what waits in its queue (and
+its hold list) plus what its socket has not sent yet (`unsent_bytes`, set by
+the drainer); when an event would take it past `max_bytes` (and something is
+already waiting: one event is always accepted, however large), the backlog is
+dropped and the connection is closed with RESOURCE_EXHAUSTED, reason
+SLOW_CONSUMER, and `position` = `sent_position`, the last event handed to the
+client's socket: what the client has once it reads what was sent. So a
+connection never holds more than `max_bytes` plus one event. Closing wakes the
+drainer (and `wait_closed()`), which then sends the error frame and ends the
+connection. One drainer at a time: a wait is one future (no asyncio.timeout /
+Event per event) and the idle timer is re-armed lazily, once per idle period
+rather than once per wait.
 
 Pushed events are shared between the connections of a device: treat them as
 read-only.
+
+Positions (docs/delivery.md). The hub `offer()`s each live event with its
+history sequence and position. The connection drops what it has already
+queued (a sequence it queued before: duplicates of a redelivery), and what a
+snapshot it sent already shows (same object at a version not newer). While it
+is *held* (opening with a resume, a snapshot being sent) live events wait in a
+hold list; `release(after_seq)` then queues those after `after_seq` (what the
+replay or snapshot covered is dropped) in arrival order. `sent_position` is the
+position of the last event handed to the client: the one an error frame names.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.protobuf import struct_pb2
 
 from nexxus.core.ports import Connection
 from nexxus.v1 import events_pb2
 
-__all__ = ["ConnectionClosed", "QueuedConnection"]
+__all__ = ["SLOW_CONSUMER", "BufferStats", "ConnectionClosed", "QueuedConnection"]
+
+log = logging.getLogger("nexxus.transport.connection")
 
 _Event = events_pb2.Event
+# Sequences remembered per connection to recognise a redelivered event.
+_RECENT = 4096
+# How long a snapshot's object versions are used to drop events it already shows.
+SNAPSHOT_DEDUP_SECONDS = 60.0
+
+SLOW_CONSUMER = "SLOW_CONSUMER"
+
+# (sequence, event, position, (model, object id), version, size) of a held live event.
+_Held = tuple[int, "events_pb2.Event | bytes", str, tuple[str, str], int, int]
 
 
 class ConnectionClosed(Exception):
-    """Raised by `next_event()` once the connection was closed server-side."""
+    """Raised by `next_event()` once the connection was closed server-side.
 
-    def __init__(self, code: str, reason: str) -> None:
+    `code` is a google.rpc.Code name, `reason` the human-readable message,
+    `error_reason` a machine-readable one (SLOW_CONSUMER, TOKEN_EXPIRED…) and
+    `position` the position of the last event handed to the client's socket."""
+
+    def __init__(self, code: str, reason: str, error_reason: str = "", position: str = "") -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
+        self.error_reason = error_reason
+        self.position = position
+
+    def stream_error(self) -> events_pb2.StreamError:
+        """The `error` frame: `position`, and `details.reason` when known."""
+        err = events_pb2.StreamError(code=self.code, message=self.reason, position=self.position)
+        if self.error_reason:
+            details = struct_pb2.Struct()
+            details["reason"] = self.error_reason
+            err.details.CopyFrom(details)
+        return err
+
+
+@dataclass(slots=True)
+class BufferStats:
+    """Buffer figures of a node's connections (shared by them; read by tests and logs)."""
+
+    # The most bytes any one connection held at once (queue + hold + unsent socket bytes).
+    peak_bytes: int = 0
+    # Connections closed because their buffer overflowed.
+    slow_closed: int = 0
+
+
+def _no_unsent() -> int:
+    return 0
+
+
+def _size(item: events_pb2.Event | bytes) -> int:
+    return len(item) if isinstance(item, bytes) else item.ByteSize()
 
 
 def _as_event(item: events_pb2.Event | bytes) -> events_pb2.Event:
@@ -53,21 +120,44 @@ class QueuedConnection(Connection):
         user_id: str,
         device_id: str,
         *,
-        max_queue: int,
+        max_bytes: int,
         transport: str,
         connection_id: str | None = None,
         encoded: bool = False,
+        stats: BufferStats | None = None,
     ) -> None:
         self.app_id = app_id
         self.user_id = user_id
         self.device_id = device_id
         self.connection_id = connection_id or uuid.uuid4().hex
         self.transport = transport
-        self.max_queue = max_queue
+        self.max_bytes = max_bytes
         # Whether the drainer wants serialized Events (the hub then pushes bytes).
         self.encoded = encoded
-        self._queue: deque[events_pb2.Event | bytes] = deque()
+        self.stats = stats if stats is not None else BufferStats()
+        # Bytes the drainer's socket holds that the client has not read yet.
+        self.unsent_bytes: Callable[[], int] = _no_unsent
+        # The credential the connection was opened with, and when it expires
+        # (epoch seconds; 0: never): see tokens.py.
+        self.authorization: str | None = None
+        self.expires_at = 0.0
+        # (event, position, size)
+        self._queue: deque[tuple[events_pb2.Event | bytes, str, int]] = deque()
+        self._queued_bytes = 0
+        self._held_bytes = 0
         self._closed: ConnectionClosed | None = None
+        self._closed_future: asyncio.Future[None] | None = None
+        # Positions: the newest sequence queued, recently queued sequences,
+        # the position of the last event handed to the client.
+        self.last_seq = 0
+        self._recent: set[int] = set()
+        self._recent_order: deque[int] = deque()
+        self.sent_position = ""
+        self._held: list[_Held] | None = None
+        self._snapshot_versions: dict[tuple[str, str], int] = {}
+        self._snapshot_until = 0.0
+        self.dropped_duplicates = 0
+        self._drained: asyncio.Future[None] | None = None
         # The drainer's pending wait (True: woken, False: idle for its deadline).
         self._waiter: asyncio.Future[bool] | None = None
         self._deadline = 0.0
@@ -84,41 +174,238 @@ class QueuedConnection(Connection):
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Queued and held bytes plus what the socket still holds."""
+        return self._queued_bytes + self._held_bytes + self.unsent_bytes()
+
     async def push(self, event: events_pb2.Event) -> None:
-        self._push(event.SerializeToString() if self.encoded else event)
+        """Queue an event as is (no position bookkeeping)."""
+        if self.encoded:
+            data = event.SerializeToString()
+            self._push(data, event.position, len(data))
+        else:
+            self._push(event, event.position, event.ByteSize())
 
-    def push_encoded(self, event: bytes) -> None:
+    def push_encoded(self, event: bytes, position: str = "") -> None:
         """Queue a serialized Event (parsed here unless the connection is `encoded`)."""
-        self._push(event if self.encoded else _Event.FromString(event))
+        self._push(event if self.encoded else _Event.FromString(event), position, len(event))
 
-    def _push(self, item: events_pb2.Event | bytes) -> None:
+    # ------------------------------------------------------------------ positions
+
+    @property
+    def held(self) -> bool:
+        return self._held is not None
+
+    def hold(self) -> None:
+        """Keep live events aside (in order) until `release()`."""
+        if self._held is None:
+            self._held = []
+
+    def offer(
+        self,
+        seq: int,
+        item: events_pb2.Event | bytes,
+        position: str,
+        key: tuple[str, str],
+        version: int,
+        size: int = 0,
+    ) -> None:
+        """A live event: held, dropped as a duplicate, or queued. `size`: its
+        serialized size (computed when 0)."""
         if self._closed is not None:
             return
-        if len(self._queue) >= self.max_queue:
-            self._queue.clear()
-            self._close("RESOURCE_EXHAUSTED", "client too slow")
+        size = size or _size(item)
+        held = self._held
+        if held is not None:
+            if held and self._over_budget(size):
+                self._overflow("events arrived faster than it caught up")
+                return
+            held.append((seq, item, position, key, version, size))
+            self._held_bytes += size
             return
-        self._queue.append(item)
+        self._queue_live(seq, item, position, key, version, size)
+
+    def _queue_live(
+        self,
+        seq: int,
+        item: events_pb2.Event | bytes,
+        position: str,
+        key: tuple[str, str],
+        version: int,
+        size: int,
+    ) -> None:
+        if seq and seq in self._recent:
+            self.dropped_duplicates += 1
+            return
+        if self._snapshot_versions:
+            if time.monotonic() > self._snapshot_until:
+                self._snapshot_versions = {}
+            elif self._snapshot_versions.get(key, -1) >= version:
+                self.dropped_duplicates += 1
+                return
+        if not seq:  # no position (not from the router): nothing to order by
+            self._push(
+                item if self.encoded or not isinstance(item, bytes) else _Event.FromString(item),
+                position,
+                size,
+            )
+            return
+        if seq < self.last_seq:
+            log.warning(
+                "%r: event at %s arrives after a later one (%d); delivering it late",
+                self,
+                position,
+                self.last_seq,
+            )
+        self._remember(seq)
+        self._push(self._coerce(item), position, size)
+
+    def _coerce(self, item: events_pb2.Event | bytes) -> events_pb2.Event | bytes:
+        """What this connection's drainer wants: bytes when `encoded`, else an Event."""
+        if self.encoded:
+            return _as_bytes(item)
+        return _as_event(item)
+
+    def _remember(self, seq: int) -> None:
+        self.last_seq = max(self.last_seq, seq)
+        self._recent.add(seq)
+        self._recent_order.append(seq)
+        if len(self._recent_order) > _RECENT:
+            self._recent.discard(self._recent_order.popleft())
+
+    def push_replayed(self, seq: int, event: events_pb2.Event) -> None:
+        """Queue an event of a replay (bypasses the hold)."""
+        self._remember(seq)
+        if self.encoded:
+            data = event.SerializeToString()
+            self._push(data, event.position, len(data))
+        else:
+            self._push(event, event.position, event.ByteSize())
+
+    def note_sent(self, seq: int, position: str) -> None:
+        """An event sent to the client outside the queue (a replay streamed directly)."""
+        self._remember(seq)
+        self.sent_position = position
+
+    def note_snapshot(self, objects: dict[tuple[str, str], int], position: str) -> None:
+        """A snapshot was sent: its object versions are not sent again as events."""
+        if not self._snapshot_versions or time.monotonic() > self._snapshot_until:
+            self._snapshot_versions = {}
+        self._snapshot_versions.update(objects)
+        self._snapshot_until = time.monotonic() + SNAPSHOT_DEDUP_SECONDS
+        if position:
+            self.sent_position = position
+
+    async def wait_drained(self) -> None:
+        """Until the drainer took every queued event (or the connection closed)."""
+        if not self._queue or self._closed is not None:
+            return
+        if self._drained is None or self._drained.done():
+            self._drained = asyncio.get_running_loop().create_future()
+        await self._drained
+
+    def _wake_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def release(self, after_seq: int) -> int:
+        """Stop holding: queue the held events after `after_seq`, in order; returns how many."""
+        held, self._held = self._held, None
+        self._held_bytes = 0
+        self.last_seq = max(self.last_seq, after_seq)
+        if not held or self._closed is not None:
+            return 0
+        queued = 0
+        for seq, item, position, key, version, size in held:
+            if seq and seq <= after_seq:
+                continue
+            self._queue_live(seq, item, position, key, version, size)
+            queued += 1
+        return queued
+
+    # ------------------------------------------------------------------ queue
+
+    def push_parsed(self, event: events_pb2.Event, size: int, position: str) -> None:
+        """Queue an Event already parsed from `size` bytes (shared by a device's connections)."""
+        self._push(event.SerializeToString() if self.encoded else event, position, size)
+
+    def _over_budget(self, size: int) -> bool:
+        return self._queued_bytes + self._held_bytes + self.unsent_bytes() + size > self.max_bytes
+
+    def _overflow(self, why: str) -> None:
+        """Drop the backlog and close: the client resumes from `sent_position`."""
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._held = None
+        self._held_bytes = 0
+        self.stats.slow_closed += 1
+        self._close(
+            "RESOURCE_EXHAUSTED",
+            f"client too slow ({why}): more than {self.max_bytes} bytes waiting; resume from position",
+            SLOW_CONSUMER,
+        )
+
+    def _push(self, item: events_pb2.Event | bytes, position: str, size: int) -> None:
+        if self._closed is not None:
+            return
+        if self._queue and self._over_budget(size):
+            self._overflow("it does not read fast enough")
+            return
+        self._queue.append((item, position, size))
+        self._queued_bytes += size
+        total = self._queued_bytes + self._held_bytes + self.unsent_bytes()
+        if total > self.stats.peak_bytes:
+            self.stats.peak_bytes = total
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    async def close(self, code: str, reason: str) -> None:
-        self._close(code, reason)
+    async def close(self, code: str, reason: str, error_reason: str = "") -> None:
+        self._close(code, reason, error_reason)
 
-    def _close(self, code: str, reason: str) -> None:
+    def close_now(self, code: str, reason: str, error_reason: str = "") -> None:
+        """`close()` from synchronous code (timers)."""
+        self._close(code, reason, error_reason)
+
+    def _close(self, code: str, reason: str, error_reason: str = "") -> None:
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason)
+            self._closed = ConnectionClosed(code, reason, error_reason, self.sent_position)
+            self._wake_drained()
             waiter = self._waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(True)
+            if self._closed_future is not None and not self._closed_future.done():
+                self._closed_future.set_result(None)
+
+    async def wait_closed(self) -> ConnectionClosed:
+        """Wait until the connection is closed server-side; returns why (with
+        the position of the last event handed to the client)."""
+        if self._closed is None:
+            if self._closed_future is None:
+                self._closed_future = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._closed_future)
+        assert self._closed is not None
+        self._closed.position = self.sent_position
+        return self._closed
+
+    def _pop(self) -> events_pb2.Event | bytes:
+        item, position, size = self._queue.popleft()
+        self._queued_bytes -= size
+        if not self._queue:
+            self._wake_drained()
+        if position:
+            self.sent_position = position
+        return item
 
     async def _next(self, idle_seconds: float) -> events_pb2.Event | bytes | None:
         while True:
             if self._closed is not None:
+                self._closed.position = self.sent_position
                 raise self._closed
             if self._queue:
-                return self._queue.popleft()
+                return self._pop()
             if not await self._wait(idle_seconds):
                 return None
 
@@ -163,15 +450,13 @@ class QueuedConnection(Connection):
 
     def drain(self, max_events: int) -> list[events_pb2.Event]:
         """Up to `max_events` more events that are already queued (no waiting)."""
-        queue = self._queue
-        count = min(max_events, len(queue))
-        return [_as_event(queue.popleft()) for _ in range(count)]
+        count = min(max_events, len(self._queue))
+        return [_as_event(self._pop()) for _ in range(count)]
 
     def drain_encoded(self, max_events: int) -> list[bytes]:
         """`drain()`, serialized."""
-        queue = self._queue
-        count = min(max_events, len(queue))
-        return [_as_bytes(queue.popleft()) for _ in range(count)]
+        count = min(max_events, len(self._queue))
+        return [_as_bytes(self._pop()) for _ in range(count)]
 
     def __repr__(self) -> str:
         return (

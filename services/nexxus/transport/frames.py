@@ -16,7 +16,7 @@ from nexxus.v1 import events_pb2
 
 __all__ = ["CLIENT_FRAMES", "BadFrame", "dump_server_frame", "parse_client_frame"]
 
-CLIENT_FRAMES = ("auth", "subscribe", "unsubscribe", "ack", "ping")
+CLIENT_FRAMES = ("auth", "subscribe", "unsubscribe", "ack", "ping", "resume")
 
 _UNKNOWN_FIELD = re.compile(r'has no field named "(?P<name>[^"]+)" at "(?P<at>[^"]*)"')
 _BAD_FIELD = re.compile(r"^Failed to parse (?P<name>\w+) field: (?P<why>.*?)(?: at (?P<at>[\w.\[\]]+))?\.?$")

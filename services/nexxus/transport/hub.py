@@ -2,11 +2,15 @@
 
 The hub:
   * registers live connections and records them in the SubscriptionStore
-    (`device_connected` / `device_disconnected`); when a device's last
-    connection (on any node) is gone, its volatile subscriptions are removed;
-  * consumes the node's deliveries (core NATS `<prefix>.transport.<node>`,
-    serialized `nexxus.v1.Delivery`) and pushes each target's Event to every
-    local connection of that device;
+    (`device_connected` / `device_disconnected`); a connection's volatile
+    subscriptions go with it, and all the device's volatile subscriptions go
+    with its last connection on any node (the node's lease, see lease.py,
+    makes this hold when a node dies too);
+  * follows the node's deliveries (the DELIVERIES stream, subject
+    `<prefix>.<node>.transport`, serialized `nexxus.v1.Delivery`, read in order
+    by `bus.consume_deliveries`) and offers each target's Event, stamped with
+    its position, to every local connection of that device (which drops
+    duplicates by position, see `QueuedConnection.offer`);
   * obeys `nexxus.v1.TransportControl` on `<prefix>.control.<app>`: closes the
     listed devices' connections (token revoked, device deleted).
 """
@@ -20,17 +24,27 @@ from collections.abc import Iterable
 from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import TransportSettings
+from nexxus.core.errors import Unavailable
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
-from nexxus.transport.connection import QueuedConnection
+from nexxus.transport.connection import BufferStats, QueuedConnection
 from nexxus.transport.events import build_event
-from nexxus.transport.wire import encode_subscription_ids
+from nexxus.transport.tokens import TokenWatch
+from nexxus.transport.types import CallerT, Subscribe
+from nexxus.transport.wire import encode_position, encode_subscription_ids
 from nexxus.v1 import events_pb2, internal_pb2
+from nexxus.v1.subscriptions_pb2 import CreateSubscriptionRequest, Subscription
 
 __all__ = ["ConnectionHub"]
 
 log = logging.getLogger("nexxus.transport.hub")
 
 DeviceKey = tuple[str, str]
+
+
+def _sequence_of(position: str) -> int:
+    """The sequence of `<epoch>.<sequence>` (0 when absent or malformed)."""
+    _, _, seq = position.rpartition(".")
+    return int(seq) if seq.isdigit() else 0
 
 
 class ConnectionHub:
@@ -46,12 +60,11 @@ class ConnectionHub:
         self._empty = asyncio.Event()
         self._empty.set()
         self._started = False
+        self.buffer_stats = BufferStats()
+        # Token expiry and re-checks; TransportService plugs in `authenticate`.
+        self.tokens = TokenWatch(self._queued_connections, None, settings.token_check_seconds)
 
     # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def delivery_subject(self) -> str:
-        return self.bus.subject("transport", self.node_id)
 
     @property
     def control_subject(self) -> str:
@@ -60,16 +73,17 @@ class ConnectionHub:
     async def start(self) -> None:
         if self._started:
             return
-        self._subscriptions.append(await self.bus.subscribe(self.delivery_subject, self._on_delivery))
+        self._subscriptions.append(await self.bus.consume_deliveries(self.node_id, self._on_delivery_data))
         self._subscriptions.append(await self.bus.subscribe(self.control_subject, self._on_control))
+        await self.tokens.start()
         self._started = True
-        log.info("transport node %s consuming %s", self.node_id, self.delivery_subject)
+        log.info("transport node %s following its deliveries", self.node_id)
 
-    async def close_all(self, code: str, reason: str) -> None:
+    async def close_all(self, code: str, reason: str, error_reason: str = "") -> None:
         """Ask every connection to close (each sends its error frame and unregisters)."""
         for conns in list(self._devices.values()):
             for conn in list(conns.values()):
-                await conn.close(code, reason)
+                await conn.close(code, reason, error_reason)
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Stop consuming, close every connection, wait up to `grace` seconds for
@@ -78,7 +92,8 @@ class ConnectionHub:
         for sub in subs:
             await sub.unsubscribe()
         self._started = False
-        await self.close_all("UNAVAILABLE", "server shutting down")
+        await self.tokens.stop()
+        await self.close_all("UNAVAILABLE", "server shutting down", "SHUTDOWN")
         try:
             async with asyncio.timeout(grace):
                 await self._empty.wait()
@@ -88,6 +103,20 @@ class ConnectionHub:
             await self.unregister(conn)
 
     # ------------------------------------------------------------------ registry
+
+    def connection(
+        self, app_id: str, user_id: str, device_id: str, *, transport: str, encoded: bool = False
+    ) -> QueuedConnection:
+        """A new connection with this node's byte budget (register it next)."""
+        return QueuedConnection(
+            app_id,
+            user_id,
+            device_id,
+            max_bytes=self.settings.max_buffer_bytes,
+            transport=transport,
+            encoded=encoded,
+            stats=self.buffer_stats,
+        )
 
     def connections(self, app_id: str | None = None, device_id: str | None = None) -> list[Connection]:
         if app_id is not None and device_id is not None:
@@ -100,6 +129,8 @@ class ConnectionHub:
         ]
 
     async def register(self, conn: Connection) -> None:
+        """Record a connection (locally and in the store). Register before
+        creating the connection's subscriptions: see `bound`."""
         key = (conn.app_id, conn.device_id)
         self._devices.setdefault(key, {})[conn.connection_id] = conn
         self._empty.clear()
@@ -108,24 +139,40 @@ class ConnectionHub:
         except BaseException:
             self._forget(conn)
             raise
+        if isinstance(conn, QueuedConnection):
+            self.tokens.watch(conn)
         log.debug("registered %r", conn)
 
+    def bound(self, conn: Connection, subscribe: Subscribe[CallerT]) -> Subscribe[CallerT]:
+        """`subscribe` for subscriptions made on `conn`: the volatile ones are
+        tied to the connection in the store and removed with it (also when its
+        node dies), never with another connection of the device."""
+
+        async def create(caller: CallerT, request: CreateSubscriptionRequest) -> Subscription:
+            sub = await subscribe(caller, request)
+            if not sub.persistent and not await self.store.bind_subscription(
+                conn.app_id, conn.device_id, conn.connection_id, sub.id
+            ):
+                raise Unavailable("the connection closed while subscribing", reason="CONNECTION_CLOSED")
+            return sub
+
+        return create
+
     async def unregister(self, conn: Connection) -> None:
-        """Forget a connection (idempotent). When it was the device's last one
-        anywhere, the device's volatile subscriptions are removed."""
+        """Forget a connection (idempotent). The store removes the volatile
+        subscriptions it created, and all the device's volatile subscriptions
+        when it was the device's last connection anywhere."""
         if not self._forget(conn):
             return
+        if isinstance(conn, QueuedConnection):
+            self.tokens.forget(conn)
         remaining = await self.store.device_disconnected(
             conn.app_id, conn.device_id, self.node_id, conn.connection_id
         )
-        if remaining == 0:
-            removed = await self.store.remove_device_subscriptions(
-                conn.app_id, conn.device_id, volatile_only=True
-            )
-            log.debug(
-                "device %s/%s gone: %d volatile subscriptions removed", conn.app_id, conn.device_id, removed
-            )
         log.debug("unregistered %r (%d left for the device)", conn, remaining)
+
+    def _queued_connections(self) -> list[QueuedConnection]:
+        return [c for c in self.connections() if isinstance(c, QueuedConnection)]
 
     def _forget(self, conn: Connection) -> bool:
         key = (conn.app_id, conn.device_id)
@@ -151,6 +198,11 @@ class ConnectionHub:
         devices = self._devices
         app_id = delivery.app_id
         base_by_kind: dict[int, bytes] = {}
+        position = delivery.position
+        seq = _sequence_of(position)
+        tail = encode_position(position) if position else b""
+        key = (delivery.event.model, delivery.event.object_id)
+        version = delivery.event.version
         pushed = 0
         for target in delivery.targets:
             conns = devices.get((app_id, target.device_id))
@@ -159,34 +211,39 @@ class ConnectionHub:
             kind = target.kind or delivery.event.kind
             base = base_by_kind.get(kind)
             if base is None:
-                base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString()
+                base = base_by_kind[kind] = build_event(delivery.event, kind).SerializeToString() + tail
             data = base + encode_subscription_ids(target.subscription_ids)
+            size = len(data)
             event: events_pb2.Event | None = None
             for conn in tuple(conns.values()):
-                if isinstance(conn, QueuedConnection) and conn.encoded:
-                    conn.push_encoded(data)
+                if isinstance(conn, QueuedConnection):
+                    if conn.encoded:
+                        item: events_pb2.Event | bytes = data
+                    else:
+                        item = event = event or events_pb2.Event.FromString(data)
+                    conn.offer(seq, item, position, key, version, size)
                 else:
-                    if event is None:
-                        event = events_pb2.Event.FromString(data)
-                    await conn.push(event)
+                    await conn.push(events_pb2.Event.FromString(data))
                 pushed += 1
         return pushed
 
-    async def close_devices(self, app_id: str, device_ids: Iterable[str], code: str, reason: str) -> int:
+    async def close_devices(
+        self, app_id: str, device_ids: Iterable[str], code: str, reason: str, error_reason: str = ""
+    ) -> int:
         """Close every local connection of these devices; returns how many."""
         closed = 0
         for device_id in device_ids:
             for conn in self.connections(app_id, device_id):
-                await conn.close(code, reason)
+                await conn.close(code, reason, error_reason)
                 closed += 1
         return closed
 
-    async def _on_delivery(self, msg: BusMessage) -> None:
+    async def _on_delivery_data(self, seq: int, data: bytes) -> None:
         delivery = internal_pb2.Delivery()
         try:
-            delivery.ParseFromString(msg.data)
+            delivery.ParseFromString(data)
         except DecodeError:
-            log.warning("dropping an undecodable delivery on %s", msg.subject)
+            log.error("dropping an undecodable delivery (sequence %d of the deliveries)", seq)
             return
         await self.deliver(delivery)
 
@@ -199,4 +256,4 @@ class ConnectionHub:
             return
         app_id = msg.subject.rsplit(".", 1)[-1]
         reason = control.reason or "connection closed by the server"
-        await self.close_devices(app_id, control.close_device_ids, "UNAUTHENTICATED", reason)
+        await self.close_devices(app_id, control.close_device_ids, "UNAUTHENTICATED", reason, "TOKEN_REVOKED")

@@ -7,6 +7,7 @@ started on that socket by `start_ws_server`.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from websockets.asyncio.server import Server, serve
 
 from nexxus.rpc.server import add_health_and_reflection, bind, new_server
 from nexxus.transport.grpc_stream import EventStreamServicer
+from nexxus.transport.sse import SseServer
 from nexxus.transport.websocket import WebSocketBridge
 from nexxus.v1 import events_pb2, events_pb2_grpc
 
@@ -24,6 +26,7 @@ __all__ = [
     "EVENT_SERVICE",
     "bind_ws_socket",
     "build_grpc_server",
+    "start_sse_server",
     "start_ws_server",
 ]
 
@@ -55,7 +58,7 @@ def build_grpc_server(
 
 
 def bind_ws_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket for the WebSocket bridge (port 0 → a free one)."""
+    """A listening TCP socket for the WebSocket bridge or the SSE server (port 0 → a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, reuse_port=False)
 
@@ -63,3 +66,8 @@ def bind_ws_socket(host: str, port: int) -> socket.socket:
 async def start_ws_server(bridge: WebSocketBridge[Any], sock: socket.socket) -> Server:
     """Start serving the bridge on a socket from `bind_ws_socket`."""
     return await serve(bridge.handler, sock=sock, process_request=bridge.process_request)
+
+
+async def start_sse_server(sse: SseServer[Any], sock: socket.socket) -> asyncio.Server:
+    """Start serving server-sent events on a socket from `bind_ws_socket`."""
+    return await asyncio.start_server(sse.handle, sock=sock, limit=64 * 1024)

@@ -1,7 +1,7 @@
 """The callables a transport node is built from (provided by auth and the api).
 
-The caller type is generic: the transport only reads `app_id`, `user_id` and
-`device_id`, and hands the caller back to `subscribe` / `unsubscribe` as it
+The caller type is generic: the transport only reads `app_id`, `user_id`,
+`device_id` and `expires_at`, and hands the caller back to `subscribe` / `unsubscribe` as it
 got it from `authenticate`.
 """
 
@@ -26,6 +26,11 @@ class CallerLike(Protocol):
 
     @property
     def device_id(self) -> str | None: ...
+
+    @property
+    def expires_at(self) -> float:
+        """When the caller's credential expires (epoch seconds; 0: never)."""
+        ...
 
 
 CallerT = TypeVar("CallerT", bound=CallerLike)

@@ -5,6 +5,13 @@
 Authentication: the `access_token` query parameter, an `Authorization` header
 on the upgrade request, or an `auth` first frame within `auth_timeout` seconds
 (else an error frame and close code 4401).
+
+Positions: `resume_from` / `resume_from_ack` query parameters resume at once
+(like StreamEventsRequest); otherwise live events are held for up to
+`RESUME_WINDOW` seconds after `ready`, so that a `resume` first frame loses
+nothing; any other first frame (or the window's end) releases them. A
+`subscribe` with `initial_state` holds the live events while its snapshot is
+sent. `ack` frames with a position store the device's acknowledged position.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Generic
@@ -33,6 +41,7 @@ from nexxus.rpc.errors import error_to_stream_error
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
 from nexxus.transport.frames import BadFrame, dump_server_frame, parse_client_frame
 from nexxus.transport.hub import ConnectionHub
+from nexxus.transport.positioning import Frame, StreamPositions, resolve_page_size
 from nexxus.transport.session import create_subscription, heartbeat_frame, require_device, resolve_heartbeat
 from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
 from nexxus.v1 import events_pb2
@@ -40,6 +49,11 @@ from nexxus.v1 import events_pb2
 __all__ = ["CLOSE_CODES", "WebSocketBridge", "close_code_for", "parse_ws_target"]
 
 log = logging.getLogger("nexxus.transport.websocket")
+
+# Seconds a closing connection's error frame may wait for a client that does not read.
+CLOSE_GRACE = 10.0
+# Seconds live events wait after `ready` for a possible `resume` first frame.
+RESUME_WINDOW = 1.0
 
 _PATH = re.compile(r"^/v1/apps/(?P<app_id>[^/]+)/ws/?$")
 
@@ -64,6 +78,9 @@ class WsTarget:
     app_id: str
     access_token: str | None
     heartbeat_seconds: int
+    resume_from: str = ""
+    resume_from_ack: bool = False
+    snapshot_page_size: int = 0
 
 
 def parse_ws_target(path: str) -> WsTarget:
@@ -80,7 +97,28 @@ def parse_ws_target(path: str) -> WsTarget:
         heartbeat = int(raw_heartbeat)
     except ValueError:
         raise InvalidArgument("heartbeat_seconds must be an integer", field="heartbeat_seconds") from None
-    return WsTarget(app_id=m["app_id"], access_token=token or None, heartbeat_seconds=heartbeat)
+    try:
+        page_size = int(query.get("snapshot_page_size", ["0"])[0])
+    except ValueError:
+        raise InvalidArgument("snapshot_page_size must be an integer", field="snapshot_page_size") from None
+    return WsTarget(
+        app_id=m["app_id"],
+        access_token=token or None,
+        heartbeat_seconds=heartbeat,
+        resume_from=query.get("resume_from", [""])[0],
+        resume_from_ack=query.get("resume_from_ack", [""])[0].lower() in ("1", "true", "yes"),
+        snapshot_page_size=page_size,
+    )
+
+
+def _server_frame(frame: Frame, reply_to: str = "") -> events_pb2.ServerFrame:
+    if isinstance(frame, events_pb2.Event):
+        return events_pb2.ServerFrame(event=frame)
+    if isinstance(frame, events_pb2.Gap):
+        return events_pb2.ServerFrame(gap=frame)
+    if isinstance(frame, events_pb2.Snapshot):
+        return events_pb2.ServerFrame(snapshot=frame)
+    return events_pb2.ServerFrame(reply_to=reply_to, resumed=frame)
 
 
 def _bearer(value: str) -> str:
@@ -91,41 +129,72 @@ class _Session(Generic[CallerT]):
     """One authenticated WebSocket connection."""
 
     def __init__(
-        self, bridge: WebSocketBridge[CallerT], ws: ServerConnection, caller: CallerT, conn: QueuedConnection
+        self,
+        bridge: WebSocketBridge[CallerT],
+        ws: ServerConnection,
+        caller: CallerT,
+        conn: QueuedConnection,
+        page_size: int = 0,
     ) -> None:
         self.bridge = bridge
         self.ws = ws
         self.caller = caller
         self.conn = conn
+        self.page_size = page_size or resolve_page_size(0)
         self.last_acked_event_id = ""
         self._send_lock = asyncio.Lock()
+        # While True, a `resume` first frame is still expected (live events held).
+        self.resume_window = False
+        self._window_timer: asyncio.TimerHandle | None = None
+
+    def open_resume_window(self, seconds: float) -> None:
+        self.resume_window = True
+        self._window_timer = asyncio.get_running_loop().call_later(seconds, self.close_resume_window)
+
+    def close_resume_window(self) -> None:
+        if self._window_timer is not None:
+            self._window_timer.cancel()
+            self._window_timer = None
+        if self.resume_window:
+            self.resume_window = False
+            self.conn.release(0)
+
+    async def send_frames(self, frames: AsyncIterator[Frame], reply_to: str = "") -> None:
+        try:
+            async for frame in frames:
+                await self.send(_server_frame(frame, reply_to))
+        except NexxusError as err:
+            await self.send_error(err, reply_to)
 
     async def send(self, frame: events_pb2.ServerFrame) -> None:
         async with self._send_lock:
             await self.ws.send(dump_server_frame(frame))
 
     async def send_error(self, err: NexxusError, reply_to: str = "") -> None:
-        await self.send(events_pb2.ServerFrame(reply_to=reply_to, error=error_to_stream_error(err)))
+        error = error_to_stream_error(err)
+        error.position = self.conn.sent_position
+        await self.send(events_pb2.ServerFrame(reply_to=reply_to, error=error))
 
     async def pump(self, heartbeat: int) -> None:
-        """Events and heartbeats out; on a server-side close, the error frame
-        then the close code."""
+        """Events and heartbeats out, until the connection is closed server-side
+        (then `_run` sends the error frame and closes the socket)."""
         while True:
             try:
                 event = await self.conn.next_event(heartbeat)
-            except ConnectionClosed as closed:
-                with contextlib.suppress(SocketClosed):
-                    await self.send(
-                        events_pb2.ServerFrame(
-                            error=events_pb2.StreamError(code=closed.code, message=closed.reason)
-                        )
-                    )
-                await self.ws.close(close_code_for(closed.code), closed.reason[:120])
+            except ConnectionClosed:
                 return
             if event is None:
                 await self.send(events_pb2.ServerFrame(heartbeat=heartbeat_frame()))
             else:
                 await self.send(events_pb2.ServerFrame(event=event))
+
+    async def close_with(self, closed: ConnectionClosed) -> None:
+        """The error frame, then the close code. A client that does not read gets
+        `CLOSE_GRACE` seconds for the frame, then the close handshake's timeout."""
+        with contextlib.suppress(SocketClosed, TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self.send(events_pb2.ServerFrame(error=closed.stream_error()))
+        await self.ws.close(close_code_for(closed.code), closed.reason[:120])
 
     async def read(self) -> None:
         """Client frames in, until the client goes away."""
@@ -135,21 +204,38 @@ class _Session(Generic[CallerT]):
             except BadFrame as err:
                 await self.send_error(err, err.frame_id)
                 continue
+            resuming = self.resume_window and frame.WhichOneof("frame") == "resume"
+            if not resuming:
+                self.close_resume_window()
             try:
                 await self.handle(frame)
             except NexxusError as err:
                 await self.send_error(err, frame.id)
+            finally:
+                if resuming:
+                    self.close_resume_window()
 
     async def handle(self, frame: events_pb2.ClientFrame) -> None:
         bridge, reply_to = self.bridge, frame.id
         kind = frame.WhichOneof("frame")
+        positions = bridge.positions
         if kind == "subscribe":
+            if frame.subscribe.initial_state:
+                await self.subscribe_with_state(frame)
+                return
+            subscribe = bridge.hub.bound(self.conn, bridge.subscribe)
             sub = await create_subscription(
-                self.caller, self.conn.app_id, frame.subscribe, bridge.subscribe, field_prefix="subscribe"
+                self.caller, self.conn.app_id, frame.subscribe, subscribe, field_prefix="subscribe"
             )
+            head = (await positions.head()).head
             await self.send(
-                events_pb2.ServerFrame(reply_to=reply_to, subscribed=events_pb2.Subscribed(subscription=sub))
+                events_pb2.ServerFrame(
+                    reply_to=reply_to,
+                    subscribed=events_pb2.Subscribed(subscription=sub, position=str(head)),
+                )
             )
+        elif kind == "resume":
+            await self.resume(frame)
         elif kind == "unsubscribe":
             sub_id = frame.unsubscribe.subscription_id
             if not sub_id:
@@ -161,8 +247,12 @@ class _Session(Generic[CallerT]):
                 )
             )
         elif kind == "ack":
-            if not frame.ack.event_id:
-                raise InvalidArgument("event_id is required", field="ack.event_id")
+            if frame.ack.position:
+                await positions.ack(
+                    self.conn.app_id, self.conn.device_id, frame.ack.position, field="ack.position"
+                )
+            elif not frame.ack.event_id:
+                raise InvalidArgument("position is required", field="ack.position")
             self.last_acked_event_id = frame.ack.event_id
         elif kind == "ping":
             await self.send(
@@ -170,6 +260,55 @@ class _Session(Generic[CallerT]):
             )
         elif kind == "auth":
             raise FailedPrecondition("the connection is already authenticated", field="auth")
+
+    async def resume(self, frame: events_pb2.ClientFrame) -> None:
+        """A `resume` frame: allowed while nothing was sent yet (the first frame)."""
+        conn, positions = self.conn, self.bridge.positions
+        if not self.resume_window and (conn.last_seq or conn.queued):
+            raise FailedPrecondition(
+                "resume must be the first frame (or use the resume_from query parameter)",
+                reason="RESUME_TOO_LATE",
+                field="resume",
+            )
+        start = await positions.start_position(
+            conn.app_id, conn.device_id, frame.resume.position, frame.resume.from_ack, field="resume.position"
+        )
+        if start is None:  # from_ack without an acknowledged position: live from now
+            head = (await positions.head()).head
+            self.close_resume_window()
+            await self.send(
+                events_pb2.ServerFrame(reply_to=frame.id, resumed=events_pb2.Resumed(position=str(head)))
+            )
+            return
+        conn.hold()
+        self.resume_window = False
+        await self.send_frames(positions.open_frames(conn, start, (), self.page_size), frame.id)
+
+    async def subscribe_with_state(self, frame: events_pb2.ClientFrame) -> None:
+        """`subscribe` with `initial_state`: subscribed, the snapshot, then live events."""
+        conn, bridge = self.conn, self.bridge
+        conn.hold()
+        try:
+            await conn.wait_drained()
+            sub = await create_subscription(
+                self.caller,
+                conn.app_id,
+                frame.subscribe,
+                bridge.hub.bound(conn, bridge.subscribe),
+                field_prefix="subscribe",
+            )
+            head = (await bridge.positions.head()).head
+            await self.send(
+                events_pb2.ServerFrame(
+                    reply_to=frame.id, subscribed=events_pb2.Subscribed(subscription=sub, position=str(head))
+                )
+            )
+        except BaseException:
+            if not self.resume_window:
+                conn.release(0)
+            raise
+        frames = bridge.positions.open_frames(conn, None, (sub,), self.page_size)
+        await self.send_frames(frames, frame.id)
 
 
 class WebSocketBridge(Generic[CallerT]):
@@ -182,13 +321,17 @@ class WebSocketBridge(Generic[CallerT]):
         authenticate: Authenticate[CallerT],
         subscribe: Subscribe[CallerT],
         unsubscribe: Unsubscribe[CallerT],
+        positions: StreamPositions,
         *,
         auth_timeout: float = 10.0,
+        resume_window: float = RESUME_WINDOW,
     ) -> None:
         self.hub = hub
         self.authenticate = authenticate
         self.subscribe = subscribe
         self.unsubscribe = unsubscribe
+        self.positions = positions
+        self.resume_window = resume_window
         self.auth_timeout = auth_timeout
         self.sessions: set[_Session[CallerT]] = set()
         # Connections still authenticating (not yet in the hub).
@@ -254,9 +397,13 @@ class WebSocketBridge(Generic[CallerT]):
         try:
             target = parse_ws_target(ws.request.path)
             heartbeat = resolve_heartbeat(target.heartbeat_seconds, self.hub.settings.heartbeat_seconds)
+            page_size = resolve_page_size(target.snapshot_page_size)
             authorization, reply_to = await self._authorization(ws, target)
             caller = await self.authenticate(target.app_id, authorization)
             device_id = require_device(caller)
+            start = await self.positions.start_position(
+                target.app_id, device_id, target.resume_from, target.resume_from_ack, field="resume_from"
+            )
         except BadFrame as err:  # a malformed first frame: not authenticated
             await self._send_and_close(ws, Unauthenticated(err.message, field=err.field), err.frame_id)
             return
@@ -269,45 +416,63 @@ class WebSocketBridge(Generic[CallerT]):
             await self._send_and_close(ws, Unavailable("server shutting down"))
             return
         self._pending.discard(ws)
-        conn = QueuedConnection(
-            target.app_id,
-            caller.user_id or "",
-            device_id,
-            max_queue=self.hub.settings.max_queue,
-            transport="websocket",
-        )
+        conn = self.hub.connection(target.app_id, caller.user_id or "", device_id, transport="websocket")
+        conn.authorization, conn.expires_at = authorization, caller.expires_at
+        transport = ws.transport
+        conn.unsent_bytes = transport.get_write_buffer_size
+        conn.hold()
         await self.hub.register(conn)
-        session = _Session(self, ws, caller, conn)
+        session = _Session(self, ws, caller, conn, page_size)
         self.sessions.add(session)
         try:
+            try:
+                head = start or (await self.positions.head()).head
+            except NexxusError as err:
+                await self._send_and_close(ws, err, reply_to)
+                return
             await session.send(
                 events_pb2.ServerFrame(
                     reply_to=reply_to,
                     ready=events_pb2.StreamReady(
-                        device_id=conn.device_id, user_id=conn.user_id, node=self.hub.node_id
+                        device_id=conn.device_id,
+                        user_id=conn.user_id,
+                        node=self.hub.node_id,
+                        position=str(head),
                     ),
                 )
             )
+            if start is not None:
+                await session.send_frames(self.positions.open_frames(conn, start, (), page_size))
+            else:
+                session.open_resume_window(self.resume_window)
             await self._run(session, heartbeat)
         except SocketClosed:
             pass
         finally:
+            session.close_resume_window()
             self.sessions.discard(session)
             await self.hub.unregister(conn)
 
     @staticmethod
     async def _run(session: _Session[CallerT], heartbeat: int) -> None:
-        pump = asyncio.create_task(session.pump(heartbeat), name=f"ws-pump-{session.conn.connection_id}")
-        read = asyncio.create_task(session.read(), name=f"ws-read-{session.conn.connection_id}")
+        """Pump and reader until one ends or the connection is closed server-side
+        (a pump stuck on a client that does not read is cancelled: its frame is
+        already in the socket buffer)."""
+        conn_id = session.conn.connection_id
+        pump = asyncio.create_task(session.pump(heartbeat), name=f"ws-pump-{conn_id}")
+        read = asyncio.create_task(session.read(), name=f"ws-read-{conn_id}")
+        closed = asyncio.create_task(session.conn.wait_closed(), name=f"ws-closed-{conn_id}")
+        tasks = (pump, read, closed)
         try:
-            done, _ = await asyncio.wait({pump, read}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, read):
+            for task in tasks:
                 task.cancel()
-            results = await asyncio.gather(pump, read, return_exceptions=True)
-        for result in results:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        if session.conn.closed is not None:
+            await session.close_with(session.conn.closed)
+        for result in results[:2]:
             if isinstance(result, BaseException) and not isinstance(
                 result, SocketClosed | asyncio.CancelledError
             ):
                 raise result
-        del done

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["batch_frame", "encode_subscription_ids", "encode_varint", "event_frame"]
+__all__ = ["batch_frame", "encode_position", "encode_subscription_ids", "encode_varint", "event_frame"]
 
 # (field number << 3) | wire type 2 (length-delimited)
 _EVENT_SUBSCRIPTION_ID = b"\x4a"  # Event.subscription_ids = 9
+_EVENT_POSITION = b"\x62"  # Event.position = 12
 _RESPONSE_EVENT = b"\x12"  # StreamEventsResponse.event = 2
 _RESPONSE_BATCH = b"\x2a"  # StreamEventsResponse.batch = 5
 _BATCH_EVENT = 0x0A  # EventBatch.events = 1
@@ -46,6 +47,12 @@ def encode_subscription_ids(subscription_ids: Iterable[str]) -> bytes:
         size = len(raw)
         parts.append(_EVENT_SUBSCRIPTION_ID + (_ONE_BYTE[size] if size < 128 else encode_varint(size)) + raw)
     return b"".join(parts)
+
+
+def encode_position(position: str) -> bytes:
+    """`Event.position`, to append to a serialized Event."""
+    raw = position.encode()
+    return _EVENT_POSITION + encode_varint(len(raw)) + raw
 
 
 def event_frame(event: bytes) -> bytes:

@@ -7,6 +7,16 @@ subjects from `NatsSettings`; `P` = stream_prefix, `s` = subject_prefix):
                                              writes_max_bytes, discard new
     P_EVENTS   s.*.events.>                  max_age 24h   writer → router, custom workers
     P_PARKED   s.*.parked, s.*.parked.>      max_age 7d    poison commands with their reason
+    P_DELIVERIES  s.*.transport              max_age 1h    router → transport (`s.<node>.transport`)
+
+EVENTS is also the event history devices resume from (docs/delivery.md): its
+age and byte limits are `events_max_age_seconds` / `events_max_bytes`; its epoch
+(the stream's creation time) and sequences make the positions.
+
+DELIVERIES makes the router → transport hop durable: a delivery published by the
+router is stored before the router acks the event, and each transport node
+follows its subject with an `OrderedReader` that resumes after its last message
+across server restarts and lost connections (no slow-consumer drop can lose one).
 
 All three keep a 2-minute duplicate window: a publish with `msg_id` (header
 `Nats-Msg-Id`) is stored once however often it is retried.
@@ -36,7 +46,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import nats
@@ -63,9 +73,18 @@ from nexxus.adapters.bus._nats_messages import (
     PullConsumer,
 )
 from nexxus.adapters.bus._nats_ordered import OrderedConsumer
+from nexxus.adapters.bus._nats_reader import OrderedReader, read_range
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
-from nexxus.core.ports import BatchHandler, BusSubscription, LeaseTable, MessageBus, MessageHandler
+from nexxus.core.ports import (
+    BatchHandler,
+    BusSubscription,
+    LeaseTable,
+    MessageBus,
+    MessageHandler,
+    SequencedHandler,
+)
+from nexxus.core.positions import HistoryBounds, epoch_of
 
 __all__ = ["CoreMessage", "JetStreamMessage", "NatsBus"]
 
@@ -120,11 +139,23 @@ class NatsBus(MessageBus):
     def parked_subject(self, app_id: str) -> str:
         return self.subject(app_id, "parked")
 
+    def delivery_subject(self, node: str) -> str:
+        """Where the router publishes a transport node's deliveries (the node
+        id as one subject token: characters other than letters, digits, `-`
+        and `_` become `_`)."""
+        token = "".join(c if c.isalnum() or c in "-_" else "_" for c in node) or "_"
+        return self.subject(token, "transport")
+
     @property
     def stream_names(self) -> dict[str, str]:
-        """{"writes": "NEXXUS_WRITES", "events": …, "parked": …}."""
+        """{"writes": "NEXXUS_WRITES", "events": …, "parked": …, "deliveries": …}."""
         p = self.settings.stream_prefix
-        return {"writes": f"{p}_WRITES", "events": f"{p}_EVENTS", "parked": f"{p}_PARKED"}
+        return {
+            "writes": f"{p}_WRITES",
+            "events": f"{p}_EVENTS",
+            "parked": f"{p}_PARKED",
+            "deliveries": f"{p}_DELIVERIES",
+        }
 
     def writes_stream_config(self, common: Mapping[str, Any]) -> StreamConfig:
         """The write queue: work queue (acked commands leave), no age limit, a byte
@@ -149,7 +180,18 @@ class NatsBus(MessageBus):
         return [
             self.writes_stream_config(common),
             StreamConfig(
-                name=names["events"], subjects=[self.subject("*", "events", ">")], max_age=DAY, **common
+                name=names["events"],
+                subjects=[self.subject("*", "events", ">")],
+                max_age=self.settings.events_max_age_seconds,
+                max_bytes=self.settings.events_max_bytes,
+                **{**common, "duplicate_window": min(DUPLICATE_WINDOW, self.settings.events_max_age_seconds)},
+            ),
+            StreamConfig(
+                name=names["deliveries"],
+                subjects=[self.subject("*", "transport")],
+                max_age=self.settings.deliveries_max_age_seconds,
+                max_bytes=self.settings.deliveries_max_bytes,
+                **common,
             ),
             StreamConfig(
                 name=names["parked"],
@@ -272,7 +314,14 @@ class NatsBus(MessageBus):
                 await asyncio.wait_for(nc.close(), 5.0)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats error: %r", exc)
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            # Core NATS dropped messages of this subscription: say so loudly.
+            log.error("nats slow consumer: messages dropped on %s (sid %s)", exc.subject, exc.sid)
+            return
+        if isinstance(exc, OSError | nats.errors.UnexpectedEOF | nats.errors.StaleConnectionError):
+            log.info("nats connection: %r", exc)  # reconnecting (logged once as a warning)
+            return
+        log.warning("nats error: %r", exc)
 
     async def _on_disconnected(self) -> None:
         log.warning("nats disconnected; reconnecting")
@@ -349,6 +398,7 @@ class NatsBus(MessageBus):
         batch: int = 256,
         max_deliver: int = 10,
         ack_wait: float = 30.0,
+        in_order: bool = False,
     ) -> BusSubscription:
         js = self._require_js()
         try:
@@ -388,6 +438,8 @@ class NatsBus(MessageBus):
             nak_delay=self._nak_delay,
             recreate=ensure_consumer,
             on_close=self._subs.discard,
+            in_order=in_order,
+            ack_wait=ack_wait,
         )
         self._subs.add(consumer)
         consumer.start()
@@ -465,6 +517,55 @@ class NatsBus(MessageBus):
         except (nats.errors.Error, TimeoutError) as exc:
             raise Unavailable(f"request on {subject} failed: {exc!r}", reason="REQUEST_FAILED") from exc
         return msg.data
+
+    # ------------------------------------------------------------------ event history
+
+    async def history_bounds(self) -> HistoryBounds:
+        js = self._require_js()
+        try:
+            info = await js.stream_info(self.stream_names["events"])
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot read the event history's state: {exc!r}") from exc
+        state = info.state
+        return HistoryBounds(epoch=epoch_of(info.created), first_seq=state.first_seq, last_seq=state.last_seq)
+
+    async def read_history(
+        self, app_id: str, after_seq: int, up_to_seq: int
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        js = self._require_js()
+        async for item in read_range(
+            js,
+            self.stream_names["events"],
+            self.subject(app_id, "events", ">"),
+            after_seq,
+            up_to_seq,
+            timeout=self._request_timeout,
+        ):
+            yield item
+
+    # ------------------------------------------------------------------ deliveries
+
+    async def publish_deliveries(self, items: Sequence[tuple[str, bytes, str]]) -> None:
+        await self.publish_many([(self.delivery_subject(node), data, msg_id) for node, data, msg_id in items])
+
+    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+        js = self._require_js()
+        stream = self.stream_names["deliveries"]
+        try:
+            info = await js.stream_info(stream)
+            reader = OrderedReader(
+                js,
+                stream,
+                self.delivery_subject(node),
+                info.state.last_seq + 1,
+                handler,
+                fetch_timeout=self._fetch_timeout,
+            )
+            await reader.start()
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot follow the deliveries of node {node}: {exc!r}") from exc
+        self._subs.add(reader)
+        return reader
 
 
 def _publish_error(subject: str, exc: BaseException) -> Unavailable | ResourceExhausted:

@@ -46,6 +46,18 @@ class Keys:
     def nodes(self, app_id: str) -> str:
         return f"{self.app(app_id)}:nodes"
 
+    def node_conns(self, app_id: str, node: str) -> str:
+        """Hash connection id → device of the connections `node` holds in the app."""
+        return f"{self.app(app_id)}:node:{node}:conns"
+
+    def conn_subs(self, app_id: str, connection_id: str) -> str:
+        """Set of the volatile subscription ids a connection created (they go with it)."""
+        return f"{self.app(app_id)}:conn:{connection_id}:subs"
+
+    def acks(self, app_id: str) -> str:
+        """Hash device id → the device's acknowledged position."""
+        return f"{self.app(app_id)}:acks"
+
     def changes(self, app_id: str) -> str:
         return f"{self.app(app_id)}:changes"
 
@@ -57,6 +69,19 @@ class Keys:
     def apps(self) -> str:
         """Set of the applications that have (or had) subscriptions."""
         return f"{self.prefix}:apps"
+
+    @property
+    def transport_nodes(self) -> str:
+        """Set of the transport nodes that hold (or held) connections."""
+        return f"{self.prefix}:transport-nodes"
+
+    def node_lease(self, node: str) -> str:
+        """A transport node's lease: exists while the node renews it."""
+        return f"{self.prefix}:node:{node}:lease"
+
+    def node_apps(self, node: str) -> str:
+        """Set of the applications in which a node holds (or held) connections."""
+        return f"{self.prefix}:node:{node}:apps"
 
     def hit(self, key: str) -> str:
         return f"{self.prefix}:hit:{key}"

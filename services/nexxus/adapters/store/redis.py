@@ -8,7 +8,8 @@ Cluster hash tag, so all keys of one application live in one slot)::
     P:{app}:device:<device>:subs      set     subscription ids of a device
     P:{app}:model:<model>:subs        set     subscription ids on a model
     P:{app}:conns:<device>            hash    connection id → transport node
-    P:{app}:nodes                     hash    device id → node of its most recent connection
+    P:{app}:nodes                     hash    device id → nodes holding its connections
+    (connections and node leases: see _redis_connections)
     P:{app}:changes                   stream  change log: field "c" = serialized SubscriptionChange,
                                               trimmed with MAXLEN ~ settings.change_log_length
     P:apps                            set     applications that have (or had) subscriptions
@@ -31,13 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from nexxus.adapters.store._redis_common import text as _text
+from nexxus.adapters.store._redis_common import translate as _translate
+from nexxus.adapters.store._redis_connections import ConnectionsMixin
 from nexxus.adapters.store._redis_keys import Keys
 from nexxus.core.config.settings import RedisSettings
 from nexxus.core.errors import InvalidArgument, Unavailable
@@ -64,19 +68,7 @@ def _parse_id(entry_id: str) -> tuple[int, int]:
         raise InvalidArgument(f"invalid change-log cursor {entry_id!r}", field="cursor") from None
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-@contextlib.contextmanager
-def _translate(what: str) -> Iterator[None]:
-    try:
-        yield
-    except redis_errors.RedisError as exc:
-        raise Unavailable(f"redis: cannot {what}: {exc!r}") from exc
-
-
-class RedisSubscriptionStore(SubscriptionStore):
+class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
     """Subscriptions, device connections and per-app change logs in Redis / Valkey."""
 
     name = "redis"
@@ -356,69 +348,17 @@ class RedisSubscriptionStore(SubscriptionStore):
             return "0-0"
         return _text(newest[0][0])
 
-    # ------------------------------------------------------------------ devices
+    # ------------------------------------------------------------------ acknowledged positions
 
-    async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None:
-        k = self.keys
-        with _translate("record a connection"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(k.conns(app_id, device_id), connection_id, node)
-                pipe.hset(k.nodes(app_id), device_id, node)
-                self._log(
-                    pipe,
-                    app_id,
-                    SubscriptionChange(kind=Kind.KIND_DEVICE_CONNECTED, device_id=device_id, node=node),
-                )
-                await pipe.execute()
+    async def ack_position(self, app_id: str, device_id: str, epoch: str, seq: int) -> str:
+        with _translate("store an acknowledged position"):
+            raw = await self.redis.eval(_ACK_SCRIPT, 1, self.keys.acks(app_id), device_id, epoch, str(seq))
+        return _text(raw)
 
-    async def device_disconnected(self, app_id: str, device_id: str, node: str, connection_id: str) -> int:
-        """Forget one connection; returns how many the device still has.
-
-        The last one gone: the device leaves `nodes` (DEVICE_DISCONNECTED). If the
-        device's node loses its last connection of that device while another node
-        still holds one, the device moves there (DEVICE_CONNECTED with that node).
-        """
-        k = self.keys
-        conns_key, nodes_key = k.conns(app_id, device_id), k.nodes(app_id)
-
-        async def body(pipe: Pipeline) -> int:
-            conns = {_text(c): _text(n) for c, n in (await pipe.hgetall(conns_key)).items()}
-            raw_current = await pipe.hget(nodes_key, device_id)
-            current = _text(raw_current) if raw_current is not None else None
-            if connection_id not in conns:
-                return len(conns)  # already gone: nothing to change
-            conns.pop(connection_id)
-            pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.hdel(conns_key, connection_id)
-            if not conns:
-                pipe.hdel(nodes_key, device_id)
-                self._log(
-                    pipe,
-                    app_id,
-                    SubscriptionChange(kind=Kind.KIND_DEVICE_DISCONNECTED, device_id=device_id, node=node),
-                )
-            elif current == node and node not in conns.values():
-                moved_to = sorted(conns.values())[-1]
-                pipe.hset(nodes_key, device_id, moved_to)
-                self._log(
-                    pipe,
-                    app_id,
-                    SubscriptionChange(kind=Kind.KIND_DEVICE_CONNECTED, device_id=device_id, node=moved_to),
-                )
-            return len(conns)
-
-        return await self._watched("record a disconnection", [conns_key, nodes_key], body)
-
-    async def device_nodes(self, app_id: str) -> dict[str, str]:
-        with _translate("read device nodes"):
-            raw = await self.redis.hgetall(self.keys.nodes(app_id))
-        return {_text(d): _text(n) for d, n in raw.items()}
-
-    async def device_connections(self, app_id: str, device_id: str) -> dict[str, str]:
-        """connection id → node of one device."""
-        with _translate("read device connections"):
-            raw = await self.redis.hgetall(self.keys.conns(app_id, device_id))
-        return {_text(c): _text(n) for c, n in raw.items()}
+    async def acked_position(self, app_id: str, device_id: str) -> str:
+        with _translate("read an acknowledged position"):
+            raw = await self.redis.hget(self.keys.acks(app_id), device_id)
+        return "" if raw is None else _text(raw)
 
     # ------------------------------------------------------------------ misc
 
@@ -451,3 +391,17 @@ class RedisSubscriptionStore(SubscriptionStore):
                 batch = []
         if batch:
             await self.redis.unlink(*batch)
+
+
+# KEYS[1] acks hash; ARGV device, epoch, seq. Positions move forward within an
+# epoch; a position of another epoch replaces the stored one (history reset).
+_ACK_SCRIPT = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local e, s = string.match(cur, '^(.*)%.(%d+)$')
+  if e == ARGV[2] and tonumber(s) >= tonumber(ARGV[3]) then return cur end
+end
+local pos = ARGV[2] .. '.' .. ARGV[3]
+redis.call('HSET', KEYS[1], ARGV[1], pos)
+return pos
+"""

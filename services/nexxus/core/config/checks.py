@@ -41,8 +41,15 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "writer.refresh_tokens_retention_seconds": (0, None),
     "bus.nats.writes_max_bytes": (1024, None),
     "router.batch_size": (1, None),
+    "router.ack_wait_seconds": (1, None),
+    "bus.nats.events_max_age_seconds": (1, None),
+    "bus.nats.events_max_bytes": (-1, None),
+    "bus.nats.deliveries_max_age_seconds": (1, None),
+    "bus.nats.deliveries_max_bytes": (-1, None),
     "transport.heartbeat_seconds": (1, None),
-    "transport.max_queue": (1, None),
+    "transport.max_buffer_bytes": (1024, None),
+    "transport.lease_seconds": (1, None),
+    "transport.token_check_seconds": (1, None),
 }
 
 

@@ -58,6 +58,16 @@ class NatsSettings:
     # them, with no age limit; when it holds this many bytes the api refuses new
     # writes (RESOURCE_EXHAUSTED / HTTP 429) instead of dropping any.
     writes_max_bytes: int = 1024**3
+    # Event history (the EVENTS stream), from which devices resume: changes
+    # older than this many seconds, or beyond this many bytes (-1: no byte
+    # limit), are dropped; a device resuming from before them gets a gap and
+    # a snapshot.
+    events_max_age_seconds: float = 24 * 3600.0
+    events_max_bytes: int = 1024**3
+    # Router → transport deliveries (one stream, a subject per transport node):
+    # a buffer of the hop, not a history.
+    deliveries_max_age_seconds: float = 3600.0
+    deliveries_max_bytes: int = 256 * 1024**2
 
 
 @dataclass(slots=True)
@@ -135,6 +145,9 @@ class WriterSettings:
 @dataclass(slots=True)
 class RouterSettings:
     batch_size: int = 256
+    # Seconds before an event fetched by a router that died is handed to
+    # another (or the restarted) router.
+    ack_wait_seconds: float = 10.0
 
 
 @dataclass(slots=True)
@@ -144,9 +157,19 @@ class TransportSettings:
     grpc_port: int = 50052
     # WebSocket bridge.
     ws_port: int = 8765
+    # Server-sent events (served by the transport; Envoy proxies GET /v1/apps/{app}/events).
+    sse_port: int = 8766
     heartbeat_seconds: int = 15
-    # Events queued per connection before a slow client is disconnected.
-    max_queue: int = 10_000
+    # Bytes of events buffered per connection (queue + socket send buffer)
+    # before a slow client gets an error frame with its position and is closed.
+    max_buffer_bytes: int = 2 * 1024 * 1024
+    # The node's connection lease in the store: renewed every third of it; when
+    # the node dies its connections (and their volatile subscriptions) are
+    # removed by another node within about this many seconds.
+    lease_seconds: float = 6.0
+    # Open streams re-check their access token (expiry is exact; revocation is
+    # seen within this many seconds even if the close message was lost).
+    token_check_seconds: float = 30.0
 
 
 @dataclass(slots=True)

@@ -7,6 +7,8 @@ __all__ = (
     "AccessRule",
     "AccessRuleKind",
     "AccessRules",
+    "AckEventsRequest",
+    "AckEventsResponse",
     "AckFrame",
     "Actor",
     "Application",
@@ -39,6 +41,8 @@ __all__ = (
     "EventServiceStub",
     "FieldSchema",
     "FieldType",
+    "Gap",
+    "GapReason",
     "GetApplicationRequest",
     "GetApplicationResponse",
     "GetDeviceRequest",
@@ -79,9 +83,13 @@ __all__ = (
     "RegisterDeviceResponse",
     "RegisterUserRequest",
     "RegisterUserResponse",
+    "ResumeFrame",
+    "Resumed",
     "SearchObjectsRequest",
     "SearchObjectsResponse",
     "ServerFrame",
+    "Snapshot",
+    "SnapshotReason",
     "SortField",
     "StreamError",
     "StreamEventsRequest",
@@ -183,6 +191,17 @@ class AccessRuleKind(betterproto2.Enum):
 
 class EventKind(betterproto2.Enum):
     """
+    Positions
+
+    A position names a point in an application's event history:
+    "<epoch>.<sequence>", e.g. "k3x9c2.1042". Clients treat it as an opaque
+    string: they keep the `position` of the last event (or snapshot) they
+    processed and present it to resume. The sequence grows with every committed
+    change (positions of one epoch compare by sequence); the epoch changes when
+    the history is reset, so a position of another epoch is answered with a
+    `gap`. History is kept for a configured window (time and size); a position
+    older than it is answered with a `gap` too. See docs/delivery.md.
+
     What happened to an object, from the subscription's point of view.
     """
 
@@ -291,6 +310,40 @@ class FieldType(betterproto2.Enum):
         }
 
 
+class GapReason(betterproto2.Enum):
+    """
+    Why the history cannot continue from the requested position.
+    """
+
+    UNSPECIFIED = 0
+
+    EXPIRED = 1
+    """
+    The position is older than the retained history.
+    """
+
+    UNKNOWN_EPOCH = 2
+    """
+    The position belongs to another epoch (the history was reset).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "GAP_REASON_UNSPECIFIED",
+            1: "GAP_REASON_EXPIRED",
+            2: "GAP_REASON_UNKNOWN_EPOCH",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "GAP_REASON_UNSPECIFIED": 0,
+            "GAP_REASON_EXPIRED": 1,
+            "GAP_REASON_UNKNOWN_EPOCH": 2,
+        }
+
+
 class OperationState(betterproto2.Enum):
     """
     The state of an operation.
@@ -329,6 +382,40 @@ class OperationState(betterproto2.Enum):
             "STATE_PENDING": 1,
             "STATE_DONE": 2,
             "STATE_FAILED": 3,
+        }
+
+
+class SnapshotReason(betterproto2.Enum):
+    """
+    Why a snapshot is sent.
+    """
+
+    UNSPECIFIED = 0
+
+    INITIAL = 1
+    """
+    The subscription asked for its initial state (`initial_state`).
+    """
+
+    GAP = 2
+    """
+    After a `gap`.
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "SNAPSHOT_REASON_UNSPECIFIED",
+            1: "SNAPSHOT_REASON_INITIAL",
+            2: "SNAPSHOT_REASON_GAP",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "SNAPSHOT_REASON_UNSPECIFIED": 0,
+            "SNAPSHOT_REASON_INITIAL": 1,
+            "SNAPSHOT_REASON_GAP": 2,
         }
 
 
@@ -443,12 +530,40 @@ default_message_pool.register_message("nexxus.v1", "AccessRules", AccessRules)
 
 
 @dataclass(eq=False, repr=False)
+class AckEventsRequest(betterproto2.Message):
+    app_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    position: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The position of the last event (or snapshot) the device processed.
+    """
+
+
+default_message_pool.register_message("nexxus.v1", "AckEventsRequest", AckEventsRequest)
+
+
+@dataclass(eq=False, repr=False)
+class AckEventsResponse(betterproto2.Message):
+    position: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The device's acknowledged position after this call (the newest one).
+    """
+
+
+default_message_pool.register_message("nexxus.v1", "AckEventsResponse", AckEventsResponse)
+
+
+@dataclass(eq=False, repr=False)
 class AckFrame(betterproto2.Message):
     """
-    Acknowledges events up to and including `event_id`.
+    Acknowledges events up to and including `position` (stored for the
+    device, see EventService.AckEvents). `event_id` alone is accepted for
+    compatibility and records nothing durable.
     """
 
     event_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    position: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
 
 default_message_pool.register_message("nexxus.v1", "AckFrame", AckFrame)
@@ -563,6 +678,10 @@ class ClientFrame(betterproto2.Message):
 
     ping: "PingFrame | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True, group="frame")
 
+    resume: "ResumeFrame | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True, group="frame"
+    )
+
 
 default_message_pool.register_message("nexxus.v1", "ClientFrame", ClientFrame)
 
@@ -648,6 +767,14 @@ class CreateSubscriptionRequest(betterproto2.Message):
     )
 
     persistent: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+
+    initial_state: "bool" = betterproto2.field(7, betterproto2.TYPE_BOOL)
+    """
+    On an event stream only (StreamEventsRequest.subscriptions, the WebSocket
+    `subscribe` frame): send the objects the subscription matches now first,
+    as `snapshot` frames, consistently positioned with the events that follow.
+    CreateSubscription refuses it (INVALID_ARGUMENT): it has no stream.
+    """
 
 
 default_message_pool.register_message("nexxus.v1", "CreateSubscriptionRequest", CreateSubscriptionRequest)
@@ -752,6 +879,11 @@ class Delivery(betterproto2.Message):
 
     targets: "list[DeliveryTarget]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
 
+    position: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The event's position ("<epoch>.<sequence>" of the EVENTS stream).
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "Delivery", Delivery)
 
@@ -849,6 +981,12 @@ class Event(betterproto2.Message):
         11, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
     )
 
+    position: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+    """
+    Where this event is in the application's history: resume from here to
+    get what follows it. The same event has the same position on every device.
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "Event", Event)
 
@@ -904,6 +1042,31 @@ class FieldSchema(betterproto2.Message):
 
 
 default_message_pool.register_message("nexxus.v1", "FieldSchema", FieldSchema)
+
+
+@dataclass(eq=False, repr=False)
+class Gap(betterproto2.Message):
+    """
+    The requested position cannot be resumed from: events may have been
+    missed. A snapshot of every subscription of the device follows (`snapshot`
+    frames, the last one with `done` and the new position), then live events.
+    Clients replace what they hold for these subscriptions by the snapshot.
+    """
+
+    requested_position: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The position that was asked for.
+    """
+
+    reason: "GapReason" = betterproto2.field(2, betterproto2.TYPE_ENUM, default_factory=lambda: GapReason(0))
+
+    oldest_position: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The oldest position still retained ("" when the history is empty).
+    """
+
+
+default_message_pool.register_message("nexxus.v1", "Gap", Gap)
 
 
 @dataclass(eq=False, repr=False)
@@ -1432,6 +1595,48 @@ default_message_pool.register_message("nexxus.v1", "RegisterUserResponse", Regis
 
 
 @dataclass(eq=False, repr=False)
+class Resumed(betterproto2.Message):
+    """
+    The stream caught up after a resume: what was missed has been sent, live
+    events follow.
+    """
+
+    position: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The position of the last replayed event (the requested one when nothing
+    was missed).
+    """
+
+    replayed: "int" = betterproto2.field(2, betterproto2.TYPE_INT64)
+    """
+    How many events were replayed.
+    """
+
+
+default_message_pool.register_message("nexxus.v1", "Resumed", Resumed)
+
+
+@dataclass(eq=False, repr=False)
+class ResumeFrame(betterproto2.Message):
+    """
+    Resumes the device's stream after `position` (a WebSocket client sends it
+    right after `ready`, before anything else). Replies: the missed events, then
+    `resumed` (with `reply_to`); or `gap`, the `snapshot` frames, then
+    `resumed`. Like StreamEventsRequest.resume_from / resume_from_ack.
+    """
+
+    position: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    from_ack: "bool" = betterproto2.field(2, betterproto2.TYPE_BOOL)
+    """
+    With no `position`: resume from the device's acknowledged position.
+    """
+
+
+default_message_pool.register_message("nexxus.v1", "ResumeFrame", ResumeFrame)
+
+
+@dataclass(eq=False, repr=False)
 class SearchObjectsRequest(betterproto2.Message):
     app_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -1502,8 +1707,51 @@ class ServerFrame(betterproto2.Message):
         8, betterproto2.TYPE_MESSAGE, optional=True, group="frame"
     )
 
+    gap: "Gap | None" = betterproto2.field(9, betterproto2.TYPE_MESSAGE, optional=True, group="frame")
+
+    snapshot: "Snapshot | None" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, optional=True, group="frame"
+    )
+
+    resumed: "Resumed | None" = betterproto2.field(
+        11, betterproto2.TYPE_MESSAGE, optional=True, group="frame"
+    )
+
 
 default_message_pool.register_message("nexxus.v1", "ServerFrame", ServerFrame)
+
+
+@dataclass(eq=False, repr=False)
+class Snapshot(betterproto2.Message):
+    """
+    One page of the objects a subscription matches now (the result of a
+    search, access rules applied). Pages of one subscription come in order;
+    the last has `done` set. The snapshot is consistent with `position`: every
+    change after it follows as an event (a change the snapshot already shows
+    is not sent again).
+    """
+
+    subscription_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+    reason: "SnapshotReason" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: SnapshotReason(0)
+    )
+
+    objects: "list[Object]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
+
+    done: "bool" = betterproto2.field(4, betterproto2.TYPE_BOOL)
+    """
+    The last page of this subscription's snapshot.
+    """
+
+    position: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    On the last page: the position the snapshot is taken at; live events
+    continue after it. Clients may resume from it.
+    """
+
+
+default_message_pool.register_message("nexxus.v1", "Snapshot", Snapshot)
 
 
 @dataclass(eq=False, repr=False)
@@ -1543,6 +1791,12 @@ class StreamError(betterproto2.Message):
     Field-level details, e.g. {"field": "filter.$and[0].priority"}.
     """
 
+    position: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    The position of the last event the stream delivered before this error
+    (e.g. a slow consumer cut off): reconnect with it to lose nothing.
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "StreamError", StreamError)
 
@@ -1569,6 +1823,27 @@ class StreamEventsRequest(betterproto2.Message):
     of at most this many events (0..1000; 0 or 1: one `event` frame each).
     Under load this cuts the per-message cost of the stream many times; an
     idle stream still gets each event as soon as it happens.
+    """
+
+    resume_from: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Resume after this position (the last one the client processed): the
+    events of the device's subscriptions that followed it are sent first, in
+    order, then live events; none twice. When the position is older than the
+    retained history or of another epoch, a `gap` frame and a snapshot come
+    instead. Empty: start from now. (SSE: the `Last-Event-ID` header.)
+    """
+
+    resume_from_ack: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    When `resume_from` is empty: resume from the device's acknowledged
+    position (see AckEvents), if it has one; else start from now.
+    """
+
+    snapshot_page_size: "int" = betterproto2.field(7, betterproto2.TYPE_INT32)
+    """
+    Objects per `snapshot` frame (initial state and gap snapshots):
+    1..1000, default 100.
     """
 
 
@@ -1602,6 +1877,14 @@ class StreamEventsResponse(betterproto2.Message):
         5, betterproto2.TYPE_MESSAGE, optional=True, group="frame"
     )
 
+    gap: "Gap | None" = betterproto2.field(6, betterproto2.TYPE_MESSAGE, optional=True, group="frame")
+
+    snapshot: "Snapshot | None" = betterproto2.field(
+        7, betterproto2.TYPE_MESSAGE, optional=True, group="frame"
+    )
+
+    resumed: "Resumed | None" = betterproto2.field(8, betterproto2.TYPE_MESSAGE, optional=True, group="frame")
+
 
 default_message_pool.register_message("nexxus.v1", "StreamEventsResponse", StreamEventsResponse)
 
@@ -1626,6 +1909,12 @@ class StreamReady(betterproto2.Message):
     The subscriptions created from the request.
     """
 
+    position: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    The stream's starting position: the events that follow it are delivered
+    (after a resume, the resume position; after a `gap`, see the snapshot).
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "StreamReady", StreamReady)
 
@@ -1633,6 +1922,12 @@ default_message_pool.register_message("nexxus.v1", "StreamReady", StreamReady)
 @dataclass(eq=False, repr=False)
 class Subscribed(betterproto2.Message):
     subscription: "Subscription | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+    position: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Events after this position are routed to the subscription (with
+    `initial_state`, the snapshot frames follow, the last carrying its position).
+    """
 
 
 default_message_pool.register_message("nexxus.v1", "Subscribed", Subscribed)
@@ -2185,10 +2480,14 @@ class EventServiceStub(betterproto2_grpclib.ServiceStub):
         metadata: "MetadataLike | None" = None,
     ) -> "AsyncIterator[StreamEventsResponse]":
         """
-        Opens the caller device's event stream. The first frame is `ready`;
-        `heartbeat` frames keep idle streams alive; an `error` frame precedes a
+        Opens the caller device's event stream. The first frame is `ready`
+        (sent once the stream's subscriptions are routed: "live means live");
+        when the request resumes, the missed events follow it (or a `gap` frame
+        and a snapshot), then live events. `heartbeat` frames keep idle streams
+        alive; an `error` frame (with the stream's last `position`) precedes a
         server-side close. Errors: UNAUTHENTICATED, FAILED_PRECONDITION (token
-        not bound to a device), INVALID_ARGUMENT (bad inline subscription).
+        not bound to a device), INVALID_ARGUMENT (bad inline subscription, or a
+        malformed `resume_from`).
         """
 
         async for response in self._unary_stream(
@@ -2200,6 +2499,33 @@ class EventServiceStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         ):
             yield response
+
+    async def ack_events(
+        self,
+        message: "AckEventsRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "AckEventsResponse":
+        """
+        Records the caller device's acknowledged position: the device has
+        processed every event up to it. A stream opened with `resume_from_ack`
+        resumes from the newest acknowledged position (positions only move
+        forward; an older one is ignored). WebSocket clients send `ack` frames,
+        SSE clients' `Last-Event-ID` counts as an ack.
+        Errors: INVALID_ARGUMENT (malformed position), UNAUTHENTICATED,
+        FAILED_PRECONDITION (token not bound to a device).
+        """
+
+        return await self._unary_unary(
+            "/nexxus.v1.EventService/AckEvents",
+            message,
+            AckEventsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
 
 
 class ObjectServiceStub(betterproto2_grpclib.ServiceStub):

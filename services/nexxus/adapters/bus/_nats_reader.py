@@ -1,0 +1,178 @@
+"""Ordered reads of a JetStream stream through ephemeral pull consumers
+(private to the NATS adapter).
+
+`read_range` reads the messages of one subject filter between two stream
+sequences (event history replays). `OrderedReader` follows a subject from a
+sequence on, forever, in a background task: it remembers the sequence of the
+last message it handled and, whatever goes wrong (server restart, consumer
+lost, connection cut), recreates its consumer from the next one. So nothing
+stored is skipped and nothing is handled twice by one reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from nexxus.core.errors import Unavailable
+from nexxus.core.ports import BusSubscription, SequencedHandler
+
+__all__ = ["OrderedReader", "read_range"]
+
+log = logging.getLogger("nexxus.bus.nats")
+
+FETCH_BATCH = 256
+INACTIVE_THRESHOLD = 30.0
+
+
+def _config(subject_filter: str, start_seq: int) -> ConsumerConfig:
+    return ConsumerConfig(
+        name=f"r{uuid.uuid4().hex}",
+        filter_subject=subject_filter,
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start_seq, 1),
+        inactive_threshold=INACTIVE_THRESHOLD,
+        mem_storage=True,
+        num_replicas=1,
+    )
+
+
+async def _subscribe(
+    js: JetStreamContext, stream: str, subject_filter: str, start_seq: int
+) -> JetStreamContext.PullSubscription:
+    config = _config(subject_filter, start_seq)
+    await js.add_consumer(stream, config)
+    return await js.pull_subscribe_bind(durable=config.name, stream=stream)
+
+
+async def _delete(js: JetStreamContext, stream: str, psub: JetStreamContext.PullSubscription) -> None:
+    with contextlib.suppress(Exception):
+        info = await psub.consumer_info()
+        await psub.unsubscribe()
+        await js.delete_consumer(stream, info.name)
+
+
+async def read_range(
+    js: JetStreamContext, stream: str, subject_filter: str, after_seq: int, up_to_seq: int, *, timeout: float
+) -> AsyncIterator[tuple[int, bytes]]:
+    """(sequence, data) of the messages on `subject_filter` with sequences in
+    `(after_seq, up_to_seq]`, in order. Unavailable when the server does not answer."""
+    if up_to_seq <= after_seq:
+        return
+    try:
+        psub = await _subscribe(js, stream, subject_filter, after_seq + 1)
+        info = await psub.consumer_info()
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise Unavailable(f"cannot read the history of {subject_filter}: {exc!r}") from exc
+    remaining = info.num_pending or 0
+    try:
+        while remaining > 0:
+            try:
+                msgs = await psub.fetch(min(FETCH_BATCH, remaining), timeout=timeout)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise Unavailable(f"reading the history of {subject_filter} failed: {exc!r}") from exc
+            for msg in msgs:
+                seq: int = msg.metadata.sequence.stream
+                remaining = msg.metadata.num_pending
+                if seq > up_to_seq:
+                    return
+                yield seq, msg.data
+                if seq == up_to_seq:
+                    return
+    finally:
+        await _delete(js, stream, psub)
+
+
+class OrderedReader(BusSubscription):
+    """Handles every message of `subject_filter` from `start_seq` on, in order,
+    in a background task (see the module docstring). A handler error is logged
+    and the message skipped (the handler owns its errors)."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        stream: str,
+        subject_filter: str,
+        start_seq: int,
+        handler: SequencedHandler,
+        *,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        self._js = js
+        self._stream = stream
+        self._filter = subject_filter
+        self.next_seq = start_seq
+        self._handler = handler
+        self._fetch_timeout = fetch_timeout
+        self._psub: JetStreamContext.PullSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.recreated = 0
+
+    async def start(self) -> None:
+        self._psub = await _subscribe(self._js, self._stream, self._filter, self.next_seq)
+        self._task = asyncio.create_task(self._run(), name=f"nats-reader-{self._filter}")
+
+    async def _recreate(self, why: str) -> None:
+        old, self._psub = self._psub, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.unsubscribe()
+        self._psub = await _subscribe(self._js, self._stream, self._filter, self.next_seq)
+        self.recreated += 1
+        log.warning("reader of %s resumed at sequence %d (%s)", self._filter, self.next_seq, why)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._closing:
+            try:
+                if self._psub is None:
+                    await self._recreate("consumer lost")
+                assert self._psub is not None
+                try:
+                    msgs = await self._psub.fetch(FETCH_BATCH, timeout=self._fetch_timeout)
+                except TimeoutError:
+                    # Idle, or the consumer is gone (server restart): make sure it exists.
+                    await self._psub.consumer_info()
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closing:
+                    return
+                log.warning("reader of %s failed (%r); recreating from %d", self._filter, exc, self.next_seq)
+                self._psub = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            for msg in msgs:
+                seq: int = msg.metadata.sequence.stream
+                if seq < self.next_seq:
+                    continue  # already handled (a recreated consumer overlapping)
+                self.next_seq = seq + 1
+                try:
+                    await self._handler(seq, msg.data)
+                except Exception:
+                    log.exception("handler of %s failed on sequence %d", self._filter, seq)
+
+    async def unsubscribe(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        psub, self._psub = self._psub, None
+        if psub is not None:
+            await _delete(self._js, self._stream, psub)

@@ -1,0 +1,233 @@
+"""Device connections and transport-node leases of the Redis subscription store.
+
+A transport node holds a *lease* (``P:node:<node>:lease``, a key with a TTL
+that the node renews every few seconds). Every connection it holds is recorded
+three times, so it can be found from the device (routing), from the node
+(reaping) and the subscriptions it created can be found from it::
+
+    P:{app}:conns:<device>          hash  connection id → node
+    P:{app}:node:<node>:conns       hash  connection id → device
+    P:{app}:conn:<connection>:subs  set   volatile subscriptions the connection created
+    P:{app}:nodes                   hash  device → nodes holding one of its connections
+                                          (space-separated, sorted: what routers read)
+    P:node:<node>:apps              set   apps in which the node holds connections
+    P:transport-nodes               set   nodes that hold (or held) connections
+
+When a node dies, its lease expires; any live node then `reap_node`s it: each
+of its connections is disconnected exactly as if it had closed. Disconnecting
+removes, in one transaction, the connection, the volatile subscriptions it
+created and — when it was the device's last connection anywhere — every other
+volatile subscription of the device. Since a new connection is recorded before
+it creates subscriptions, the cleanup of an old connection can never remove a
+reconnecting one's fresh subscriptions.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from nexxus.adapters.store._redis_common import text as _text
+from nexxus.adapters.store._redis_common import translate
+from nexxus.adapters.store._redis_keys import Keys
+from nexxus.v1.internal_pb2 import SubscriptionChange
+from nexxus.v1.subscriptions_pb2 import Subscription
+
+__all__ = ["ConnectionsMixin", "join_nodes", "split_nodes"]
+
+T = TypeVar("T")
+Kind = SubscriptionChange.Kind
+
+
+def split_nodes(value: bytes | str | None) -> tuple[str, ...]:
+    return tuple(_text(value).split()) if value else ()
+
+
+def join_nodes(nodes: Sequence[str]) -> str:
+    return " ".join(sorted(set(nodes)))
+
+
+class ConnectionsMixin:
+    """The device/connection/lease half of `RedisSubscriptionStore`."""
+
+    keys: Keys
+
+    @property
+    @abstractmethod
+    def redis(self) -> Redis: ...
+
+    @abstractmethod
+    def _log(self, pipe: Pipeline, app_id: str, change: SubscriptionChange) -> None: ...
+
+    @abstractmethod
+    async def _watched(
+        self, what: str, watch: Sequence[str], body: Callable[[Pipeline], Awaitable[T]]
+    ) -> T: ...
+
+    @abstractmethod
+    def _unindex(self, pipe: Pipeline, app_id: str, sub: Subscription) -> None: ...
+
+    @staticmethod
+    @abstractmethod
+    def _decode_subs(raw: Sequence[bytes | str | None]) -> list[Subscription]: ...
+
+    # ------------------------------------------------------------------ connections
+
+    async def device_connected(self, app_id: str, device_id: str, node: str, connection_id: str) -> None:
+        """Record a connection; `node` joins the device's nodes (DEVICE_CONNECTED
+        when it was not among them)."""
+        k = self.keys
+        conns_key, nodes_key = k.conns(app_id, device_id), k.nodes(app_id)
+        with translate("record a connection"):
+            await self.redis.sadd(k.node_apps(node), app_id)
+            await self.redis.sadd(k.transport_nodes, node)
+
+        async def body(pipe: Pipeline) -> None:
+            conns = {_text(c): _text(n) for c, n in (await pipe.hgetall(conns_key)).items()}
+            before = set(conns.values())
+            conns[connection_id] = node
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.hset(conns_key, connection_id, node)
+            pipe.hset(k.node_conns(app_id, node), connection_id, device_id)
+            pipe.hset(nodes_key, device_id, join_nodes(list(conns.values())))
+            if node not in before:
+                self._log(
+                    pipe,
+                    app_id,
+                    SubscriptionChange(kind=Kind.KIND_DEVICE_CONNECTED, device_id=device_id, node=node),
+                )
+
+        await self._watched("record a connection", [conns_key], body)
+
+    async def bind_subscription(
+        self, app_id: str, device_id: str, connection_id: str, subscription_id: str
+    ) -> bool:
+        """Make a volatile subscription go with the connection that created it.
+        False (and the subscription is removed) when the connection is already gone."""
+        k = self.keys
+        conns_key, sub_key = k.conns(app_id, device_id), k.sub(app_id, subscription_id)
+
+        async def body(pipe: Pipeline) -> bool:
+            alive = await pipe.hexists(conns_key, connection_id)
+            subs = self._decode_subs([await pipe.get(sub_key)]) if not alive else []
+            pipe.multi()  # type: ignore[no-untyped-call]
+            if alive:
+                pipe.sadd(k.conn_subs(app_id, connection_id), subscription_id)
+            for sub in subs:
+                self._unindex(pipe, app_id, sub)
+            return bool(alive)
+
+        return await self._watched("bind a subscription", [conns_key, sub_key], body)
+
+    async def device_disconnected(self, app_id: str, device_id: str, node: str, connection_id: str) -> int:
+        """Forget one connection and the volatile subscriptions it created; when it
+        was the device's last connection, every volatile subscription of the
+        device goes too. Returns how many connections the device still has.
+
+        `node` leaves the device's nodes (DEVICE_DISCONNECTED with that node) when
+        it held no other connection of the device. Idempotent."""
+        k = self.keys
+        conns_key, nodes_key = k.conns(app_id, device_id), k.nodes(app_id)
+        device_subs_key, own_key = k.device_subs(app_id, device_id), k.conn_subs(app_id, connection_id)
+
+        async def body(pipe: Pipeline) -> int:
+            conns = {_text(c): _text(n) for c, n in (await pipe.hgetall(conns_key)).items()}
+            if connection_id not in conns:
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.delete(own_key)
+                pipe.hdel(k.node_conns(app_id, node), connection_id)
+                return len(conns)
+            conns.pop(connection_id)
+            own = {_text(i) for i in await pipe.smembers(own_key)}
+            if not conns:  # the device's last connection: all its volatile subscriptions go
+                own |= {_text(i) for i in await pipe.smembers(device_subs_key)}
+            ids = sorted(own)
+            raw = await pipe.mget([k.sub(app_id, i) for i in ids]) if ids else []
+            doomed = [s for s in self._decode_subs(raw) if not s.persistent and s.device_id == device_id]
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.hdel(conns_key, connection_id)
+            pipe.hdel(k.node_conns(app_id, node), connection_id)
+            pipe.delete(own_key)
+            for sub in doomed:
+                self._unindex(pipe, app_id, sub)
+            if conns:
+                pipe.hset(nodes_key, device_id, join_nodes(list(conns.values())))
+            else:
+                pipe.hdel(nodes_key, device_id)
+            if node not in conns.values():
+                self._log(
+                    pipe,
+                    app_id,
+                    SubscriptionChange(kind=Kind.KIND_DEVICE_DISCONNECTED, device_id=device_id, node=node),
+                )
+            return len(conns)
+
+        return await self._watched("record a disconnection", [conns_key, device_subs_key, own_key], body)
+
+    async def device_nodes(self, app_id: str) -> dict[str, tuple[str, ...]]:
+        """device id → the nodes holding its connections, for every connected device."""
+        with translate("read device nodes"):
+            raw = await self.redis.hgetall(self.keys.nodes(app_id))
+        return {_text(d): nodes for d, n in raw.items() if (nodes := split_nodes(n))}
+
+    async def device_connections(self, app_id: str, device_id: str) -> dict[str, str]:
+        """connection id → node of one device."""
+        with translate("read device connections"):
+            raw = await self.redis.hgetall(self.keys.conns(app_id, device_id))
+        return {_text(c): _text(n) for c, n in raw.items()}
+
+    # ------------------------------------------------------------------ node leases
+
+    async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:
+        """Create or extend the node's lease. False when it had lapsed (the node
+        may have been reaped: its connections must be re-established)."""
+        k = self.keys
+        ttl_ms = max(1, int(ttl_seconds * 1000))
+        with translate("renew a node lease"):
+            if await self.redis.set(k.node_lease(node), b"1", px=ttl_ms, xx=True):
+                return True
+            await self.redis.sadd(k.transport_nodes, node)
+            await self.redis.set(k.node_lease(node), b"1", px=ttl_ms)
+        return False
+
+    async def release_node_lease(self, node: str) -> None:
+        """A node stopping gracefully (after unregistering its connections)."""
+        with translate("release a node lease"):
+            await self.redis.delete(self.keys.node_lease(node))
+        await self.reap_node(node)
+
+    async def dead_nodes(self) -> list[str]:
+        """Known nodes whose lease has expired."""
+        k = self.keys
+        with translate("list transport nodes"):
+            nodes = sorted(_text(n) for n in await self.redis.smembers(k.transport_nodes))
+            if not nodes:
+                return []
+            pipe = self.redis.pipeline(transaction=False)
+            for node in nodes:
+                pipe.exists(k.node_lease(node))
+            alive = await pipe.execute()
+        return [node for node, live in zip(nodes, alive, strict=True) if not live]
+
+    async def reap_node(self, node: str) -> int:
+        """Disconnect every connection recorded for `node` (a dead node, or one
+        that stopped) and forget the node. Returns how many were removed."""
+        k = self.keys
+        removed = 0
+        with translate("list a node's applications"):
+            apps = sorted(_text(a) for a in await self.redis.smembers(k.node_apps(node)))
+        for app_id in apps:
+            with translate("list a node's connections"):
+                held = await self.redis.hgetall(k.node_conns(app_id, node))
+            for conn_id, device_id in sorted(held.items()):
+                await self.device_disconnected(app_id, _text(device_id), node, _text(conn_id))
+                removed += 1
+        with translate("forget a node"):
+            if not await self.redis.exists(k.node_lease(node)):  # not revived meanwhile
+                await self.redis.delete(k.node_apps(node))
+                await self.redis.srem(k.transport_nodes, node)
+        return removed
