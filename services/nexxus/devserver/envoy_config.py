@@ -65,6 +65,7 @@ SSE_PATH_REGEX = r"^/v1/apps/[^/]+/events/?$"
 # from the transport (so a stalled client's backlog stays in the transport's
 # bounded buffer, where it is counted).
 STREAM_UPSTREAM_BUFFER = 32 * 1024
+STREAM_UPSTREAM_RCVBUF = 128 * 1024
 EVENTS_GRPC_PREFIX = "/nexxus.v1.EventService/"
 
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -144,6 +145,20 @@ def _cluster(
     }
     if buffer_limit is not None:
         cluster["per_connection_buffer_limit_bytes"] = buffer_limit
+        # A fixed kernel receive buffer on Envoy's side of each stream's upstream
+        # connection (no autotuning to tens of MB): a stalled client's backlog
+        # backs up into the transport's own byte-bounded buffer quickly.
+        cluster["upstream_bind_config"] = {
+            "socket_options": [
+                {
+                    "description": "SO_RCVBUF",
+                    "level": 1,  # SOL_SOCKET
+                    "name": 8,  # SO_RCVBUF (Linux)
+                    "int_value": STREAM_UPSTREAM_RCVBUF,
+                    "state": "STATE_PREBIND",
+                }
+            ]
+        }
     if http2:
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(

@@ -336,6 +336,13 @@ class QueuedConnection(Connection):
 
     def _overflow(self, why: str) -> None:
         """Drop the backlog and close: the client resumes from `sent_position`."""
+        log.warning(
+            "closing %r: slow consumer (%d bytes waiting, budget %d; last position sent %s)",
+            self,
+            self._queued_bytes + self._held_bytes + self.unsent_bytes(),
+            self.max_bytes,
+            self.sent_position or "-",
+        )
         self._queue.clear()
         self._queued_bytes = 0
         self._held = None

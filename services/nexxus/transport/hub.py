@@ -246,6 +246,9 @@ class ConnectionHub:
             log.error("dropping an undecodable delivery (sequence %d of the deliveries)", seq)
             return
         await self.deliver(delivery)
+        # Let the connections' drainers run between deliveries: a fetched batch
+        # pushed in one go would fill every queue at once, healthy clients' too.
+        await asyncio.sleep(0)
 
     async def _on_control(self, msg: BusMessage) -> None:
         control = internal_pb2.TransportControl()

@@ -58,8 +58,6 @@ MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 # The socket's send buffer (asyncio) above which the pump waits for the client.
 WRITE_HIGH_WATER = 64 * 1024
-# Seconds a closing stream's last frames may wait for a client that does not read.
-CLOSE_GRACE = 10.0
 MAX_BATCH = 1000
 
 # google.rpc.Code name → HTTP status (the mapping Envoy's transcoder applies).
@@ -205,9 +203,10 @@ def _response_head(status: int, content_type: str, extra: str = "") -> bytes:
 class _Stream:
     """One SSE response: frames out through a bounded socket buffer."""
 
-    def __init__(self, writer: asyncio.StreamWriter, conn: QueuedConnection) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, conn: QueuedConnection, close_grace: float) -> None:
         self.writer = writer
         self.conn = conn
+        self.close_grace = close_grace
 
     async def send(self, data: bytes) -> None:
         self.writer.write(_chunk(data))
@@ -241,7 +240,7 @@ class _Stream:
 
     async def finish(self, closed: ConnectionClosed | None) -> None:
         """The error frame (if closed server-side) and the end of the body, then
-        close; a client that does not read gets `CLOSE_GRACE` seconds."""
+        close; a client that does not read gets `close_grace` seconds."""
         writer = self.writer
         if writer.is_closing():
             return
@@ -250,7 +249,7 @@ class _Stream:
         writer.write(b"0\r\n\r\n")
         writer.close()
         try:
-            async with asyncio.timeout(CLOSE_GRACE):
+            async with asyncio.timeout(self.close_grace):
                 await writer.wait_closed()
         except TimeoutError:
             writer.transport.abort()
@@ -370,7 +369,7 @@ class SseServer(Generic[CallerT]):
         position: str,
         opening: AsyncIterator[Frame] | None,
     ) -> None:
-        stream = _Stream(writer, conn)
+        stream = _Stream(writer, conn, self.hub.settings.close_grace_seconds)
         head = _response_head(
             200,
             "text/event-stream",
