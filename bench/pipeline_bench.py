@@ -569,7 +569,7 @@ def settings_for(data_dir: Path, log_level: str) -> Settings:
     s.transport.grpc_port = 0
     s.transport.ws_port = 0
     s.transport.heartbeat_seconds = 30
-    s.transport.max_queue = 100_000
+    s.transport.max_buffer_bytes = 256 * 1024 * 1024
     s.logging.level = log_level
     return s
 

@@ -7,9 +7,11 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from nexxus.adapters.bus.nats import CoreMessage, NatsBus
 from nexxus.core.config.settings import NatsSettings
@@ -311,3 +313,104 @@ async def test_consumer_survives_server_restart(tmp_path: Path) -> None:
     finally:
         await bus.stop()
         await server.stop()
+
+
+# --------------------------------------------------------------------------- positions
+
+
+async def test_history_bounds_and_reading_a_range(bus: NatsBus) -> None:
+    before = await bus.history_bounds()
+    for i in range(5):
+        await bus.publish(bus.events_subject("hist-a", "task"), f"a{i}".encode())
+        await bus.publish(bus.events_subject("hist-b", "task"), f"b{i}".encode())
+    after = await bus.history_bounds()
+    assert after.epoch == before.epoch
+    assert after.last_seq == before.last_seq + 10
+    got = [item async for item in bus.read_history("hist-a", before.last_seq, after.last_seq)]
+    assert [d for _, d in got] == [f"a{i}".encode() for i in range(5)]
+    seqs = [s for s, _ in got]
+    assert seqs == sorted(seqs)
+    # A window in the middle, bounded on both sides.
+    middle = [d for _, d in [item async for item in bus.read_history("hist-a", seqs[1], seqs[3])]]
+    assert middle == [b"a2", b"a3"]
+    assert [item async for item in bus.read_history("hist-a", after.last_seq, after.last_seq)] == []
+
+
+async def test_deliveries_are_read_in_order_across_a_lost_consumer(bus: NatsBus, nats_url: str) -> None:
+    got: list[tuple[int, bytes]] = []
+
+    async def handler(seq: int, data: bytes) -> None:
+        got.append((seq, data))
+
+    sub = await bus.consume_deliveries("node.with.dots", handler)
+    try:
+        await bus.publish_deliveries([("node.with.dots", f"d{i}".encode(), f"m{i}") for i in range(3)])
+        await until(lambda: _now(len(got) == 3))
+        # The server forgets the reader's consumer (as after a restart without state).
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            stream = bus.stream_names["deliveries"]
+            for name in [c.name async for c in _consumers(js, stream)]:
+                await js.delete_consumer(stream, name)
+        finally:
+            await nc.close()
+        await bus.publish_deliveries([("node.with.dots", f"d{i}".encode(), f"m{i}") for i in range(3, 6)])
+        # The same message id again: stored once.
+        await bus.publish_deliveries([("node.with.dots", b"d5", "m5"), ("other", b"x", "o1")])
+        await until(lambda: _now(len(got) >= 6), within=15)
+        await asyncio.sleep(0.3)
+    finally:
+        await sub.unsubscribe()
+    assert [d for _, d in got] == [f"d{i}".encode() for i in range(6)]
+
+
+async def test_in_order_consumer_handles_what_a_crashed_holder_left_first(
+    bus: NatsBus, nats_url: str
+) -> None:
+    subject = bus.events_subject("ordered", "task")
+    # A first holder fetches two messages and "dies" without acking them.
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for i in range(2):
+            await bus.publish(subject, f"e{i}".encode())
+        stream = bus.stream_names["events"]
+        await js.add_consumer(
+            stream,
+            ConsumerConfig(
+                name="ordered",
+                durable_name="ordered",
+                filter_subject=bus.subject("ordered", "events", ">"),
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=2.0,
+                max_deliver=-1,
+            ),
+        )
+        psub = await js.pull_subscribe_bind(durable="ordered", stream=stream)
+        assert len(await psub.fetch(2, timeout=5)) == 2
+    finally:
+        await nc.close()
+    for i in range(2, 6):
+        await bus.publish(subject, f"e{i}".encode())
+    got = Collector()
+    sub = await bus.consume(
+        bus.subject("ordered", "events", ">"), "ordered", got, ack_wait=2.0, max_deliver=-1, in_order=True
+    )
+    try:
+        await got.wait_count(6, within=20)
+    finally:
+        await sub.unsubscribe()
+    assert [d for d, _ in got.seen] == [f"e{i}".encode() for i in range(6)]
+
+
+def _now(value: bool) -> Awaitable[bool]:
+    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+async def _consumers(js: object, stream: str) -> Any:
+    for info in await js.consumers_info(stream):  # type: ignore[attr-defined]
+        yield info

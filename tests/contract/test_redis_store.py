@@ -349,3 +349,15 @@ async def test_subscription_filter_survives_as_struct(store: RedisSubscriptionSt
     await store.add_subscription("app1", sub)
     (_, got), *_ = [x async for x in store.iter_subscriptions("app1")]
     assert got.filter == flt
+
+
+async def test_acknowledged_positions_only_move_forward(store: RedisSubscriptionStore) -> None:
+    assert await store.acked_position("app1", "d1") == ""
+    assert await store.ack_position("app1", "d1", "ep1", 10) == "ep1.10"
+    assert await store.ack_position("app1", "d1", "ep1", 7) == "ep1.10"  # older: ignored
+    assert await store.ack_position("app1", "d1", "ep1", 12) == "ep1.12"
+    assert await store.acked_position("app1", "d1") == "ep1.12"
+    # Another epoch (the history was reset) replaces it.
+    assert await store.ack_position("app1", "d1", "ep2", 3) == "ep2.3"
+    assert await store.acked_position("app1", "d2") == ""
+    assert await store.acked_position("app2", "d1") == ""

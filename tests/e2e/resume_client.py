@@ -126,6 +126,7 @@ class GrpcClient:
             metadata=[("authorization", f"Bearer {self.token}")],
         )
         self.ended.clear()
+        readies = len(self.replica.ready)
 
         async def pump() -> None:
             try:
@@ -143,7 +144,7 @@ class GrpcClient:
 
         task = asyncio.create_task(pump())
         try:
-            await until(lambda: bool(self.replica.ready) or self.ended.is_set(), self.changed)
+            await until(lambda: len(self.replica.ready) > readies or self.ended.is_set(), self.changed)
             yield
         finally:
             call.cancel()
@@ -171,6 +172,7 @@ class WsClient:
     async def stream(self, *, query: str = "", first: dict[str, Any] | None = None) -> AsyncIterator[None]:
         url = f"{self.url}/v1/apps/{self.app_id}/ws?access_token={self.token}{query}"
         self.ended.clear()
+        readies = len(self.replica.ready)
         async with connect(url, max_size=None) as ws:
             self.ws = ws
 
@@ -191,7 +193,7 @@ class WsClient:
             try:
                 if first is not None:
                     await self.send(first)
-                await until(lambda: bool(self.replica.ready) or self.ended.is_set(), self.changed)
+                await until(lambda: len(self.replica.ready) > readies or self.ended.is_set(), self.changed)
                 yield
             finally:
                 task.cancel()
@@ -206,3 +208,60 @@ async def until(check: Callable[[], bool], changed: asyncio.Event, within: float
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.5):
                     await changed.wait()
+
+
+class SseClient:
+    """One server-sent-events stream feeding a Replica (resumes with `Last-Event-ID`)."""
+
+    def __init__(self, url: str, app_id: str, token: str, replica: Replica) -> None:
+        self.url = url
+        self.app_id = app_id
+        self.token = token
+        self.replica = replica
+        self.changed = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def stream(self, *, last_event_id: str = "") -> AsyncIterator[None]:
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        url = f"{self.url}/v1/apps/{self.app_id}/events?heartbeatSeconds=5&maxBatch=50"
+        self.ended.clear()
+        readies = len(self.replica.ready)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                raise ConnectionError(f"SSE answered {resp.status}")
+
+            async def pump() -> None:
+                data: list[str] = []
+                try:
+                    async for raw in resp.content:
+                        line = raw.decode().rstrip("\r\n")
+                        if line.startswith("data:"):
+                            data.append(line[5:].strip())
+                        elif not line and data:
+                            frame = events_pb2.StreamEventsResponse()
+                            json_format.Parse("\n".join(data), frame)
+                            data = []
+                            self.replica.apply(frame)
+                            self.changed.set()
+                except Exception:
+                    return
+                finally:
+                    self.ended.set()
+                    self.changed.set()
+
+            task = asyncio.create_task(pump())
+            try:
+                await until(lambda: len(self.replica.ready) > readies or self.ended.is_set(), self.changed)
+                yield
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

@@ -99,6 +99,35 @@ async def test_sse_ready_then_filtered_event(world: World) -> None:
         assert event["object"]["data"] == {"title": "b", "priority": "high"}
 
 
+async def test_rest_ack_and_sse_resume_from_the_acked_position(world: World) -> None:
+    bob = await _second_user(world)
+    await world.device.ok(
+        "POST", f"/v1/apps/{world.app_id}/subscriptions", {"model": "task", "persistent": True}
+    )
+    url = f"{world.device.base_url}/v1/apps/{world.app_id}/events"
+    headers = {**world.device.headers(), "accept": "text/event-stream"}
+    async with world.device.session.get(url, headers=headers, params={"heartbeatSeconds": "300"}) as resp:
+        frames = _sse_frames(resp)
+        assert (await anext(frames))["ready"]["position"]
+        await _write_tasks(bob)
+        first = (await anext(frames))["event"]
+    acked = await world.device.ok(
+        "POST", f"/v1/apps/{world.app_id}/events:ack", {"position": first["position"]}
+    )
+    assert acked == {"position": first["position"]}
+    bad = await world.device.call("POST", f"/v1/apps/{world.app_id}/events:ack", {"position": "nope"})
+    assert bad.status == 400, bad.body
+    params = {"heartbeatSeconds": "300", "resumeFromAck": "true"}
+    async with world.device.session.get(url, headers=headers, params=params) as resp:
+        frames = _sse_frames(resp)
+        assert (await anext(frames))["ready"]["position"] == first["position"]
+        rest = []
+        while "resumed" not in (frame := await anext(frames)):
+            rest.append(frame["event"])
+    assert [e["objectId"] for e in rest] == ["high-1"]
+    assert first["objectId"] == "low-1"
+
+
 async def test_sse_without_token_is_401(rest: Rest, world: World) -> None:
     reply = await rest.as_("").call("GET", f"/v1/apps/{world.app_id}/events")
     assert reply.status == 401, reply.body

@@ -308,10 +308,13 @@ class MessageBus(Lifecycle):
         batch: int = 256,
         max_deliver: int = 10,
         ack_wait: float = 30.0,
+        in_order: bool = False,
     ) -> BusSubscription:
         """Durable pull consumer, shared by every process using the same
         `durable` name (work queue). The handler gets batches and must ack,
-        nak or term each message; messages left unacked are redelivered."""
+        nak or term each message; messages left unacked are redelivered.
+        `in_order`: a message left unacknowledged (by a crashed process or a
+        failed batch) is handled before anything newer (use `max_deliver=-1`)."""
 
     @abstractmethod
     async def subscribe(

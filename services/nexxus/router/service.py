@@ -89,6 +89,9 @@ class RouterService:
             self._handle_batch,
             batch=rsettings.batch_size,
             ack_wait=rsettings.ack_wait_seconds,
+            # Never give up on an event, and never route one after a newer one.
+            max_deliver=-1,
+            in_order=True,
         )
         log.info("router consuming %s (durable %s)", subject, DURABLE)
 

@@ -221,7 +221,7 @@ class ConnectionHub:
                         item: events_pb2.Event | bytes = data
                     else:
                         item = event = event or events_pb2.Event.FromString(data)
-                    conn.offer(seq, item, position, key, version, size)
+                    conn.offer(seq, item, size, position, key, version)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
                 pushed += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import nats.errors
@@ -17,13 +18,14 @@ from nexxus.core.ports import BatchHandler, BusMessage, BusSubscription
 
 log = logging.getLogger("nexxus.bus.nats")
 
+
 __all__ = ["CoreMessage", "CoreSubscription", "JetStreamMessage", "PullConsumer"]
 
 
 class JetStreamMessage(BusMessage):
     """A durable message; settle it once with ack, nak or term (later calls are no-ops)."""
 
-    __slots__ = ("_msg", "data", "headers", "settled", "subject")
+    __slots__ = ("_msg", "data", "headers", "naked", "settled", "subject")
 
     def __init__(self, msg: Msg) -> None:
         self._msg = msg
@@ -31,6 +33,7 @@ class JetStreamMessage(BusMessage):
         self.data = msg.data
         self.headers: Mapping[str, str] = dict(msg.headers or {})
         self.settled = False
+        self.naked = False
 
     @property
     def num_delivered(self) -> int:
@@ -57,6 +60,7 @@ class JetStreamMessage(BusMessage):
         await self._settle(self._msg.ack, "ack")
 
     async def nak(self, delay: float | None = None) -> None:
+        self.naked = True
         await self._settle(lambda: self._msg.nak(delay=delay), "nak")
 
     async def term(self) -> None:
@@ -117,6 +121,18 @@ class PullConsumer(BusSubscription):
     Handler exceptions nak the batch's unsettled messages with `nak_delay`; fetch
     errors (server down, consumer missing) are retried with backoff, recreating the
     consumer when the server no longer knows it.
+
+    `in_order`: nothing is handled before an older message that an earlier
+    holder of the consumer (a process killed mid-batch, or this one after a
+    failed batch or a lost connection) left unacknowledged. On start and after
+    such a failure the consumer *recovers*: it reads the consumer's ack floor F
+    and delivered sequence D, keeps the messages it fetches in memory (not
+    acked, not nak'ed) and hands them to the handler in stream order, F+1,
+    F+2, … as the ones left behind come back (redelivered after the ack
+    wait). Once past D it is in order again. The consumer's filter must see
+    every sequence of its stream (the router's does); if the ones left behind
+    do not all come back within twice the ack wait (another copy handled them),
+    the held messages are handled in order anyway.
     """
 
     def __init__(
@@ -130,6 +146,8 @@ class PullConsumer(BusSubscription):
         nak_delay: float,
         recreate: Callable[[], Awaitable[None]],
         on_close: Callable[[BusSubscription], None],
+        in_order: bool = False,
+        ack_wait: float = 30.0,
     ) -> None:
         self._psub = psub
         self._handler = handler
@@ -142,6 +160,16 @@ class PullConsumer(BusSubscription):
         self._closing = False
         self._in_handler = False
         self._task: asyncio.Task[None] | None = None
+        self._in_order = in_order
+        # Recovery (see the class docstring): the sequence left behind up to
+        # which it lasts, the next one to handle, the newer ones held meanwhile.
+        self._recover_to: int | None = None
+        self._recovering = in_order
+        self._expected = 0
+        self._recover_until = 0.0
+        self._held: dict[int, JetStreamMessage] = {}
+        self._ack_wait = ack_wait
+        self.recoveries = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"nats-consumer-{self.durable}")
@@ -152,6 +180,10 @@ class PullConsumer(BusSubscription):
             try:
                 msgs = await self._psub.fetch(self._batch, timeout=self._fetch_timeout)
             except TimeoutError:  # includes nats TimeoutError / FetchTimeoutError
+                if self._recovering and self._held:
+                    with contextlib.suppress(Exception):
+                        if held := await self._recover([]):
+                            await self._dispatch(held)
                 continue
             except nats.js.errors.NotFoundError:
                 log.warning("consumer %s vanished; recreating it", self.durable)
@@ -161,18 +193,74 @@ class PullConsumer(BusSubscription):
                 backoff = min(backoff * 2, 2.0)
                 continue
             except Exception as exc:
-                log.debug("fetch on %s failed: %r", self.durable, exc)
+                log.warning("fetch on %s failed: %r", self.durable, exc)
+                self._recovering = self._in_order
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            await self._dispatch([JetStreamMessage(m) for m in msgs])
+            batch = [JetStreamMessage(m) for m in msgs]
+            if self._recovering:
+                try:
+                    batch = await self._recover(batch)
+                except Exception as exc:
+                    log.warning("consumer %s: cannot read its state (%r); retrying", self.durable, exc)
+                    self._held.update((m.stream_sequence, m) for m in batch)
+                    await asyncio.sleep(backoff)
+                    continue
+                if not batch:
+                    continue
+            await self._dispatch(batch)
+
+    async def _recover(self, batch: list[JetStreamMessage]) -> list[JetStreamMessage]:
+        """What may be handled now, in order (see the class docstring)."""
+        now = time.monotonic()
+        if self._recover_to is None:
+            info = await self._psub.consumer_info()
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
+            self._expected = floor + 1
+            self._recover_to = info.delivered.stream_seq if info.delivered else 0
+            self._recover_until = now + 2 * self._ack_wait
+            if self._recover_to >= self._expected:
+                self.recoveries += 1
+                log.warning(
+                    "consumer %s: %d..%d were left unacknowledged; handling them before anything newer",
+                    self.durable,
+                    self._expected,
+                    self._recover_to,
+                )
+        out: list[JetStreamMessage] = []
+        for m in batch:
+            seq = m.stream_sequence
+            if seq < self._expected:
+                out.append(m)  # handled before, redelivered: the handler is idempotent
+            else:
+                self._held[seq] = m
+        while self._expected in self._held:
+            out.append(self._held.pop(self._expected))
+            self._expected += 1
+        if self._expected > self._recover_to or now > self._recover_until:
+            if self._expected <= self._recover_to:
+                log.error(
+                    "consumer %s: %d..%d did not come back; handling %d newer message(s) anyway",
+                    self.durable,
+                    self._expected,
+                    self._recover_to,
+                    len(self._held),
+                )
+            out.extend(self._held[seq] for seq in sorted(self._held))
+            self._held.clear()
+            self._recovering, self._recover_to = False, None
+        return out
 
     async def _dispatch(self, batch: list[JetStreamMessage]) -> None:
         self._in_handler = True
         try:
             await self._handler(batch)
+            if any(not m.settled or m.naked for m in batch):
+                self._recovering = self._in_order
         except Exception:
+            self._recovering = self._in_order
             unsettled = [m for m in batch if not m.settled]
             log.exception(
                 "handler of consumer %s failed; nak %d message(s) with delay %ss",

@@ -163,7 +163,7 @@ class NatsBus(MessageBus):
                 subjects=[self.subject("*", "events", ">")],
                 max_age=self.settings.events_max_age_seconds,
                 max_bytes=self.settings.events_max_bytes,
-                **common,
+                **{**common, "duplicate_window": min(DUPLICATE_WINDOW, self.settings.events_max_age_seconds)},
             ),
             StreamConfig(
                 name=names["deliveries"],
@@ -261,6 +261,9 @@ class NatsBus(MessageBus):
             # Core NATS dropped messages of this subscription: say so loudly.
             log.error("nats slow consumer: messages dropped on %s (sid %s)", exc.subject, exc.sid)
             return
+        if isinstance(exc, OSError | nats.errors.UnexpectedEOF | nats.errors.StaleConnectionError):
+            log.info("nats connection: %r", exc)  # reconnecting (logged once as a warning)
+            return
         log.warning("nats error: %r", exc)
 
     async def _on_disconnected(self) -> None:
@@ -338,6 +341,7 @@ class NatsBus(MessageBus):
         batch: int = 256,
         max_deliver: int = 10,
         ack_wait: float = 30.0,
+        in_order: bool = False,
     ) -> BusSubscription:
         js = self._require_js()
         try:
@@ -377,6 +381,8 @@ class NatsBus(MessageBus):
             nak_delay=self._nak_delay,
             recreate=ensure_consumer,
             on_close=self._subs.discard,
+            in_order=in_order,
+            ack_wait=ack_wait,
         )
         self._subs.add(consumer)
         consumer.start()
