@@ -169,9 +169,12 @@ def dechunk(raw: bytes) -> bytes:
 async def read_stalled_sse(reader: asyncio.StreamReader) -> list[tuple[str, dict[str, Any]]]:
     """Everything the stalled SSE client finds once it reads again: (id, frame) until the end."""
     raw = b""
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+    try:
         while chunk := await asyncio.wait_for(reader.read(65536), STEP):
             raw += chunk
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        print(f"stalled SSE read ended with {exc!r}")
+    print("stalled SSE tail:", raw[-120:])
     body = dechunk(raw)
     frames: list[tuple[str, dict[str, Any]]] = []
     event_id = ""
@@ -388,6 +391,7 @@ async def test_stalled_sse_and_websocket_clients_do_not_slow_healthy_ones(slow_m
             slow_ws_writer.close()
 
         events = [(eid, f["event"]) for eid, f in sse_frames if "event" in f]
+        assert "error" in sse_frames[-1][1], [list(f) for _, f in sse_frames[-3:]]
         error = sse_frames[-1][1]["error"]
         print(f"  stalled SSE client: {len(events)} events before the cut, then {error['code']}")
         assert error["code"] == "RESOURCE_EXHAUSTED"
@@ -397,6 +401,7 @@ async def test_stalled_sse_and_websocket_clients_do_not_slow_healthy_ones(slow_m
         assert error["position"] == (events[-1][1]["position"] if events else "")
 
         ws_events = [f["event"] for f in ws_frames if "event" in f]
+        assert "error" in ws_frames[-1], ([list(f) for f in ws_frames[-3:]], ws_code)
         ws_error = ws_frames[-1]["error"]
         print(f"  stalled WebSocket client: {len(ws_events)} events before the cut, then {ws_error['code']}")
         assert ws_error["code"] == "RESOURCE_EXHAUSTED"

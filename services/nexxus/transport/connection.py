@@ -182,9 +182,9 @@ class QueuedConnection(Connection):
     async def push(self, event: events_pb2.Event, position: str = "") -> None:
         if self.encoded:
             data = event.SerializeToString()
-            self._push(data, len(data), position or event.event_id)
+            self._push(data, len(data), position or event.position or event.event_id)
         else:
-            self._push(event, event.ByteSize(), position or event.event_id)
+            self._push(event, event.ByteSize(), position or event.position or event.event_id)
 
     def push_encoded(self, event: bytes, position: str = "") -> None:
         """Queue a serialized Event (parsed here unless the connection is `encoded`)."""

@@ -212,23 +212,27 @@ class _Stream:
             else:
                 await self.send(sse_frame(events_pb2.StreamEventsResponse(event=event), conn.last_position))
 
-    async def finish(self, closed: ConnectionClosed | None) -> None:
-        """The error frame (if closed server-side) and the end of the body, then
-        close; a client that does not read gets `close_grace` seconds."""
+    async def finish(self, closed: ConnectionClosed | None, reader: asyncio.StreamReader) -> None:
+        """The error frame (if closed server-side) and the end of the body. The
+        response says `connection: close`, so the peer (Envoy, or the client)
+        closes once it has read it all: closing first could make a proxy that
+        has not read everything yet reset the stream (losing the error frame).
+        A peer that does not read gets `close_grace` seconds."""
         writer = self.writer
         if writer.is_closing():
             return
         if closed is not None:
             writer.write(_chunk(sse_frame(events_pb2.StreamEventsResponse(error=closed.stream_error()))))
         writer.write(b"0\r\n\r\n")
-        writer.close()
         try:
             async with asyncio.timeout(self.close_grace):
-                await writer.wait_closed()
+                await _until_eof(reader)
+            writer.close()
+            await writer.wait_closed()
         except TimeoutError:
             writer.transport.abort()
         except (ConnectionError, OSError):
-            pass
+            writer.transport.abort()
 
 
 class SseServer(Generic[CallerT]):
@@ -376,7 +380,7 @@ class SseServer(Generic[CallerT]):
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         if gone.cancelled():  # the client is still there: end the body properly
-            await stream.finish(conn.closed)
+            await stream.finish(conn.closed, reader)
         error = results[0]
         if isinstance(error, BaseException) and not isinstance(
             error, ConnectionError | asyncio.CancelledError
