@@ -20,7 +20,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["RangeIndex"]
+__all__ = ["IntervalIndex", "RangeIndex"]
 
 T = TypeVar("T")
 Number = int | float
@@ -105,3 +105,243 @@ class RangeIndex(Generic[T]):
             lo = bisect_left(both.keys, value - self._max_width)
             hi = bisect_right(both.keys, value)
             yield from both.items[lo:hi]
+
+
+# ---------------------------------------------------------------------- exact intervals
+
+
+def _bucket_of(value: Number, level: int) -> int | None:
+    """floor(value / 2**level), exactly; None when it does not fit (inf, overflow)."""
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+        return value >> level if level >= 0 else value << -level
+    try:
+        scaled = math.ldexp(value, -level)
+    except OverflowError:
+        return None
+    if not math.isfinite(scaled):
+        return None
+    if scaled == 0 and value < 0:
+        return -1  # underflowed: the exact quotient is a tiny negative number
+    return math.floor(scaled)
+
+
+class _Edges(Generic[T]):
+    """Interval ends sorted by value, each inclusive or strict."""
+
+    __slots__ = ("items", "keys", "strict")
+
+    def __init__(self) -> None:
+        self.keys: list[Number] = []
+        self.items: list[T] = []
+        self.strict: list[bool] = []
+
+    def insert(self, key: Number, strict: bool, item: T) -> None:
+        i = bisect_right(self.keys, key)
+        self.keys.insert(i, key)
+        self.items.insert(i, item)
+        self.strict.insert(i, strict)
+
+    def remove(self, key: Number, strict: bool, item: T) -> bool:
+        keys = self.keys
+        i = bisect_left(keys, key)
+        while i < len(keys) and keys[i] == key:
+            if self.items[i] is item and self.strict[i] == strict:
+                del keys[i], self.items[i], self.strict[i]
+                return True
+            i += 1
+        return False
+
+    def starts_into(self, value: Number, out: set[T]) -> None:
+        """Items whose start (low) admits `value`: low < value, or low == value inclusive."""
+        keys = self.keys
+        i = bisect_left(keys, value)
+        if i:
+            out.update(self.items[:i])
+        n = len(keys)
+        while i < n and keys[i] == value:
+            if not self.strict[i]:
+                out.add(self.items[i])
+            i += 1
+
+    def ends_into(self, value: Number, out: set[T]) -> None:
+        """Items whose end (high) admits `value`: high > value, or high == value inclusive."""
+        keys = self.keys
+        j = bisect_right(keys, value)
+        if j < len(keys):
+            out.update(self.items[j:])
+        j -= 1
+        while j >= 0 and keys[j] == value:
+            if not self.strict[j]:
+                out.add(self.items[j])
+            j -= 1
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+class _Cell(Generic[T]):
+    """One bucket of one level: intervals starting in it, ending in it, covering it."""
+
+    __slots__ = ("ends", "full", "starts")
+
+    def __init__(self) -> None:
+        self.starts: _Edges[T] | None = None
+        self.ends: _Edges[T] | None = None
+        self.full: set[T] | None = None
+
+    def empty(self) -> bool:
+        return not self.starts and not self.ends and not self.full
+
+
+# A two-sided interval of width w sits on the level k = floor(log2 w) - 2, whose
+# buckets are 2**k wide: it starts in one bucket, ends in another (w >= 4 * 2**k)
+# and covers the 3..7 buckets between them.
+_MIN_SPAN = 2
+
+
+class IntervalIndex(Generic[T]):
+    """Exact stabbing of intervals on one numeric field.
+
+    `stab_into(v, out)` adds every item whose interval contains v, with each
+    bound's strictness applied, and nothing else, so no matcher call is needed:
+
+    - lower-only intervals: one sorted list of lows (a prefix hits);
+    - upper-only intervals: one sorted list of highs (a suffix hits);
+    - two-sided intervals: bucketed per width level (see `_MIN_SPAN`); a value
+      looks up one bucket per level in use, adds that bucket's covering set and
+      the matching prefix / suffix of the intervals starting / ending in it;
+    - degenerate ones (zero width, or beyond the levels' exact range): a list
+      compared one by one.
+
+    Add and remove cost a bisect and a few set operations.
+    """
+
+    __slots__ = ("_levels", "_lower", "_narrow", "_size", "_upper")
+
+    def __init__(self) -> None:
+        self._lower: _Edges[T] = _Edges()
+        self._upper: _Edges[T] = _Edges()
+        self._levels: dict[int, dict[int, _Cell[T]]] = {}
+        self._narrow: list[tuple[Number, bool, Number, bool, T]] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @staticmethod
+    def _place(low: Number, high: Number) -> tuple[int, int, int] | None:
+        width = high - low
+        if not width > 0 or not math.isfinite(width):
+            return None
+        try:
+            level = math.frexp(width)[1] - 1 - _MIN_SPAN  # 2**(level + 2) <= width
+        except OverflowError:
+            return None
+        first, last = _bucket_of(low, level), _bucket_of(high, level)
+        if first is None or last is None or abs(first) > 2**62 or abs(last) > 2**62:
+            return None
+        return level, first, last
+
+    def add(
+        self, low: Number | None, low_strict: bool, high: Number | None, high_strict: bool, item: T
+    ) -> None:
+        self._apply(low, low_strict, high, high_strict, item, True)
+        self._size += 1
+
+    def remove(
+        self, low: Number | None, low_strict: bool, high: Number | None, high_strict: bool, item: T
+    ) -> bool:
+        done = self._apply(low, low_strict, high, high_strict, item, False)
+        if done:
+            self._size -= 1
+        return done
+
+    def _apply(
+        self, low: Number | None, low_strict: bool, high: Number | None, high_strict: bool, item: T, add: bool
+    ) -> bool:
+        if low is None and high is None:
+            raise ValueError("an interval needs at least one bound")
+        if high is None:
+            assert low is not None
+            if add:
+                self._lower.insert(low, low_strict, item)
+                return True
+            return self._lower.remove(low, low_strict, item)
+        if low is None:
+            if add:
+                self._upper.insert(high, high_strict, item)
+                return True
+            return self._upper.remove(high, high_strict, item)
+        spot = self._place(low, high)
+        if spot is None:
+            entry = (low, low_strict, high, high_strict, item)
+            if add:
+                self._narrow.append(entry)
+                return True
+            for i, other in enumerate(self._narrow):
+                if other[4] is item and other[:4] == entry[:4]:
+                    del self._narrow[i]
+                    return True
+            return False
+        level, first, last = spot
+        cells = self._levels.setdefault(level, {}) if add else self._levels.get(level)
+        if cells is None:
+            return False
+        if add:
+            cell = cells.get(first) or cells.setdefault(first, _Cell())
+            if cell.starts is None:
+                cell.starts = _Edges()
+            cell.starts.insert(low, low_strict, item)
+            cell = cells.get(last) or cells.setdefault(last, _Cell())
+            if cell.ends is None:
+                cell.ends = _Edges()
+            cell.ends.insert(high, high_strict, item)
+            for j in range(first + 1, last):
+                mid = cells.get(j) or cells.setdefault(j, _Cell())
+                if mid.full is None:
+                    mid.full = set()
+                mid.full.add(item)
+            return True
+        head = cells.get(first)
+        if head is None or head.starts is None or not head.starts.remove(low, low_strict, item):
+            return False
+        ends = cells[last].ends
+        assert ends is not None
+        ends.remove(high, high_strict, item)
+        for j in range(first + 1, last):
+            full = cells[j].full
+            assert full is not None
+            full.discard(item)
+        for j in range(first, last + 1):
+            if cells[j].empty():
+                del cells[j]
+        if not cells:
+            del self._levels[level]
+        return True
+
+    def stab_into(self, value: Number, out: set[T]) -> None:
+        """Add to `out` every item whose interval contains `value` (int or float, not bool)."""
+        if value != value:  # NaN is in no interval
+            return
+        if self._lower.keys:
+            self._lower.starts_into(value, out)
+        if self._upper.keys:
+            self._upper.ends_into(value, out)
+        for level, cells in self._levels.items():
+            j = _bucket_of(value, level)
+            if j is None:
+                continue
+            cell = cells.get(j)
+            if cell is None:
+                continue
+            if cell.full:
+                out |= cell.full
+            if cell.starts:
+                cell.starts.starts_into(value, out)
+            if cell.ends:
+                cell.ends.ends_into(value, out)
+        for low, low_strict, high, high_strict, item in self._narrow:
+            if (low < value or (low == value and not low_strict)) and (
+                value < high or (value == high and not high_strict)
+            ):
+                out.add(item)
