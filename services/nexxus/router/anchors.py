@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nexxus.core.filterquery import And, Compare, FilterNode, In, Or
 
@@ -70,10 +70,17 @@ def value_key(value: Any) -> Any | None:
     return None
 
 
+_KIND_NAMES: dict[Any, str] = {}
+
+
 def kind_name(kind: Any) -> str:
     """The lower-case name of a FieldKind (an enum member or a plain string)."""
-    raw = getattr(kind, "value", kind)
-    return str(raw).lower()
+    name = _KIND_NAMES.get(kind)
+    if name is None:
+        name = str(getattr(kind, "value", kind)).lower()
+        if len(_KIND_NAMES) < 64:
+            _KIND_NAMES[kind] = name
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,16 +208,14 @@ MAX_CONJUNCTIONS = 8
 Number = int | float
 
 
-@dataclass(frozen=True, slots=True)
-class EqAtom:
+class EqAtom(NamedTuple):
     """The value at `path` has one of `keys` (normalised with `value_key`)."""
 
     path: Path
     keys: tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class IntervalAtom:
+class IntervalAtom(NamedTuple):
     """The number at `path` is in the interval (None: unbounded on that side)."""
 
     path: Path
@@ -223,8 +228,7 @@ class IntervalAtom:
 Atom = EqAtom | IntervalAtom
 
 
-@dataclass(frozen=True, slots=True)
-class Conjunction:
+class Conjunction(NamedTuple):
     """All `positives` hold (one or two atoms, on distinct paths) and no `negatives` does."""
 
     positives: tuple[Atom, ...]
@@ -317,7 +321,9 @@ def plain_conjunctions(node: FilterNode) -> list[Conjunction] | None:
     more, null comparisons, timestamps, eq and a range on one path, or a DNF of
     more than MAX_CONJUNCTIONS conjunctions."""
     try:
+        if isinstance(node, Compare) and node.op == "eq":  # the common case, fast
+            return [Conjunction((EqAtom(tuple(node.path), (_key_of(node.kind, node.value),)),), ())]
         out = [c for c in map(_conjunction, _dnf(node)) if c is not None]
     except _NotPlain:
         return None
-    return list(dict.fromkeys(out))
+    return out if len(out) < 2 else list(dict.fromkeys(out))

@@ -73,7 +73,7 @@ class ObjectState:
 class Predicate:
     """The restrictions shared by one or more subscriptions."""
 
-    key: tuple[str, str, str]
+    key: tuple[str, str, FilterNode | None]
     object_id: str
     user_id: str
     node: FilterNode | None
@@ -85,6 +85,7 @@ class Predicate:
     # How it is filed (for removal): "object", "user", "whole", "plain", "value",
     # "range" or "residual"; plain ones keep their branch tokens (if any).
     filed: str = ""
+    plan: list[Conjunction] | None = None
     branches: tuple[Branch | None, ...] = ()
     # (subscription, id, device id) of `subs`, rebuilt on change (hot loop input).
     _members: tuple[tuple[Subscription, str, str], ...] | None = None
@@ -190,7 +191,7 @@ class ModelIndex:
         self._paths: dict[Path, _PathIndex] = {}
         self._residual: dict[int, Predicate] = {}
         self._branches: set[Branch] = set()
-        self._predicates: dict[tuple[str, str, str], Predicate] = {}
+        self._predicates: dict[tuple[str, str, FilterNode | None], Predicate] = {}
         self._sub_pred: dict[str, Predicate] = {}
 
     # ------------------------------------------------------------------ updates
@@ -217,8 +218,7 @@ class ModelIndex:
         """
         if sub.id in self._sub_pred:
             self.remove(sub.id)
-        fkey = "" if node is None else repr(node)
-        key = (sub.object_id, sub.user_id, fkey)
+        key = (sub.object_id, sub.user_id, node)
         pred = self._predicates.get(key)
         if pred is None:
             pred = Predicate(
@@ -271,6 +271,7 @@ class ModelIndex:
         conjs = plain_conjunctions(node) if pred.matcher is None else None
         if conjs is not None:
             pred.filed = "plain"
+            pred.plan = conjs
             shared = len(conjs) <= 1 or all(len(c.positives) == 1 and not c.negatives for c in conjs)
             if not shared:
                 pred.branches = tuple(
@@ -364,10 +365,15 @@ class ModelIndex:
 
     @staticmethod
     def _prune(pidx: _PathIndex, key: Any, postings: _Postings) -> None:
-        for name in ("one", "two", "neg", "check"):
-            if getattr(postings, name) is not None and not getattr(postings, name):
-                setattr(postings, name, None)
-        if postings.empty():
+        if not postings.one:
+            postings.one = None
+        if not postings.two:
+            postings.two = None
+        if not postings.neg:
+            postings.neg = None
+        if not postings.check:
+            postings.check = None
+        if postings.one is None and postings.two is None and postings.neg is None and postings.check is None:
             del pidx.buckets[key]
 
     def _drop_if_empty(self, pidx: _PathIndex) -> None:
@@ -385,14 +391,13 @@ class ModelIndex:
         elif filed == "residual":
             del self._residual[id(pred)]
         elif filed == "plain":
-            assert node is not None
-            conjs = plain_conjunctions(node)
-            assert conjs is not None
-            for i, conj in enumerate(conjs):
+            assert pred.plan is not None
+            for i, conj in enumerate(pred.plan):
                 branch = pred.branches[i] if pred.branches else None
                 self._post(conj, branch or pred, False)
             self._branches.difference_update(b for b in pred.branches if b is not None)
             pred.branches = ()
+            pred.plan = None
         elif filed == "value":
             assert node is not None
             anchor = choose_anchor(node)
