@@ -180,7 +180,8 @@ class _Edges(Generic[T]):
 
 
 class _Cell(Generic[T]):
-    """One bucket of one level: intervals starting in it, ending in it, covering it."""
+    """One bucket of one level: intervals starting in it, ending in it, covering it
+    (None when there are none)."""
 
     __slots__ = ("ends", "full", "starts")
 
@@ -188,9 +189,6 @@ class _Cell(Generic[T]):
         self.starts: _Edges[T] | None = None
         self.ends: _Edges[T] | None = None
         self.full: set[T] | None = None
-
-    def empty(self) -> bool:
-        return not self.starts and not self.ends and not self.full
 
 
 # A two-sided interval of width w sits on the level k = floor(log2 w) - 2, whose
@@ -305,16 +303,26 @@ class IntervalIndex(Generic[T]):
         head = cells.get(first)
         if head is None or head.starts is None or not head.starts.remove(low, low_strict, item):
             return False
-        ends = cells[last].ends
-        assert ends is not None
-        ends.remove(high, high_strict, item)
+        if not head.starts.keys:
+            head.starts = None
+        tail = cells[last]
+        assert tail.ends is not None
+        tail.ends.remove(high, high_strict, item)
+        if not tail.ends.keys:
+            tail.ends = None
         for j in range(first + 1, last):
-            full = cells[j].full
+            mid = cells[j]
+            full = mid.full
             assert full is not None
             full.discard(item)
-        for j in range(first, last + 1):
-            if cells[j].empty():
-                del cells[j]
+            if not full:
+                mid.full = None
+                if mid.starts is None and mid.ends is None:
+                    del cells[j]
+        if head.starts is None and head.ends is None and head.full is None:
+            del cells[first]
+        if tail.starts is None and tail.ends is None and tail.full is None:
+            del cells[last]
         if not cells:
             del self._levels[level]
         return True
