@@ -38,8 +38,10 @@ from typing import Any
 
 from nexxus.core.filterquery import FilterNode, compile_matcher
 from nexxus.router.anchors import (
+    Atom,
     Conjunction,
     EqAtom,
+    IntervalAtom,
     RangeAnchor,
     ValueAnchor,
     choose_anchor,
@@ -125,36 +127,48 @@ class Branch:
 class _Postings:
     """The tokens filed under one (path, key)."""
 
-    __slots__ = ("check", "neg", "one", "two")
+    __slots__ = ("check", "first", "neg", "one", "second")
 
     def __init__(self) -> None:
         self.one: set[Any] | None = None
-        self.two: set[Any] | None = None
+        self.first: set[Any] | None = None
+        self.second: set[Any] | None = None
         self.neg: set[Any] | None = None
         self.check: dict[int, Predicate] | None = None
-
-    def empty(self) -> bool:
-        return not (self.one or self.two or self.neg or self.check)
 
 
 class _PathIndex:
     """Everything filed under one path."""
 
-    __slots__ = ("buckets", "check_ranges", "numeric", "one_ranges", "path", "two_ranges")
+    __slots__ = (
+        "buckets",
+        "check_ranges",
+        "first_ranges",
+        "name",
+        "numeric",
+        "one_ranges",
+        "path",
+        "second_ranges",
+    )
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The key of a one-part path (read with one dict lookup), else None.
+        self.name = path[0] if len(path) == 1 else None
         self.buckets: dict[Any, _Postings] = {}
         self.one_ranges: IntervalIndex[Any] | None = None
-        self.two_ranges: IntervalIndex[Any] | None = None
+        self.first_ranges: IntervalIndex[Any] | None = None
+        self.second_ranges: IntervalIndex[Any] | None = None
         self.check_ranges: RangeIndex[Predicate] | None = None
         self.numeric = False
 
     def empty(self) -> bool:
-        return not (self.buckets or self.one_ranges or self.two_ranges or self.check_ranges)
+        return not (
+            self.buckets or self.one_ranges or self.first_ranges or self.second_ranges or self.check_ranges
+        )
 
     def refresh(self) -> None:
-        self.numeric = bool(self.one_ranges or self.two_ranges or self.check_ranges)
+        self.numeric = bool(self.one_ranges or self.first_ranges or self.second_ranges or self.check_ranges)
 
 
 def _value_at(data: Mapping[str, Any], path: Path) -> Any:
@@ -169,16 +183,8 @@ def _value_at(data: Mapping[str, Any], path: Path) -> Any:
     return cur
 
 
-def _twice(sets: list[set[Any]]) -> set[Any]:
-    """The items present in at least two of `sets`."""
-    if len(sets) == 2:
-        return sets[0] & sets[1]
-    seen = set(sets[0])
-    out: set[Any] = set()
-    for s in sets[1:]:
-        out |= seen & s
-        seen |= s
-    return out
+# The posting roles of a conjunction's atoms, by its number of positive atoms.
+_ROLES = {1: ("one",), 2: ("first", "second")}
 
 
 class ModelIndex:
@@ -271,8 +277,13 @@ class ModelIndex:
         conjs = plain_conjunctions(node) if pred.matcher is None else None
         if conjs is not None:
             pred.filed = "plain"
-            pred.plan = conjs
-            shared = len(conjs) <= 1 or all(len(c.positives) == 1 and not c.negatives for c in conjs)
+            conjs = pred.plan = [self._order(c) for c in conjs]
+            # The predicate is the token of all its conjunctions unless that could
+            # mix them up: two 2-atom conjunctions (their atoms would pair across),
+            # or a `ne` (it would exclude the other conjunctions' hits too).
+            shared = len(conjs) <= 1 or (
+                not any(c.negatives for c in conjs) and sum(len(c.positives) == 2 for c in conjs) <= 1
+            )
             if not shared:
                 pred.branches = tuple(
                     None if len(c.positives) == 1 and not c.negatives else Branch(pred) for c in conjs
@@ -302,6 +313,31 @@ class ModelIndex:
             pred.filed = "residual"
             self._residual[id(pred)] = pred
 
+    def _order(self, conj: Conjunction) -> Conjunction:
+        """A 2-atom conjunction with its likely rarer atom first (the primary: its
+        hits are intersected with the secondary's). Only speed depends on it."""
+        if len(conj.positives) != 2:
+            return conj
+        a, b = conj.positives
+        if self._cost(b) < self._cost(a):
+            return Conjunction((b, a), conj.negatives)
+        return conj
+
+    def _cost(self, atom: Atom) -> int:
+        """How many tokens a hit on `atom` is expected to bring (a rough guess)."""
+        if isinstance(atom, IntervalAtom):
+            # A two-sided interval is taken as rarer than any eq (it usually is).
+            return -1 if atom.low is not None and atom.high is not None else 1 << 30
+        pidx = self._paths.get(atom.path)
+        if pidx is None:
+            return 0
+        total = 0
+        for key in atom.keys:
+            postings = pidx.buckets.get(key)
+            if postings is not None:
+                total += len(postings.first or ()) + len(postings.second or ()) + len(postings.one or ())
+        return total
+
     @staticmethod
     def _bucket(pidx: _PathIndex, key: Any) -> _Postings:
         postings = pidx.buckets.get(key)
@@ -311,43 +347,34 @@ class ModelIndex:
 
     def _post(self, conj: Conjunction, token: Any, add: bool) -> None:
         """Post (or withdraw) one conjunction's token under each of its atoms."""
-        two = len(conj.positives) == 2
-        for atom in conj.positives:
+        roles = _ROLES[len(conj.positives)]
+        for atom, role in zip(conj.positives, roles, strict=True):
             pidx = self._path(atom.path)
             if isinstance(atom, EqAtom):
                 for key in atom.keys:
                     postings = self._bucket(pidx, key)
-                    if two:
-                        if postings.two is None:
-                            postings.two = set()
-                        target = postings.two
-                    else:
-                        if postings.one is None:
-                            postings.one = set()
-                        target = postings.one
+                    target: set[Any] | None = getattr(postings, role)
                     if add:
+                        if target is None:
+                            target = set()
+                            setattr(postings, role, target)
                         target.add(token)
-                    else:
+                    elif target is not None:
                         target.discard(token)
                         self._prune(pidx, key, postings)
             else:
-                ranges = pidx.two_ranges if two else pidx.one_ranges
-                if ranges is None:
-                    ranges = IntervalIndex()
-                    if two:
-                        pidx.two_ranges = ranges
-                    else:
-                        pidx.one_ranges = ranges
+                attr = role + "_ranges"
+                ranges: IntervalIndex[Any] | None = getattr(pidx, attr)
                 bounds = (atom.low, atom.low_strict, atom.high, atom.high_strict)
                 if add:
+                    if ranges is None:
+                        ranges = IntervalIndex()
+                        setattr(pidx, attr, ranges)
                     ranges.add(*bounds, token)
-                else:
+                elif ranges is not None:
                     ranges.remove(*bounds, token)
                     if not ranges:
-                        if two:
-                            pidx.two_ranges = None
-                        else:
-                            pidx.one_ranges = None
+                        setattr(pidx, attr, None)
                 pidx.refresh()
             self._drop_if_empty(pidx)
         for atom in conj.negatives:
@@ -367,13 +394,15 @@ class ModelIndex:
     def _prune(pidx: _PathIndex, key: Any, postings: _Postings) -> None:
         if not postings.one:
             postings.one = None
-        if not postings.two:
-            postings.two = None
+        if not postings.first:
+            postings.first = None
+        if not postings.second:
+            postings.second = None
         if not postings.neg:
             postings.neg = None
         if not postings.check:
             postings.check = None
-        if postings.one is None and postings.two is None and postings.neg is None and postings.check is None:
+        if not (postings.one or postings.first or postings.second or postings.neg or postings.check):
             del pidx.buckets[key]
 
     def _drop_if_empty(self, pidx: _PathIndex) -> None:
@@ -446,11 +475,13 @@ class ModelIndex:
                     if pred.test(state):
                         out.add(pred)
         data = state.data
-        twos: list[set[Any]] = []
+        firsts: set[Any] | None = None
+        seconds: list[set[Any]] = []
         negs: list[set[Any]] = []
         checks: list[Any] = []
-        for path, pidx in self._paths.items():
-            value = data.get(path[0], _MISSING) if len(path) == 1 else _value_at(data, path)
+        for pidx in self._paths.values():
+            name = pidx.name
+            value = data.get(name, _MISSING) if name is not None else _value_at(data, pidx.path)
             if value is _MISSING:
                 continue
             t = type(value)
@@ -468,8 +499,13 @@ class ModelIndex:
                 if postings is not None:
                     if postings.one:
                         out |= postings.one
-                    if postings.two:
-                        twos.append(postings.two)
+                    if postings.first:
+                        if firsts is None:
+                            firsts = set(postings.first)
+                        else:
+                            firsts |= postings.first
+                    if postings.second:
+                        seconds.append(postings.second)
                     if postings.neg:
                         negs.append(postings.neg)
                     if postings.check:
@@ -479,15 +515,22 @@ class ModelIndex:
             ):
                 if pidx.one_ranges is not None:
                     pidx.one_ranges.stab_into(value, out)
-                if pidx.two_ranges is not None:
+                if pidx.first_ranges is not None:
+                    if firsts is None:
+                        firsts = set()
+                    pidx.first_ranges.stab_into(value, firsts)
+                if pidx.second_ranges is not None:
                     hits: set[Any] = set()
-                    pidx.two_ranges.stab_into(value, hits)
+                    pidx.second_ranges.stab_into(value, hits)
                     if hits:
-                        twos.append(hits)
+                        seconds.append(hits)
                 if pidx.check_ranges is not None:
                     checks.append(pidx.check_ranges.stab(value))
-        if len(twos) > 1:
-            out |= _twice(twos)
+        # A 2-atom token matches when its primary atom hit (firsts) and its
+        # secondary atom hit (one of seconds).
+        if firsts and seconds:
+            for hits in seconds:
+                out |= firsts & hits
         if negs:
             out.difference_update(*negs)
         if self._branches:

@@ -191,10 +191,12 @@ class _Cell(Generic[T]):
         self.full: set[T] | None = None
 
 
-# A two-sided interval of width w sits on the level k = floor(log2 w) - 2, whose
-# buckets are 2**k wide: it starts in one bucket, ends in another (w >= 4 * 2**k)
-# and covers the 3..7 buckets between them.
+# A two-sided interval of width w sits on the level k (a multiple of _LEVEL_STEP)
+# with 4 * 2**k <= w < 16 * 2**k, whose buckets are 2**k wide: it starts in one
+# bucket, ends in another and covers the 3..15 buckets between them. A value
+# looks up one bucket per level in use: widths spanning a factor of 16 share one.
 _MIN_SPAN = 2
+_LEVEL_STEP = 2
 
 
 class IntervalIndex(Generic[T]):
@@ -214,12 +216,14 @@ class IntervalIndex(Generic[T]):
     Add and remove cost a bisect and a few set operations.
     """
 
-    __slots__ = ("_levels", "_lower", "_narrow", "_size", "_upper")
+    __slots__ = ("_levels", "_lower", "_narrow", "_scales", "_size", "_upper")
 
     def __init__(self) -> None:
         self._lower: _Edges[T] = _Edges()
         self._upper: _Edges[T] = _Edges()
         self._levels: dict[int, dict[int, _Cell[T]]] = {}
+        # level → 2**-level (multiplying a float by it is exact, barring over/underflow)
+        self._scales: dict[int, float] = {}
         self._narrow: list[tuple[Number, bool, Number, bool, T]] = []
         self._size = 0
 
@@ -232,9 +236,12 @@ class IntervalIndex(Generic[T]):
         if not width > 0 or not math.isfinite(width):
             return None
         try:
-            level = math.frexp(width)[1] - 1 - _MIN_SPAN  # 2**(level + 2) <= width
+            # 2**(level + 2) <= width < 2**(level + 2 + _LEVEL_STEP)
+            level = (math.frexp(width)[1] - 1 - _MIN_SPAN) // _LEVEL_STEP * _LEVEL_STEP
         except OverflowError:
             return None
+        if level < -1000:
+            return None  # a subnormal width: its scale 2**-level would overflow
         first, last = _bucket_of(low, level), _bucket_of(high, level)
         if first is None or last is None or abs(first) > 2**62 or abs(last) > 2**62:
             return None
@@ -282,9 +289,12 @@ class IntervalIndex(Generic[T]):
                     return True
             return False
         level, first, last = spot
-        cells = self._levels.setdefault(level, {}) if add else self._levels.get(level)
+        cells = self._levels.get(level)
         if cells is None:
-            return False
+            if not add:
+                return False
+            cells = self._levels[level] = {}
+            self._scales[level] = math.ldexp(1.0, -level)
         if add:
             cell = cells.get(first) or cells.setdefault(first, _Cell())
             if cell.starts is None:
@@ -325,6 +335,7 @@ class IntervalIndex(Generic[T]):
             del cells[last]
         if not cells:
             del self._levels[level]
+            del self._scales[level]
         return True
 
     def stab_into(self, value: Number, out: set[T]) -> None:
@@ -335,21 +346,51 @@ class IntervalIndex(Generic[T]):
             self._lower.starts_into(value, out)
         if self._upper.keys:
             self._upper.ends_into(value, out)
-        for level, cells in self._levels.items():
-            j = _bucket_of(value, level)
-            if j is None:
-                continue
-            cell = cells.get(j)
-            if cell is None:
-                continue
-            if cell.full:
-                out |= cell.full
-            if cell.starts:
-                cell.starts.starts_into(value, out)
-            if cell.ends:
-                cell.ends.ends_into(value, out)
+        if self._levels:
+            self._stab_levels(value, out)
         for low, low_strict, high, high_strict, item in self._narrow:
             if (low < value or (low == value and not low_strict)) and (
                 value < high or (value == high and not high_strict)
             ):
                 out.add(item)
+
+    def _stab_levels(self, value: Number, out: set[T]) -> None:
+        if type(value) is int:
+            shifted = True
+        elif -math.inf < value < math.inf:
+            shifted = False
+        else:
+            return  # ±inf: in no two-sided interval
+        scales = self._scales
+        for level, cells in self._levels.items():
+            if shifted:
+                j = value >> level if level >= 0 else value << -level  # type: ignore[operator]
+            else:
+                x = value * scales[level]
+                try:
+                    j = math.floor(x)
+                except OverflowError:
+                    continue  # far beyond every bucket of this level
+                if x == 0 and value < 0:
+                    j = -1  # underflowed: the exact quotient is a tiny negative number
+            cell = cells.get(j)
+            if cell is None:
+                continue
+            if cell.full:
+                out |= cell.full
+            starts = cell.starts
+            if starts is not None:
+                keys = starts.keys
+                i = bisect_left(keys, value)
+                if i:
+                    out.update(starts.items[:i])
+                if i < len(keys) and keys[i] == value:
+                    starts.starts_into(value, out)
+            ends = cell.ends
+            if ends is not None:
+                keys = ends.keys
+                i = bisect_right(keys, value)
+                if i < len(keys):
+                    out.update(ends.items[i:])
+                if i and keys[i - 1] == value:
+                    ends.ends_into(value, out)
