@@ -1,6 +1,7 @@
-"""Differential property test: the Python matcher, SQLite (JSON text column)
-and PostgreSQL (JSONB, on the server the suite starts) select exactly the
-same objects for random schemas, objects and valid filters."""
+"""Differential property test: the Python matcher, the router's match index,
+SQLite (JSON text column) and PostgreSQL (JSONB, on the server the suite
+starts) select exactly the same objects for random schemas, objects and valid
+filters."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nexxus.core.filterquery import compile_matcher, filter_to_dict, parse_filter, to_sql
+from nexxus.core.filterquery import compile_matcher, filter_to_dict, iter_leaves, parse_filter, to_sql
 from nexxus.core.schema import MAX_SAFE_INTEGER, FieldKind, ModelSchema
+from nexxus.router.index import ModelIndex, ObjectState
+from nexxus.v1.subscriptions_pb2 import Subscription
 
 SCALAR_KINDS = [FieldKind.STRING, FieldKind.INTEGER, FieldKind.NUMBER, FieldKind.BOOLEAN, FieldKind.DATETIME]
 
@@ -206,6 +209,19 @@ def test_matcher_and_sqlite_agree(sqlite_db: sqlite3.Connection, case: Any) -> N
             match = compile_matcher(node)
             expected = {i for i, o in enumerate(objs) if match(o)}
             assert _sqlite_ids(sqlite_db, objs, node) == expected, (raw, to_sql(node, "sqlite"))
+            assert _index_ids(objs, node) == expected, raw
+
+
+def _index_ids(objs: list[dict[str, Any]], node: Any) -> set[int]:
+    """The objects the router's match index finds for one filter, filed among
+    decoys (other subscriptions on the same paths) so that its postings are shared."""
+    index = ModelIndex()
+    index.add(Subscription(id="it", model="thing", device_id="d"), node)
+    for i, leaf in enumerate(iter_leaves(node)):
+        index.add(Subscription(id=f"decoy{i}", model="thing", device_id="d"), leaf)
+    return {
+        i for i, o in enumerate(objs) if any("it" in p.subs for p in index.match(ObjectState("o", "", o)))
+    }
 
 
 # ------------------------------------------------------------------ PostgreSQL

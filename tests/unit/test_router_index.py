@@ -148,6 +148,44 @@ def test_match_equals_brute_force(
     assert len(index) == len(subs) - len(drop)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(st.tuples(st.booleans(), st.integers(0, 11), subscriptions()), max_size=40),
+    probes=st.lists(states(), min_size=1, max_size=4),
+)
+def test_churn_keeps_index_equal_to_brute_force_and_leaves_nothing_behind(
+    ops: list[tuple[bool, int, tuple[Subscription, FilterNode | None]]], probes: list[ObjectState]
+) -> None:
+    """Subscriptions come and go (ids reused: re-adding replaces); after every
+    few changes the index still equals brute force, and once every subscription
+    is gone no posting, interval or branch token is left."""
+    index = ModelIndex()
+    live: dict[str, tuple[Subscription, FilterNode | None]] = {}
+    for step, (adding, slot, (sub, node)) in enumerate(ops):
+        sid = f"s{slot}"
+        if adding:
+            sub.id = sid
+            index.add(sub, node)
+            live[sid] = (sub, node)
+        else:
+            assert (index.remove(sid) is None) == (sid not in live)
+            live.pop(sid, None)
+        if step % 5 == 4 or step == len(ops) - 1:
+            for state in probes:
+                got = {sid for pred in index.match(state) for sid in pred.subs}
+                assert got == {sid for sid, (sub, node) in live.items() if _brute(sub, node, state)}
+    assert len(index) == len(live)
+    for sid in list(live):
+        assert index.remove(sid) is not None
+    assert index.predicate_count == 0
+    assert not index._paths
+    assert not index._branches
+    assert not index._residual
+    assert not index._whole
+    assert not index._by_object
+    assert not index._by_user
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     subs=st.lists(subscriptions(), max_size=20),

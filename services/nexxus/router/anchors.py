@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nexxus.core.filterquery import And, Compare, FilterNode, In, Or
 
@@ -70,10 +70,17 @@ def value_key(value: Any) -> Any | None:
     return None
 
 
+_KIND_NAMES: dict[Any, str] = {}
+
+
 def kind_name(kind: Any) -> str:
     """The lower-case name of a FieldKind (an enum member or a plain string)."""
-    raw = getattr(kind, "value", kind)
-    return str(raw).lower()
+    name = _KIND_NAMES.get(kind)
+    if name is None:
+        name = str(getattr(kind, "value", kind)).lower()
+        if len(_KIND_NAMES) < 64:
+            _KIND_NAMES[kind] = name
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +192,138 @@ def choose_anchor(node: FilterNode) -> Anchor | None:
     if value is not None:
         return value
     return _range_anchor(_conjuncts(node))
+
+
+# ---------------------------------------------------------------------- plain conjunctions
+#
+# Most filters are an OR of conjunctions of simple conditions. Those are filed
+# so that a match is decided by set operations alone (index.py): each positive
+# condition ("atom") posts the filter's token under its keys or its interval,
+# a conjunction of one atom is proven by one hit, one of two atoms by a hit in
+# both postings, and a `ne` excludes the token when its key is hit.
+
+# The most conjunctions a filter is expanded into (its DNF); beyond, it is checked.
+MAX_CONJUNCTIONS = 8
+
+Number = int | float
+
+
+class EqAtom(NamedTuple):
+    """The value at `path` has one of `keys` (normalised with `value_key`)."""
+
+    path: Path
+    keys: tuple[Any, ...]
+
+
+class IntervalAtom(NamedTuple):
+    """The number at `path` is in the interval (None: unbounded on that side)."""
+
+    path: Path
+    low: Number | None
+    low_strict: bool
+    high: Number | None
+    high_strict: bool
+
+
+Atom = EqAtom | IntervalAtom
+
+
+class Conjunction(NamedTuple):
+    """All `positives` hold (one or two atoms, on distinct paths) and no `negatives` does."""
+
+    positives: tuple[Atom, ...]
+    negatives: tuple[EqAtom, ...]
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _dnf(node: FilterNode) -> list[list[Compare | In]]:
+    if isinstance(node, Compare | In):
+        return [[node]]
+    if isinstance(node, Or):
+        out: list[list[Compare | In]] = []
+        for child in node.children:
+            out.extend(_dnf(child))
+            if len(out) > MAX_CONJUNCTIONS:
+                raise _NotPlain
+        return out
+    acc: list[list[Compare | In]] = [[]]
+    for child in node.children:
+        branches = _dnf(child)
+        if len(acc) * len(branches) > MAX_CONJUNCTIONS:
+            raise _NotPlain
+        acc = [a + b for a in acc for b in branches]
+    return acc
+
+
+def _key_of(kind: Any, value: Any) -> Any:
+    if value is None or kind_name(kind) not in EXACT_KINDS:
+        raise _NotPlain
+    key = value_key(value)
+    if key is None:
+        raise _NotPlain
+    return key
+
+
+def _conjunction(leaves: list[Compare | In]) -> Conjunction | None:
+    """The conjunction of these leaves; None when it can never hold."""
+    keys: dict[Path, dict[Any, None]] = {}
+    bounds: dict[Path, list[Any]] = {}  # low, low_strict, high, high_strict
+    negatives: dict[Path, dict[Any, None]] = {}
+    for leaf in leaves:
+        path = tuple(leaf.path)
+        if isinstance(leaf, In):
+            got = dict.fromkeys(_key_of(leaf.kind, v) for v in leaf.values)
+        elif leaf.op == "eq":
+            got = {_key_of(leaf.kind, leaf.value): None}
+        elif leaf.op == "ne":
+            negatives.setdefault(path, {})[_key_of(leaf.kind, leaf.value)] = None
+            continue
+        else:
+            if kind_name(leaf.kind) not in NUMERIC_KINDS or not _is_number(leaf.value):
+                raise _NotPlain
+            b = bounds.setdefault(path, [None, False, None, False])
+            v, strict = leaf.value, leaf.op in ("gt", "lt")
+            if leaf.op in ("gt", "gte"):
+                if b[0] is None or v > b[0] or (v == b[0] and strict):
+                    b[0], b[1] = v, strict
+            elif b[2] is None or v < b[2] or (v == b[2] and strict):
+                b[2], b[3] = v, strict
+            continue
+        prev = keys.get(path)
+        keys[path] = got if prev is None else {k: None for k in prev if k in got}
+    if any(path in bounds for path in keys):
+        raise _NotPlain  # eq and a range on one path: left to the matcher
+    positives: list[Atom] = []
+    for path, ks in keys.items():
+        if not ks:
+            return None
+        positives.append(EqAtom(path, tuple(ks)))
+    for path, (low, low_strict, high, high_strict) in bounds.items():
+        if (
+            low is not None
+            and high is not None
+            and (low > high or (low == high and (low_strict or high_strict)))
+        ):
+            return None
+        positives.append(IntervalAtom(path, low, low_strict, high, high_strict))
+    if not 1 <= len(positives) <= 2:
+        raise _NotPlain
+    return Conjunction(tuple(positives), tuple(EqAtom(p, tuple(ks)) for p, ks in negatives.items()))
+
+
+def plain_conjunctions(node: FilterNode) -> list[Conjunction] | None:
+    """The filter as an OR of plain conjunctions (unsatisfiable ones dropped, so
+    the list may be empty), or None when some part needs the matcher: a
+    conjunction without a positive eq / in / numeric range, or with three or
+    more, null comparisons, timestamps, eq and a range on one path, or a DNF of
+    more than MAX_CONJUNCTIONS conjunctions."""
+    try:
+        if isinstance(node, Compare) and node.op == "eq":  # the common case, fast
+            return [Conjunction((EqAtom(tuple(node.path), (_key_of(node.kind, node.value),)),), ())]
+        out = [c for c in map(_conjunction, _dnf(node)) if c is not None]
+    except _NotPlain:
+        return None
+    return out if len(out) < 2 else list(dict.fromkeys(out))
