@@ -3,6 +3,8 @@ error mapping (gRPC status → HTTP status with a JSON google.rpc.Status body)."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.edge.conftest import PASSWORD, World
@@ -155,6 +157,25 @@ async def test_bad_filter_is_400_naming_the_field(world: World) -> None:
     assert reply.status == 400, reply.body
     assert reply.json["code"] == 3  # INVALID_ARGUMENT
     assert reply.error_field() == "filter.nope"
+
+
+def _nested_filter(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"priority": {"eq": "high"}}
+    for _ in range(depth - 1):
+        node = {"$and": [node]}
+    return node
+
+
+@pytest.mark.parametrize("depth", [9, 20, 45])
+async def test_too_deep_filter_is_a_clean_400(world: World, depth: int) -> None:
+    """Past the filter limit (8) and past protobuf's own decoding depth alike: 400, never 500."""
+    reply = await world.device.call(
+        "POST", f"/v1/apps/{world.app_id}/models/task/objects:search", {"filter": _nested_filter(depth)}
+    )
+    assert reply.status == 400, reply.body
+    assert reply.json["code"] == 3  # INVALID_ARGUMENT
+    assert "Error" not in reply.json["message"]  # no Python class names
+    assert "8" in reply.json["message"]  # names the limit
 
 
 async def test_unauthenticated_is_401(rest: Rest, world: World) -> None:
