@@ -178,6 +178,33 @@ async def test_too_deep_filter_is_a_clean_400(world: World, depth: int) -> None:
     assert "8" in reply.json["message"]  # names the limit
 
 
+async def test_empty_filter_is_400_not_everything(world: World) -> None:
+    for path in (
+        f"/v1/apps/{world.app_id}/models/task/objects:search",
+        f"/v1/apps/{world.app_id}/subscriptions",
+    ):
+        body = {"filter": {}} if path.endswith(":search") else {"model": "task", "filter": {}}
+        reply = await world.device.call("POST", path, body)
+        assert reply.status == 400, (path, reply.body)
+        assert reply.error_field() == "filter"
+
+
+async def test_integer_beyond_safe_range_is_refused_not_rounded(rest: Rest, world: World) -> None:
+    await rest.ok(
+        "PUT",
+        f"/v1/apps/{world.app_id}/models/counter",
+        {"fields": {"n": {"type": "FIELD_TYPE_INTEGER", "filterable": True}}},
+    )
+    base = f"/v1/apps/{world.app_id}/models/counter/objects"
+    reply = await world.device.call("POST", base, raw=b'{"data": {"n": 9007199254740993}, "wait": true}')
+    assert reply.status == 400, reply.body
+    assert reply.error_field() == "data.n"
+    created = await world.device.ok("POST", base, {"data": {"n": 9007199254740991}, "wait": True})
+    object_id = created["operation"]["objectId"]
+    got = await world.device.ok("GET", f"{base}/{object_id}")
+    assert got["object"]["data"]["n"] == 9007199254740991
+
+
 async def test_unauthenticated_is_401(rest: Rest, world: World) -> None:
     anonymous = await rest.as_("").call("GET", f"/v1/apps/{world.app_id}/users/me")
     assert anonymous.status == 401
