@@ -68,12 +68,19 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _store_down(internal: str) -> Unavailable:
+    """The client's view of a store failure; the details go to the operator's log only."""
+    return Unavailable(
+        "the subscription store is unavailable; retry later", reason="STORE_UNAVAILABLE", internal=internal
+    )
+
+
 @contextlib.contextmanager
 def _translate(what: str) -> Iterator[None]:
     try:
         yield
     except redis_errors.RedisError as exc:
-        raise Unavailable(f"redis: cannot {what}: {exc!r}") from exc
+        raise _store_down(f"redis: cannot {what}: {exc!r}") from exc
 
 
 class RedisSubscriptionStore(SubscriptionStore):
@@ -101,7 +108,7 @@ class RedisSubscriptionStore(SubscriptionStore):
             await client.ping()
         except redis_errors.RedisError as exc:
             await client.aclose()
-            raise Unavailable(f"cannot connect to Redis at {self.settings.url}: {exc!r}") from exc
+            raise _store_down(f"cannot connect to Redis at {self.settings.url}: {exc!r}") from exc
         self._redis = client
 
     async def stop(self) -> None:
