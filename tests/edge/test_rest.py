@@ -3,11 +3,12 @@ error mapping (gRPC status → HTTP status with a JSON google.rpc.Status body)."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from tests.edge.conftest import PASSWORD, World
+from tests.edge.conftest import PASSWORD, World, make_world
 from tests.edge.rest import Rest
 
 pytestmark = pytest.mark.edge
@@ -203,6 +204,29 @@ async def test_integer_beyond_safe_range_is_refused_not_rounded(rest: Rest, worl
     object_id = created["operation"]["objectId"]
     got = await world.device.ok("GET", f"{base}/{object_id}")
     assert got["object"]["data"]["n"] == 9007199254740991
+
+
+async def _until_readable(rest: Rest, path: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await rest.call("GET", path)).status != 200:
+        assert asyncio.get_running_loop().time() < deadline, f"{path} never became readable"
+        await asyncio.sleep(0.1)
+
+
+async def test_the_url_path_alone_names_the_tenant_and_the_object(rest: Rest, world: World) -> None:
+    other = await make_world(rest, "bob")
+    for app, title in ((world.app_id, "in a"), (other.app_id, "in b")):
+        await rest.ok(
+            "POST", f"/v1/apps/{app}/models/task/objects", {"objectId": "x", "data": {"title": title}}
+        )
+        await rest.ok(
+            "POST", f"/v1/apps/{app}/models/task/objects", {"objectId": "y", "data": {"title": "y"}}
+        )
+    path = f"/v1/apps/{world.app_id}/models/task/objects/x"
+    await _until_readable(rest, path)  # `wait` answers PENDING when the writer is slower than write_wait
+    for params in ({"appId": other.app_id}, {"app_id": other.app_id}, {"objectId": "y"}, {"model": "nope"}):
+        got = await rest.ok("GET", path, params=params)  # the operator key could read either app
+        assert got["object"]["data"]["title"] == "in a", params
 
 
 async def test_unauthenticated_is_401(rest: Rest, world: World) -> None:

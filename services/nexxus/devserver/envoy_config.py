@@ -26,13 +26,24 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.api import annotations_pb2
+
 from nexxus.core.config.settings import Settings
+from nexxus.v1 import (
+    applications_pb2,
+    devices_pb2,
+    events_pb2,
+    objects_pb2,
+    subscriptions_pb2,
+    users_pb2,
+)
 
 __all__ = [
     "DEFAULT_DESCRIPTOR",
@@ -149,6 +160,36 @@ def _origin_matchers(origins: Sequence[str]) -> list[dict[str, Any]]:
     return [{"exact": origin} for origin in origins]
 
 
+_PATH_VARIABLE = re.compile(r"\{([a-z_]+)")
+
+
+def path_bound_query_parameters() -> list[str]:
+    """Every field a public route binds from its URL path, by proto and JSON name.
+
+    Without this the transcoder lets a query parameter overwrite a path field
+    (``GET /v1/apps/A/...?appId=B`` read app B): the URL path is the only
+    source of the tenant and of the addressed object, so these parameters are
+    ignored (the transcoder's `ignored_query_parameters`). No GET route takes
+    any of them as a genuine query parameter.
+    """
+    names: set[str] = set()
+    files = (applications_pb2, users_pb2, devices_pb2, objects_pb2, subscriptions_pb2, events_pb2)
+    services = [s for f in files for s in f.DESCRIPTOR.services_by_name.values()]
+    assert {s.full_name for s in services} == set(TRANSCODED_SERVICES)
+    for service in services:
+        for method in service.methods:
+            rule = method.GetOptions().Extensions[annotations_pb2.http]
+            template = getattr(rule, rule.WhichOneof("pattern") or "get")
+            for name in _PATH_VARIABLE.findall(template):
+                names.update({name, _camel(name)})
+    return sorted(names)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def _transcoder(descriptor_path: str) -> dict[str, Any]:
     return _typed(
         "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
@@ -171,6 +212,7 @@ def _transcoder(descriptor_path: str) -> dict[str, Any]:
             "reject_binding_body_field_collisions": True,
         },
         case_insensitive_enum_parsing=True,
+        ignored_query_parameters=path_bound_query_parameters(),
     )
 
 
