@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.edge.conftest import PASSWORD, World, make_world
-from tests.edge.rest import Rest
+from tests.edge.rest import Reply, Rest
 
 pytestmark = pytest.mark.edge
 
@@ -125,23 +125,42 @@ async def test_subscriptions(world: World) -> None:
 # --------------------------------------------------------------------------- errors
 
 
+def edge_error(reply: Reply, status: int, code: int) -> str:
+    """An error Envoy made itself, in the api's JSON shape; returns its message."""
+    assert reply.status == status, (reply.status, reply.body)
+    assert reply.headers["content-type"].startswith("application/json"), reply.headers
+    assert reply.json["code"] == code, reply.body
+    assert reply.json["details"] == []
+    return str(reply.json["message"])
+
+
 async def test_unknown_route_is_404_at_the_edge(rest: Rest) -> None:
-    reply = await rest.call("GET", "/v1/nothing/here")
-    assert reply.status == 404
-    assert "Could not resolve" in str(reply.body)
-    wrong_method = await rest.call("PUT", "/v1/apps")
-    assert wrong_method.status == 404
+    assert "Could not resolve" in edge_error(await rest.call("GET", "/v1/nothing/here"), 404, 5)
+    edge_error(await rest.call("PUT", "/v1/apps"), 404, 5)
 
 
 async def test_unknown_query_parameter_is_400(rest: Rest, world: World) -> None:
     reply = await rest.call("GET", f"/v1/apps/{world.app_id}", params={"bogus": "1"})
-    assert reply.status == 400
-    assert "bogus" in str(reply.body)
+    assert "bogus" in edge_error(reply, 400, 3)
 
 
-async def test_malformed_json_is_400(rest: Rest) -> None:
-    reply = await rest.call("POST", "/v1/apps", raw=b'{"appId": ')
-    assert reply.status == 400
+async def test_malformed_json_and_bad_utf8_are_400(rest: Rest) -> None:
+    edge_error(await rest.call("POST", "/v1/apps", raw=b'{"appId": '), 400, 3)
+    edge_error(await rest.call("POST", "/v1/apps", raw=b'{"appId": "\xff\xfe"}'), 400, 3)
+
+
+async def test_body_over_the_edge_limit_is_413(world: World) -> None:
+    big = {"data": {"title": "x" * (4 * 1024 * 1024)}}
+    edge_error(await world.device.call("POST", f"/v1/apps/{world.app_id}/models/task/objects", big), 413, 3)
+
+
+async def test_long_headers_are_431_and_a_long_token_is_401(rest: Rest, world: World) -> None:
+    app = f"/v1/apps/{world.app_id}"
+    edge_error(await rest.as_("x" * (40 * 1024)).call("GET", app), 431, 3)
+    # Under the edge's limit the api reads the token (no gRPC metadata limit on the way) and refuses it.
+    reply = await rest.as_("ey" + "x" * (20 * 1024)).call("GET", f"{app}/users/me")
+    assert reply.status == 401, reply.body
+    assert reply.json["code"] == 16
 
 
 async def test_wrongly_typed_json_is_400(world: World) -> None:

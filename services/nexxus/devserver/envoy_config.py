@@ -72,6 +72,7 @@ WS_PATH_REGEX = r"^/v1/apps/[^/]+/ws$"
 EVENTS_GRPC_PREFIX = "/nexxus.v1.EventService/"
 
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_BUFFER = "envoy.filters.http.buffer"
 _CORS = "envoy.filters.http.cors"
 _GRPC_WEB = "envoy.filters.http.grpc_web"
 _ROUTER = "envoy.filters.http.router"
@@ -213,7 +214,72 @@ def _transcoder(descriptor_path: str) -> dict[str, Any]:
         },
         case_insensitive_enum_parsing=True,
         ignored_query_parameters=path_bound_query_parameters(),
+        max_request_body_size=MAX_REQUEST_BYTES,
+        max_response_body_size=MAX_RESPONSE_BYTES,
     )
+
+
+# Replies Envoy makes itself, by HTTP status → the google.rpc.Code their JSON body names.
+_LOCAL_REPLY_CODES = {
+    400: 3,  # INVALID_ARGUMENT: malformed JSON, bad UTF-8, unknown query parameter
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND: no such route
+    405: 3,
+    413: 3,  # the body is over max_request_bytes
+    429: 8,  # RESOURCE_EXHAUSTED
+    431: 3,  # the headers are over max_request_headers_kb
+    500: 13,  # INTERNAL
+    502: 14,  # UNAVAILABLE: a service is down
+    503: 14,  # UNAVAILABLE: overloaded or down
+    504: 4,  # DEADLINE_EXCEEDED
+}
+# The largest request body Envoy accepts (413 above); gRPC's own limit (4 MiB) stays above it.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+# The largest REST response the transcoder assembles (a page of search results).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# The largest request header block (431 above); the services accept more (GRPC_OPTIONS).
+MAX_REQUEST_HEADERS_KB = 32
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own replies to REST callers in the api's error shape.
+
+    Bad JSON, an unknown route or query parameter, a body or header block over
+    the limits, an overloaded or absent service: a JSON ``{code, message,
+    details}`` (the google.rpc.Status mapping the api's own errors use) instead
+    of Envoy's text/plain. gRPC and gRPC-web callers keep their grpc-status.
+    """
+    # A REST call: its path before the transcoder rewrote it to the gRPC method, or a /v1/ path
+    # it did not rewrite (unknown route). (Not content-type: the transcoder rewrites that too.)
+    rest = {
+        "or_filter": {
+            "filters": [
+                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+                {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/v1/"}}}},
+            ]
+        }
+    }
+    mappers = []
+    for status, code in _LOCAL_REPLY_CODES.items():
+        is_status = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"nexxus.lr.{status}"},
+                }
+            }
+        }
+        mappers.append(
+            {
+                # 431 comes from the codec, before a request (or its path) exists: status alone.
+                "filter": is_status if status == 431 else {"and_filter": {"filters": [is_status, rest]}},
+                "body_format_override": {
+                    "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+                },
+            }
+        )
+    return {"mappers": mappers}
 
 
 def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
@@ -229,7 +295,7 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
                 "idle_timeout": "0s",
                 "upgrade_configs": [{"upgrade_type": "websocket", "enabled": True}],
             },
-            "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled},
+            "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled, _BUFFER: disabled},
         },
         {
             "name": "events",
@@ -240,6 +306,7 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
                 "idle_timeout": "0s",
                 "max_stream_duration": {"grpc_timeout_header_max": "0s"},
             },
+            "typed_per_filter_config": {_BUFFER: disabled},
         },
         {
             "name": "api",
@@ -268,6 +335,8 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
         stream_idle_timeout="0s",
         request_timeout="0s",
         http2_protocol_options={"max_concurrent_streams": 1000},
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        local_reply_config=_local_reply_config(),
         upgrade_configs=[{"upgrade_type": "websocket", "enabled": False}],
         access_log=[
             {
@@ -291,6 +360,13 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
         http_filters=[
             {"name": _CORS, "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors")},
             {"name": _GRPC_WEB, "typed_config": _typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb")},
+            # Whole request bodies up to MAX_REQUEST_BYTES (413 past it), before transcoding.
+            {
+                "name": _BUFFER,
+                "typed_config": _typed(
+                    "envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=MAX_REQUEST_BYTES
+                ),
+            },
             {"name": _TRANSCODER, "typed_config": _transcoder(edge.descriptor_path)},
             {"name": _ROUTER, "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router")},
         ],

@@ -12,6 +12,9 @@ from nexxus.rpc.decode_guard import DecodeGuard
 
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # Above the edge's header limit (Envoy answers 431 first): a long bearer token reaches the
+    # authenticator (401) instead of tripping gRPC's default 8 KiB metadata limit (429).
+    ("grpc.max_metadata_size", 64 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
