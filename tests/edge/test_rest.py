@@ -4,10 +4,17 @@ error mapping (gRPC status → HTTP status with a JSON google.rpc.Status body)."
 from __future__ import annotations
 
 import asyncio
+import copy
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from nexxus.devserver.envoy_config import envoy_config_for, write_envoy_config
+from nexxus.devserver.mesh import Mesh
+from nexxus.devserver.process import free_port
+from nexxus.devserver.servers import EnvoyServer
 from tests.edge.conftest import PASSWORD, World, make_world
 from tests.edge.rest import Reply, Rest
 
@@ -246,6 +253,31 @@ async def test_the_url_path_alone_names_the_tenant_and_the_object(rest: Rest, wo
     for params in ({"appId": other.app_id}, {"app_id": other.app_id}, {"objectId": "y"}, {"model": "nope"}):
         got = await rest.ok("GET", path, params=params)  # the operator key could read either app
         assert got["object"]["data"]["title"] == "in a", params
+
+
+async def test_overload_is_429_resource_exhausted_not_a_503(
+    edge_mesh: Mesh, http: aiohttp.ClientSession, world: World, tmp_path: Path
+) -> None:
+    """An Envoy whose api circuit breaker admits one request at a time, under 40 at once."""
+    settings = copy.deepcopy(edge_mesh.settings)
+    settings.envoy.port, settings.envoy.admin_port = free_port(), free_port()
+    config = envoy_config_for(settings)
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "api":
+            cluster["circuit_breakers"]["thresholds"] = [{"max_requests": 1, "max_pending_requests": 1}]
+    async with EnvoyServer(write_envoy_config(tmp_path / "envoy.yaml", config)):
+        tight = Rest(http, f"http://127.0.0.1:{settings.envoy.port}", world.device.token)
+        path = f"/v1/apps/{world.app_id}/models/task/objects"
+        replies = await asyncio.gather(
+            *(tight.call("POST", path, {"data": {"title": f"t{i}"}, "wait": True}) for i in range(40))
+        )
+    statuses = sorted({r.status for r in replies})
+    assert set(statuses) <= {200, 429}, statuses
+    shed = [r for r in replies if r.status == 429]
+    assert shed, "the breaker never tripped"
+    assert {(r.json["code"], r.json["message"]) for r in shed} == {
+        (8, "the service is overloaded; retry later")
+    }
 
 
 async def test_unauthenticated_is_401(rest: Rest, world: World) -> None:

@@ -120,7 +120,15 @@ def _connect_host(host: str) -> str:
     return host
 
 
-def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> dict[str, Any]:
+# Requests in flight per upstream before Envoy sheds load (429 above). Event streams are
+# requests too, open for hours: the transport's limits are far above the api's.
+API_MAX_REQUESTS = 4096
+STREAM_MAX_REQUESTS = 100_000
+
+
+def _cluster(
+    name: str, address: tuple[str, int], *, http2: bool, max_requests: int = API_MAX_REQUESTS
+) -> dict[str, Any]:
     host, port = _connect_host(address[0]), address[1]
     cluster: dict[str, Any] = {
         "name": name,
@@ -129,6 +137,15 @@ def _cluster(name: str, address: tuple[str, int], *, http2: bool) -> dict[str, A
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_requests": max_requests,
+                    "max_pending_requests": max_requests,
+                    "max_connections": max_requests,
+                }
+            ]
+        },
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
@@ -260,7 +277,21 @@ def _local_reply_config() -> dict[str, Any]:
             ]
         }
     }
-    mappers = []
+    mappers: list[dict[str, Any]] = [
+        {
+            # A cluster's circuit breaker tripped (response flag UO): overload, so refuse with
+            # 429 / RESOURCE_EXHAUSTED ("retry later") instead of a 503 "reset reason: overflow".
+            "filter": {"and_filter": {"filters": [{"response_flag_filter": {"flags": ["UO"]}}, rest]}},
+            "status_code": 429,
+            "body_format_override": {
+                "json_format": {
+                    "code": 8,
+                    "message": "the service is overloaded; retry later",
+                    "details": [],
+                },
+            },
+        }
+    ]
     for status, code in _LOCAL_REPLY_CODES.items():
         is_status = {
             "status_code_filter": {
@@ -393,8 +424,8 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
             ],
             "clusters": [
                 _cluster("api", edge.api, http2=True),
-                _cluster("transport_grpc", edge.transport_grpc, http2=True),
-                _cluster("transport_ws", edge.transport_ws, http2=False),
+                _cluster("transport_grpc", edge.transport_grpc, http2=True, max_requests=STREAM_MAX_REQUESTS),
+                _cluster("transport_ws", edge.transport_ws, http2=False, max_requests=STREAM_MAX_REQUESTS),
             ],
         },
     }
