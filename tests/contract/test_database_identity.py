@@ -87,10 +87,13 @@ async def test_user_roundtrip_and_lookups(db: SqlDatabase, app_id: str) -> None:
 
 async def test_user_uniqueness_is_case_insensitive_and_per_app(db: SqlDatabase, app_id: str) -> None:
     await db.create_user(user(app_id, "u1", "alice", "a@x.io"))
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(AlreadyExists) as taken:
         await db.create_user(user(app_id, "u2", "ALICE", "other@x.io"))
-    with pytest.raises(AlreadyExists):
+    # The field and a plain sentence, never the driver's SQL text.
+    assert (taken.value.field, taken.value.message) == ("username", "this username is already taken")
+    with pytest.raises(AlreadyExists) as taken:
         await db.create_user(user(app_id, "u3", "carol", "A@X.IO"))
+    assert (taken.value.field, taken.value.message) == ("email", "this e-mail address is already taken")
     with pytest.raises(AlreadyExists):
         await db.create_user(user(app_id, "u1", "dave"))
     # Empty e-mails never collide; other applications are independent.

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from nexxus.devserver.dev import check_port_free
 from nexxus.devserver.probes import http_get
 from nexxus.devserver.servers import (
     EnvoyServer,
@@ -40,6 +41,29 @@ def test_free_port_is_bindable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
     assert 0 < port < 65536
+
+
+def _time_wait_port() -> int:
+    """A port with no listener but a connection in TIME_WAIT (its server side closed first)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port: int = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the active closer keeps the TIME_WAIT on the listening port
+    client.recv(1)
+    client.close()
+    listener.close()
+    return port
+
+
+def test_preflight_ignores_time_wait_but_not_a_listener() -> None:
+    port = _time_wait_port()
+    with socket.socket() as plain, pytest.raises(OSError, match="in use"):
+        plain.bind(("127.0.0.1", port))  # what the old check did: refused for a minute after Ctrl-C
+    assert check_port_free("127.0.0.1", port, "api") is None
+    with socket.create_server(("127.0.0.1", 0)) as live:
+        taken = live.getsockname()[1]
+        assert "already in use" in (check_port_free("127.0.0.1", taken, "api") or "")
 
 
 async def test_process_output_goes_to_log(tmp_path: Path) -> None:

@@ -327,6 +327,36 @@ async def test_logout_revokes_and_refresh_rotates(operator: Api) -> None:
     )
 
 
+async def test_reused_refresh_token_revokes_its_family(operator: Api) -> None:
+    app_id, server = await _app(operator, {"board": BOARD})
+    alice = await server.user_with_device(app_id, "alice-reuse")
+    user_api = server.as_(alice.user_token)
+    dev = await user_api.devices.RegisterDevice(
+        devices_pb2.RegisterDeviceRequest(app_id=app_id, name="tablet"), metadata=user_api.md
+    )
+    first = dev.tokens.refresh_token
+
+    async def refresh(token: str) -> users_pb2.RefreshTokenResponse:
+        return await server.users.RefreshToken(
+            users_pb2.RefreshTokenRequest(app_id=app_id, refresh_token=token)
+        )
+
+    second = (await refresh(first)).tokens
+    md = [("authorization", f"Bearer {second.access_token}")]
+    assert (await server.users.GetMe(users_pb2.GetMeRequest(app_id=app_id), metadata=md)).user.id
+    # The rotated-out token comes back (a thief, or the victim after the thief): the family goes.
+    assert await code_of(refresh(first)) == grpc.StatusCode.UNAUTHENTICATED
+    assert await code_of(refresh(second.refresh_token)) == grpc.StatusCode.UNAUTHENTICATED
+    await asyncio.sleep(2.1)  # other processes' auth caches
+    assert (
+        await code_of(server.users.GetMe(users_pb2.GetMeRequest(app_id=app_id), metadata=md))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    # Alice's other device is a separate session and keeps working.
+    other = [("authorization", f"Bearer {alice.token}")]
+    assert (await server.users.GetMe(users_pb2.GetMeRequest(app_id=app_id), metadata=other)).user.id
+
+
 async def test_oidc_sign_in_with_a_local_key_set(operator: Api) -> None:
     app_id, server = await _app(operator, {"board": BOARD})
     now = int(time.time())

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nexxus.auth.authenticator import Authenticator, generate_server_key
+from nexxus.auth.authenticator import Authenticator
 from nexxus.auth.caller import Caller
 from nexxus.auth.passwords import PasswordHasher
+from nexxus.auth.server_keys import generate_server_key, hash_server_key, key_matches
 from nexxus.auth.tokens import TokenService
 from nexxus.core.config.settings import AuthSettings
 from nexxus.core.errors import NotFound, Unauthenticated
@@ -54,7 +55,7 @@ class Env:
         self.hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
         self.identity = FakeIdentity()
         self.server_key = generate_server_key()
-        self.identity.apps["app1"] = AppRecord("app1", "App 1", False, self.hasher.hash(self.server_key))
+        self.identity.apps["app1"] = AppRecord("app1", "App 1", False, hash_server_key(self.server_key))
         self.identity.apps["open"] = AppRecord("open", "Open", True, "")
         self.identity.users[("app1", "u1")] = UserRecord("app1", "u1", "ada", "a@x.io", "Ada", "")
         self.identity.users[("app1", "u2")] = UserRecord("app1", "u2", "bob", "b@x.io", "Bob", "")
@@ -113,31 +114,43 @@ async def test_empty_operator_key_never_matches(env: Env) -> None:
 
 
 async def test_server_key(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    verifications = 0
-    real = env.hasher.verify
+    def no_argon2(h: str | None, p: str) -> bool:
+        raise AssertionError("a server key of the current scheme never goes through argon2")
 
-    def counting(h: str | None, p: str) -> bool:
-        nonlocal verifications
-        verifications += 1
-        return real(h, p)
-
-    monkeypatch.setattr(env.hasher, "verify", counting)
+    monkeypatch.setattr(env.hasher, "verify", no_argon2)
     callers = await asyncio.gather(
         *(env.auth.authenticate("app1", f"Bearer {env.server_key}") for _ in range(5))
     )
     assert {c.kind for c in callers} == {"server"}
     assert callers[0].is_privileged
-    assert verifications == 1  # concurrent first uses share one argon2 verification, then cached
     assert await fails(env, "app1", "Bearer nxs_wrong") == "SERVER_KEY_INVALID"
+    assert await fails(env, "app1", f"Bearer {generate_server_key()}") == "SERVER_KEY_INVALID"
     assert await fails(env, "open", f"Bearer {env.server_key}") == "SERVER_KEY_INVALID"  # no key set
     with pytest.raises(NotFound):
         await env.auth.authenticate("nope", f"Bearer {env.server_key}")
 
 
+def test_server_key_hash_is_not_the_key_and_matches_only_it() -> None:
+    key = generate_server_key()
+    stored = hash_server_key(key)
+    assert key not in stored
+    assert key_matches(stored, key)
+    assert not key_matches(stored, generate_server_key())
+    assert not key_matches(stored, key + "x")  # not a key's shape: refused before hashing
+    assert not key_matches("$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA", key)
+
+
+async def test_legacy_argon2_server_key_still_verifies(env: Env) -> None:
+    env.identity.apps["app1"] = AppRecord("app1", "App 1", False, env.hasher.hash(env.server_key))
+    env.clocks.mono += 3  # app cache expired
+    assert (await env.auth.authenticate("app1", f"Bearer {env.server_key}")).kind == "server"
+    assert await fails(env, "app1", f"Bearer {generate_server_key()}") == "SERVER_KEY_INVALID"
+
+
 async def test_server_key_rotation_applies_after_app_cache(env: Env) -> None:
     assert (await env.auth.authenticate("app1", f"Bearer {env.server_key}")).kind == "server"
     new_key = generate_server_key()
-    env.identity.apps["app1"] = AppRecord("app1", "App 1", False, env.hasher.hash(new_key))
+    env.identity.apps["app1"] = AppRecord("app1", "App 1", False, hash_server_key(new_key))
     env.clocks.mono += 3  # app cache expired
     assert await fails(env, "app1", f"Bearer {env.server_key}") == "SERVER_KEY_INVALID"
     assert (await env.auth.authenticate("app1", f"Bearer {new_key}")).kind == "server"

@@ -245,7 +245,7 @@ def test_settings_to_dict_redacts_secrets() -> None:
     settings = load(
         env={
             "NEXXUS_OPERATOR_KEY": "op-secret",
-            "NEXXUS_AUTH__SIGNING_KEY": "sign-secret",
+            "NEXXUS_AUTH__SIGNING_KEY": "sign-secret-of-at-least-thirty-two-chars",
             "NEXXUS_DATABASE__POSTGRES__DSN": "postgresql://nexxus:pg-secret@db:5432/nexxus",
             "NEXXUS_STORE__REDIS__URL": "redis://:redis-secret@cache:6379/0",
             "NEXXUS_DATABASE__ELASTICSEARCH__API_KEY": "es-secret",
@@ -258,6 +258,13 @@ def test_settings_to_dict_redacts_secrets() -> None:
     assert data["database"]["postgres"]["dsn"] == "postgresql://nexxus:***@db:5432/nexxus"
     assert data["store"]["redis"]["url"] == "redis://:***@cache:6379/0"
     assert data["store"]["redis"]["key_prefix"] == "nxx"  # not a secret
-    assert settings_to_dict(settings, redact=False)["auth"]["signing_key"] == "sign-secret"
+    unredacted = settings_to_dict(settings, redact=False)
+    assert unredacted["auth"]["signing_key"] == "sign-secret-of-at-least-thirty-two-chars"
     # Empty secrets stay empty (nothing to hide, and shows they are unset).
     assert settings_to_dict(load())["operator_key"] == ""
+
+
+def test_short_signing_key_is_refused_by_validation() -> None:
+    with pytest.raises(ConfigError, match=r"auth\.signing_key.*at least 32"):
+        load_settings(env={"NEXXUS_AUTH__SIGNING_KEY": "x" * 27}, providers=[])
+    assert load_settings(env={"NEXXUS_AUTH__SIGNING_KEY": "x" * 32}, providers=[]).auth.signing_key

@@ -25,7 +25,7 @@ class VaultProvider(ConfigProvider):
     name = "vault"
 
     def load(self) -> Mapping[str, Any]:
-        return {"auth": {"signing_key": "from-vault"}}
+        return {"auth": {"signing_key": "from-vault-a-signing-key-of-32-chars"}}
 
 
 def test_env_provider_builds_nested_strings() -> None:
@@ -48,7 +48,7 @@ def test_cli_provider_conflicting_paths() -> None:
 def test_registered_provider_is_applied_by_load_settings() -> None:
     register_provider("vault", VaultProvider)
     assert [type(p) for p in discover_providers()] == [VaultProvider]
-    assert load_settings(env={}).auth.signing_key == "from-vault"
+    assert load_settings(env={}).auth.signing_key == "from-vault-a-signing-key-of-32-chars"
     # An explicit provider list replaces discovery.
     assert load_settings(env={}, providers=[]).auth.signing_key == ""
 

@@ -137,7 +137,7 @@ def test_apply_failed_precondition(ops: list[dict[str, Any]], doc: dict[str, Any
 
 def test_result_is_validated() -> None:
     with pytest.raises(InvalidArgument) as e:
-        run([{"op": "increment", "path": "details.age", "value": 2**53}])
+        run([{"op": "increment", "path": "details.age", "value": 2**53 - 1}])  # valid itself; 3 + it is not
     assert e.value.field == "data.details.age"
 
 

@@ -56,7 +56,7 @@ docs = st.fixed_dictionaries(
 json_leaf = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(-(2**53), 2**53),
+    st.integers(-(2**53 - 1), 2**53 - 1),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=8),
 )

@@ -191,6 +191,7 @@ def test_validate_object_normalizes(schema: ModelSchema) -> None:
         ({"status": "todo", "details": {"age": True}}, "data.details.age"),
         ({"status": "todo", "details": {"age": "1"}}, "data.details.age"),
         ({"status": "todo", "details": {"age": 2**53 + 1}}, "data.details.age"),
+        ({"status": "todo", "details": {"age": 2**53}}, "data.details.age"),
         ({"status": "todo", "details": {"age": 1e300}}, "data.details.age"),
         ({"status": "todo", "details": {"when": "2024-01-01"}}, "data.details.when"),
         ({"status": "todo", "details": {"when": "2024-13-01T00:00:00Z"}}, "data.details.when"),

@@ -10,8 +10,8 @@ from google.protobuf import json_format
 
 from nexxus.api.calls import caller_of, require_app, require_operator, rpc
 from nexxus.api.context import ApiContext
-from nexxus.auth.authenticator import generate_server_key
 from nexxus.auth.rules import RuleSet
+from nexxus.auth.server_keys import generate_server_key, hash_server_key
 from nexxus.core.errors import AlreadyExists, InvalidArgument, PermissionDenied
 from nexxus.core.ids import new_id
 from nexxus.core.models import AppRecord, utcnow
@@ -53,7 +53,7 @@ class ApplicationServicer(ApplicationServiceServicer):
             id=app_id,
             display_name=request.display_name or app_id,
             optional_auth=request.optional_auth,
-            server_key_hash=await self.ctx.hasher.hash_async(server_key),
+            server_key_hash=hash_server_key(server_key),
             created_at=utcnow(),
         )
         await self.ctx.identity.create_app(record)

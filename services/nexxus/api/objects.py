@@ -136,7 +136,7 @@ class ObjectServicer(ObjectServiceServicer):
     async def SearchObjects(self, request: pb.SearchObjectsRequest, context: Ctx) -> pb.SearchObjectsResponse:
         caller, schema, rules = await self._model(context, request.app_id, request.model)
         node: FilterNode | None = None
-        if request.HasField("filter") and request.filter.fields:
+        if request.HasField("filter"):  # `{}` is an error (docs/filterquery.md), not "everything"
             node = parse_filter(
                 struct_to_dict(request.filter), schema, path="filter", auth=caller.auth_context()
             )

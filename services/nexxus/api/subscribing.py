@@ -48,7 +48,7 @@ class SubscriptionManager:
         if request.object_id and not is_valid_id(request.object_id):
             raise InvalidArgument("object_id is not a valid object id", field="object_id")
         canonical_filter: struct_pb2.Struct | None = None
-        if request.HasField("filter") and request.filter.fields:
+        if request.HasField("filter"):  # `{}` is an error (docs/filterquery.md), not "everything"
             node = parse_filter(
                 struct_to_dict(request.filter), schema, path="filter", auth=caller.auth_context()
             )

@@ -13,7 +13,7 @@ from nexxus.api.sessions import issue_tokens, revoke_device, revoke_user
 from nexxus.core.convert import dict_to_struct, struct_to_dict
 from nexxus.core.errors import InvalidArgument, NotFound, Unauthenticated
 from nexxus.core.ids import new_id
-from nexxus.core.models import UserRecord
+from nexxus.core.models import RefreshTokenRecord, UserRecord
 from nexxus.v1 import users_pb2 as pb
 from nexxus.v1.users_pb2_grpc import UserServiceServicer
 
@@ -118,9 +118,10 @@ class UserServicer(UserServiceServicer):
     @rpc
     async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Ctx) -> pb.RefreshTokenResponse:
         token_hash = self.ctx.tokens.hash_refresh(request.refresh_token)
-        record = self.ctx.tokens.check_refresh(
-            await self.ctx.identity.get_refresh_token(request.app_id, token_hash)
-        )
+        stored = await self.ctx.identity.get_refresh_token(request.app_id, token_hash)
+        if stored is not None and stored.revoked:
+            await self._revoke_family(stored)
+        record = self.ctx.tokens.check_refresh(stored)
         user = await self.ctx.identity.get_user(request.app_id, record.user_id)
         if user is None:
             raise Unauthenticated(
@@ -130,10 +131,23 @@ class UserServicer(UserServiceServicer):
             raise Unauthenticated("the device of this refresh token was deleted", reason="REFRESH_INVALID")
         # Rotation: each refresh token works once.
         revoked = await self.ctx.identity.revoke_refresh_tokens(request.app_id, token_hash=token_hash)
-        if revoked == 0:
-            raise Unauthenticated("the refresh token was already used", reason="REFRESH_INVALID")
+        if revoked == 0:  # a concurrent use of the same token got there first: a reuse too
+            await self._revoke_family(record)
+            raise Unauthenticated("the refresh token was already used", reason="REFRESH_TOKEN_REVOKED")
         tokens = await issue_tokens(self.ctx, request.app_id, record.user_id, record.device_id)
         return pb.RefreshTokenResponse(tokens=tokens)
+
+    async def _revoke_family(self, reused: RefreshTokenRecord) -> None:
+        """A rotated-out refresh token came back: whoever holds its successors may be a thief.
+
+        Every token of the session it belongs to goes (OAuth 2.0 security BCP, refresh token
+        reuse detection): for a device, the device is signed out (refresh and access tokens,
+        open connections); for a user-level session, the user's device-less refresh tokens.
+        """
+        if reused.device_id:
+            await revoke_device(self.ctx, reused.app_id, reused.device_id, "refresh token reused")
+        else:
+            await self.ctx.identity.revoke_refresh_tokens(reused.app_id, user_id=reused.user_id, device_id="")
 
     @rpc
     async def Logout(self, request: pb.LogoutRequest, context: Ctx) -> pb.LogoutResponse:

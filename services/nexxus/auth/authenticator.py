@@ -5,11 +5,9 @@
 - the operator key (compared in constant time) → an operator caller, valid for
   every application (NOT_FOUND when the application does not exist);
 - an application server key ``nxs_…`` → a server caller (NOT_FOUND for an
-  unknown application). Keys are stored as argon2 hashes; since argon2 costs
-  tens of milliseconds, a verified (or rejected) key is remembered per
-  application for `server_key_ttl` seconds, keyed by the key's sha256 and bound
-  to the stored hash, so rotating the key takes effect with the application
-  cache (below). Concurrent first uses of a key share one verification;
+  unknown application), checked against the stored hash in constant time
+  (`nexxus.auth.server_keys`); rotating the key takes effect with the
+  application cache (below);
 - an access token (JWT) → a user caller, after `TokenService.verify_access`
   and the revocation checks: the application and user exist and the token was
   issued at or after ``user.tokens_valid_after``; when device-bound, the device
@@ -29,10 +27,8 @@ process that performs it calls `invalidate_user` / `invalidate_device` /
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import hmac
-import secrets
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,6 +36,7 @@ from datetime import UTC, datetime
 from nexxus.auth._cache import TtlCache
 from nexxus.auth.caller import Caller
 from nexxus.auth.passwords import PasswordHasher
+from nexxus.auth.server_keys import SERVER_KEY_PREFIX, generate_server_key, is_legacy_hash, key_matches
 from nexxus.auth.tokens import Claims, TokenService
 from nexxus.core.errors import NotFound, Unauthenticated
 from nexxus.core.models import AppRecord, DeviceRecord, UserRecord
@@ -47,12 +44,7 @@ from nexxus.core.ports import IdentityStore
 
 __all__ = ["SERVER_KEY_PREFIX", "Authenticator", "generate_server_key"]
 
-SERVER_KEY_PREFIX = "nxs_"
-
-
-def generate_server_key() -> str:
-    """A new application server key: ``nxs_`` + 43 url-safe characters (256 bits)."""
-    return SERVER_KEY_PREFIX + secrets.token_urlsafe(32)
+log = logging.getLogger("nexxus.auth")
 
 
 def _revoked(message: str) -> Unauthenticated:
@@ -70,7 +62,6 @@ class Authenticator:
         operator_key: str,
         hasher: PasswordHasher,
         cache_ttl: float = 2.0,
-        server_key_ttl: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._identity = identity
@@ -80,9 +71,6 @@ class Authenticator:
         self._apps: TtlCache[str, AppRecord | None] = TtlCache(cache_ttl, clock=clock)
         self._users: TtlCache[tuple[str, str], UserRecord | None] = TtlCache(cache_ttl, clock=clock)
         self._devices: TtlCache[tuple[str, str], DeviceRecord | None] = TtlCache(cache_ttl, clock=clock)
-        # (app id, sha256 of the key, the stored hash it was checked against) → valid?
-        self._server_keys: TtlCache[tuple[str, str, str], bool] = TtlCache(server_key_ttl, clock=clock)
-        self._verifying: dict[tuple[str, str, str], asyncio.Task[bool]] = {}
 
     # ---------------------------------------------------------------- public
 
@@ -122,7 +110,6 @@ class Authenticator:
         self._apps.pop(app_id)
         self._users.discard_where(lambda k: k[0] == app_id)
         self._devices.discard_where(lambda k: k[0] == app_id)
-        self._server_keys.discard_where(lambda k: k[0] == app_id)
 
     def invalidate_user(self, app_id: str, user_id: str) -> None:
         self._users.pop((app_id, user_id))
@@ -181,20 +168,13 @@ class Authenticator:
         return device
 
     async def _server_key_valid(self, app: AppRecord, key: str) -> bool:
-        if not app.server_key_hash:
+        stored = app.server_key_hash
+        if not stored:
             return False
-        cache_key = (app.id, hashlib.sha256(key.encode()).hexdigest(), app.server_key_hash)
-        hit, valid = self._server_keys.get(cache_key)
-        if hit:
-            return bool(valid)
-        task = self._verifying.get(cache_key)
-        if task is None:
-            task = asyncio.ensure_future(self._hasher.verify_async(app.server_key_hash, key))
-            self._verifying[cache_key] = task
-            task.add_done_callback(lambda _t: self._verifying.pop(cache_key, None))
-        valid = await asyncio.shield(task)
-        self._server_keys.put(cache_key, valid)
-        return valid
+        if is_legacy_hash(stored):
+            log.warning("application %r keeps an argon2 server key hash: rotate its key", app.id)
+            return await self._hasher.verify_async(stored, key)
+        return key_matches(stored, key)
 
 
 def _bearer(authorization: str | None) -> str | None:

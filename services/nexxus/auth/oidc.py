@@ -10,11 +10,14 @@ OAuth client id) and its JWKS, one of:
 - inline JSON (``{"keys": [...]}``), for tests and air-gapped setups;
 - a file path holding that JSON (re-read on an unknown ``kid``, rate-limited).
 
-Only RS256 (RSA keys) and ES256 (P-256 keys) are accepted. Checked: signature
-against the key named by ``kid``, ``iss`` (exactly; for an ``https://host``
-issuer the bare ``host`` form is accepted too, as Google issues both), ``aud``
-(string or list containing the audience), ``exp``, ``iat`` and ``nbf`` with
-`leeway_seconds` of clock skew, and a non-empty ``sub``.
+Only RS256 (RSA keys) and ES256 (P-256 keys) are accepted. PyJWT checks the
+signature against the key named by ``kid`` and the claims: ``iss`` (exactly;
+for an ``https://host`` issuer the bare ``host`` form is accepted too, as Google
+issues both), ``aud`` (string or list containing the audience), ``exp``,
+``iat`` and ``nbf`` with `leeway_seconds` of clock skew, all of ``iss``,
+``aud``, ``exp``, ``iat`` and ``sub`` required; a non-empty ``sub`` is checked
+here. Keys are fetched here rather than by PyJWT's `PyJWKClient`, which reads
+URLs synchronously (it would block the event loop).
 """
 
 from __future__ import annotations
@@ -25,16 +28,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import aiohttp
 import jwt
 
 from nexxus.core.config.settings import OidcProviderSettings
 from nexxus.core.errors import FailedPrecondition, Unauthenticated, Unavailable
-from nexxus.core.models import utcnow
 
 __all__ = ["JwksFetcher", "OidcIdentity", "OidcVerifier"]
 
@@ -83,7 +84,6 @@ class OidcVerifier:
         providers: Mapping[str, OidcProviderSettings],
         *,
         fetch: JwksFetcher | None = None,
-        now: Callable[[], datetime] = utcnow,
         clock: Callable[[], float] = time.monotonic,
         leeway_seconds: float = 60.0,
         jwks_ttl_seconds: float = 3600.0,
@@ -97,7 +97,6 @@ class OidcVerifier:
                 raise ValueError(f"OIDC provider {name!r} needs {', '.join(missing)}")
             self._providers[name] = _Provider(name=name, settings=ps, source=_source_of(ps.jwks))
         self._fetch = fetch or self._http_fetch
-        self._now = now
         self._clock = clock
         self._leeway = leeway_seconds
         self._ttl = jwks_ttl_seconds
@@ -142,58 +141,24 @@ class OidcVerifier:
                 f"ID tokens must be signed with {' or '.join(_ALGORITHMS)}", reason="TOKEN_INVALID_SIGNATURE"
             )
         key = await self._key(p, kid if isinstance(kid, str) else "", alg)
+        ps = p.settings
+        issuers = [ps.issuer]
+        if ps.issuer.startswith("https://"):
+            issuers.append(ps.issuer.removeprefix("https://"))
         try:
             claims = jwt.decode(
                 id_token,
                 key,
                 algorithms=[alg],
-                options={
-                    "verify_signature": True,
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_aud": False,
-                    "verify_iss": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                },
+                audience=ps.audience,
+                issuer=issuers,
+                leeway=self._leeway,
+                options={"require": ["iss", "aud", "exp", "iat", "sub"]},
             )
-        except jwt.InvalidSignatureError as exc:
-            raise Unauthenticated(
-                "the ID token's signature is invalid", reason="TOKEN_INVALID_SIGNATURE"
-            ) from exc
         except jwt.InvalidTokenError as exc:
-            raise Unauthenticated("the ID token is malformed", reason="TOKEN_MALFORMED") from exc
-        return self._identity(p.settings, claims)
-
-    def _identity(self, ps: OidcProviderSettings, claims: Mapping[str, Any]) -> OidcIdentity:
-        if not _issuer_matches(claims.get("iss"), ps.issuer):
-            raise Unauthenticated("the ID token comes from another issuer", reason="TOKEN_WRONG_ISSUER")
-        aud = claims.get("aud")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if ps.audience not in auds:
-            raise Unauthenticated("the ID token is for another client", reason="TOKEN_WRONG_AUDIENCE")
-        now = self._now().timestamp()
-        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
-        if not _is_number(exp) or not _is_number(iat) or (nbf is not None and not _is_number(nbf)):
-            raise Unauthenticated("the ID token lacks valid exp / iat claims", reason="TOKEN_MALFORMED")
-        if now >= float(exp) + self._leeway:
-            raise Unauthenticated("the ID token has expired", reason="TOKEN_EXPIRED")
-        if float(iat) > now + self._leeway or (nbf is not None and float(nbf) > now + self._leeway):
-            raise Unauthenticated("the ID token is not valid yet", reason="TOKEN_MALFORMED")
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise Unauthenticated("the ID token has no subject", reason="TOKEN_MALFORMED")
-        email = claims.get("email")
-        verified = claims.get("email_verified")
-        name = claims.get("name")
-        return OidcIdentity(
-            subject=sub,
-            email=email if isinstance(email, str) else "",
-            # Some providers send "true" as a string.
-            email_verified=verified is True or (isinstance(verified, str) and verified.lower() == "true"),
-            name=name if isinstance(name, str) else "",
-        )
+            message, reason = _refusal(exc)
+            raise Unauthenticated(message, reason=reason) from exc
+        return _identity(claims)
 
     # -------------------------------------------------------------------- keys
 
@@ -259,6 +224,39 @@ class OidcVerifier:
         return data
 
 
+# PyJWT's refusals → (message, reason), most specific first; anything else is malformed.
+_REFUSALS: tuple[tuple[type[jwt.InvalidTokenError], str, str], ...] = (
+    (jwt.InvalidSignatureError, "the ID token's signature is invalid", "TOKEN_INVALID_SIGNATURE"),
+    (jwt.ExpiredSignatureError, "the ID token has expired", "TOKEN_EXPIRED"),
+    (jwt.InvalidIssuerError, "the ID token comes from another issuer", "TOKEN_WRONG_ISSUER"),
+    (jwt.InvalidAudienceError, "the ID token is for another client", "TOKEN_WRONG_AUDIENCE"),
+    (jwt.ImmatureSignatureError, "the ID token is not valid yet", "TOKEN_MALFORMED"),
+)
+
+
+def _refusal(exc: jwt.InvalidTokenError) -> tuple[str, str]:
+    for kind, message, reason in _REFUSALS:
+        if isinstance(exc, kind):
+            return message, reason
+    return f"the ID token is malformed: {exc}", "TOKEN_MALFORMED"
+
+
+def _identity(claims: Mapping[str, Any]) -> OidcIdentity:
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Unauthenticated("the ID token has no subject", reason="TOKEN_MALFORMED")
+    email = claims.get("email")
+    verified = claims.get("email_verified")
+    name = claims.get("name")
+    return OidcIdentity(
+        subject=sub,
+        email=email if isinstance(email, str) else "",
+        # Some providers send "true" as a string.
+        email_verified=verified is True or (isinstance(verified, str) and verified.lower() == "true"),
+        name=name if isinstance(name, str) else "",
+    )
+
+
 def _parse_jwks(raw: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
     """(kid, alg) → public key for the usable signing keys; ValueError when none."""
     entries = raw.get("keys")
@@ -296,13 +294,3 @@ def _find(keys: Mapping[tuple[str, str], Any], kid: str, alg: str) -> Any:
         if len(candidates) == 1:
             return candidates[0]
     return key
-
-
-def _issuer_matches(iss: object, expected: str) -> bool:
-    if not isinstance(iss, str):
-        return False
-    return iss == expected or (expected.startswith("https://") and iss == expected.removeprefix("https://"))
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -33,7 +33,7 @@ from typing import Any, TypeGuard
 
 import jwt
 
-from nexxus.core.config.settings import AuthSettings
+from nexxus.core.config.settings import MIN_SIGNING_KEY_LENGTH, AuthSettings
 from nexxus.core.errors import Unauthenticated
 from nexxus.core.models import RefreshTokenRecord, utcnow
 
@@ -50,8 +50,6 @@ log = logging.getLogger("nexxus.auth")
 
 ISSUER = "nexxus"
 ALGORITHM = "HS256"
-# HS256 keys shorter than this are refused (RFC 7518 §3.2: at least the hash size).
-MIN_SIGNING_KEY_LENGTH = 32
 
 
 @dataclass(frozen=True, slots=True)

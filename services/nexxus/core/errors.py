@@ -40,7 +40,9 @@ class NexxusError(Exception):
 
     `code` is a google.rpc.Code name. `reason` is a stable UPPER_SNAKE machine
     reason (ErrorInfo.reason). `field` is the dot / bracket path of the
-    offending input, e.g. ``filter.$and[0].priority.eq``.
+    offending input, e.g. ``filter.$and[0].priority.eq``. `message` is what the
+    client reads; `internal` is what only the operator's log gets (a driver's
+    error text, a subject or host name): never built into `message`.
     """
 
     code: ClassVar[str] = "INTERNAL"
@@ -53,9 +55,11 @@ class NexxusError(Exception):
         reason: str | None = None,
         field: str | None = None,
         details: dict[str, Any] | None = None,
+        internal: str = "",
     ) -> None:
-        super().__init__(message)
+        super().__init__(f"{message} [{internal}]" if internal else message)
         self.message = message
+        self.internal = internal
         self.reason = reason or self.default_reason
         self.field = field
         self.details: dict[str, Any] = dict(details or {})

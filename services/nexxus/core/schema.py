@@ -50,8 +50,10 @@ MAX_SCHEMA_DEPTH = 8
 MAX_DOCUMENT_DEPTH = 32
 # Longest accepted string value, in UTF-8 bytes.
 MAX_STRING_BYTES = 1024 * 1024
-# Integers beyond +-2**53 do not survive protobuf Struct (doubles): rejected.
-MAX_SAFE_INTEGER = 2**53
+# Integers must be safe integers (JavaScript's Number.MAX_SAFE_INTEGER): every one of them
+# survives protobuf Struct (doubles) exactly, and no larger one can arrive unrounded — a JSON
+# 9007199254740993 reaches us as 2**53 after the edge's JSON → Struct step, and is refused.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 ACCESS_ACTIONS = ("read", "create", "update", "delete")
 ACCESS_KINDS = ("public", "authenticated", "owner", "filter", "server")
@@ -514,7 +516,7 @@ def _check_string(value: Any, path: str) -> str:
 
 def _check_int(value: int, path: str) -> int:
     if abs(value) > MAX_SAFE_INTEGER:
-        raise InvalidArgument("integer beyond +-2**53 (not exactly representable)", field=path)
+        raise InvalidArgument("integer beyond +-(2**53 - 1) (not exactly representable)", field=path)
     return value
 
 

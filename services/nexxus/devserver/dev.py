@@ -12,11 +12,16 @@ from nexxus.devserver.mesh import Mesh
 from nexxus.devserver.process import ProcessExited
 
 
-def _check_free(host: str, port: int, what: str) -> str | None:
-    """An error message when (host, port) is already taken, else None."""
+def check_port_free(host: str, port: int, what: str) -> str | None:
+    """An error message when something listens on (host, port), else None.
+
+    SO_REUSEADDR, as every server of the mesh binds with it: connections of the
+    previous run still in TIME_WAIT (a minute after Ctrl-C) do not count.
+    """
     if port == 0:
         return None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -36,7 +41,7 @@ def preflight(settings: Settings, *, envoy: bool) -> list[str]:
         checks.append((s.envoy.host, s.envoy.port, "Envoy", "envoy.port"))
     problems = []
     for host, port, what, key in checks:
-        message = _check_free(host, port, what)
+        message = check_port_free(host, port, what)
         if message:
             problems.append(f"{message}, e.g. --set {key}=0 for a free one")
     return problems

@@ -28,13 +28,24 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.api import annotations_pb2
+
 from nexxus.core.config.settings import Settings
+from nexxus.v1 import (
+    applications_pb2,
+    devices_pb2,
+    events_pb2,
+    objects_pb2,
+    subscriptions_pb2,
+    users_pb2,
+)
 
 __all__ = [
     "DEFAULT_DESCRIPTOR",
@@ -69,6 +80,7 @@ STREAM_UPSTREAM_RCVBUF = 128 * 1024
 EVENTS_GRPC_PREFIX = "/nexxus.v1.EventService/"
 
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_BUFFER = "envoy.filters.http.buffer"
 _CORS = "envoy.filters.http.cors"
 _GRPC_WEB = "envoy.filters.http.grpc_web"
 _ROUTER = "envoy.filters.http.router"
@@ -125,8 +137,19 @@ def _method(method: str) -> dict[str, Any]:
     return {"name": ":method", "string_match": {"exact": method}}
 
 
+# Requests in flight per upstream before Envoy sheds load (429 above). Event streams are
+# requests too, open for hours: the transport's limits are far above the api's.
+API_MAX_REQUESTS = 4096
+STREAM_MAX_REQUESTS = 100_000
+
+
 def _cluster(
-    name: str, address: tuple[str, int], *, http2: bool, buffer_limit: int | None = None
+    name: str,
+    address: tuple[str, int],
+    *,
+    http2: bool,
+    buffer_limit: int | None = None,
+    max_requests: int = API_MAX_REQUESTS,
 ) -> dict[str, Any]:
     host, port = _connect_host(address[0]), address[1]
     cluster: dict[str, Any] = {
@@ -136,6 +159,15 @@ def _cluster(
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
         "lb_policy": "ROUND_ROBIN",
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_requests": max_requests,
+                    "max_pending_requests": max_requests,
+                    "max_connections": max_requests,
+                }
+            ]
+        },
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
@@ -184,6 +216,36 @@ def _origin_matchers(origins: Sequence[str]) -> list[dict[str, Any]]:
     return [{"exact": origin} for origin in origins]
 
 
+_PATH_VARIABLE = re.compile(r"\{([a-z_]+)")
+
+
+def path_bound_query_parameters() -> list[str]:
+    """Every field a public route binds from its URL path, by proto and JSON name.
+
+    Without this the transcoder lets a query parameter overwrite a path field
+    (``GET /v1/apps/A/...?appId=B`` read app B): the URL path is the only
+    source of the tenant and of the addressed object, so these parameters are
+    ignored (the transcoder's `ignored_query_parameters`). No GET route takes
+    any of them as a genuine query parameter.
+    """
+    names: set[str] = set()
+    files = (applications_pb2, users_pb2, devices_pb2, objects_pb2, subscriptions_pb2, events_pb2)
+    services = [s for f in files for s in f.DESCRIPTOR.services_by_name.values()]
+    assert {s.full_name for s in services} == set(TRANSCODED_SERVICES)
+    for service in services:
+        for method in service.methods:
+            rule = method.GetOptions().Extensions[annotations_pb2.http]
+            template = getattr(rule, rule.WhichOneof("pattern") or "get")
+            for name in _PATH_VARIABLE.findall(template):
+                names.update({name, _camel(name)})
+    return sorted(names)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
 def _transcoder(descriptor_path: str) -> dict[str, Any]:
     return _typed(
         "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
@@ -204,7 +266,87 @@ def _transcoder(descriptor_path: str) -> dict[str, Any]:
             "reject_binding_body_field_collisions": True,
         },
         case_insensitive_enum_parsing=True,
+        ignored_query_parameters=path_bound_query_parameters(),
+        max_request_body_size=MAX_REQUEST_BYTES,
+        max_response_body_size=MAX_RESPONSE_BYTES,
     )
+
+
+# Replies Envoy makes itself, by HTTP status → the google.rpc.Code their JSON body names.
+_LOCAL_REPLY_CODES = {
+    400: 3,  # INVALID_ARGUMENT: malformed JSON, bad UTF-8, unknown query parameter
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND: no such route
+    405: 3,
+    413: 3,  # the body is over max_request_bytes
+    429: 8,  # RESOURCE_EXHAUSTED
+    431: 3,  # the headers are over max_request_headers_kb
+    500: 13,  # INTERNAL
+    502: 14,  # UNAVAILABLE: a service is down
+    503: 14,  # UNAVAILABLE: overloaded or down
+    504: 4,  # DEADLINE_EXCEEDED
+}
+# The largest request body Envoy accepts (413 above); gRPC's own limit (4 MiB) stays above it.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+# The largest REST response the transcoder assembles (a page of search results).
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# The largest request header block (431 above); the services accept more (GRPC_OPTIONS).
+MAX_REQUEST_HEADERS_KB = 32
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own replies to REST callers in the api's error shape.
+
+    Bad JSON, an unknown route or query parameter, a body or header block over
+    the limits, an overloaded or absent service: a JSON ``{code, message,
+    details}`` (the google.rpc.Status mapping the api's own errors use) instead
+    of Envoy's text/plain. gRPC and gRPC-web callers keep their grpc-status.
+    """
+    # A REST call: its path before the transcoder rewrote it to the gRPC method, or a /v1/ path
+    # it did not rewrite (unknown route). (Not content-type: the transcoder rewrites that too.)
+    rest = {
+        "or_filter": {
+            "filters": [
+                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+                {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": "/v1/"}}}},
+            ]
+        }
+    }
+    mappers: list[dict[str, Any]] = [
+        {
+            # A cluster's circuit breaker tripped (response flag UO): overload, so refuse with
+            # 429 / RESOURCE_EXHAUSTED ("retry later") instead of a 503 "reset reason: overflow".
+            "filter": {"and_filter": {"filters": [{"response_flag_filter": {"flags": ["UO"]}}, rest]}},
+            "status_code": 429,
+            "body_format_override": {
+                "json_format": {
+                    "code": 8,
+                    "message": "the service is overloaded; retry later",
+                    "details": [],
+                },
+            },
+        }
+    ]
+    for status, code in _LOCAL_REPLY_CODES.items():
+        is_status = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"nexxus.lr.{status}"},
+                }
+            }
+        }
+        mappers.append(
+            {
+                # 431 comes from the codec, before a request (or its path) exists: status alone.
+                "filter": is_status if status == 431 else {"and_filter": {"filters": [is_status, rest]}},
+                "body_format_override": {
+                    "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+                },
+            }
+        )
+    return {"mappers": mappers}
 
 
 def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
@@ -220,13 +362,13 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
                 "idle_timeout": "0s",
                 "upgrade_configs": [{"upgrade_type": "websocket", "enabled": True}],
             },
-            "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled},
+            "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled, _BUFFER: disabled},
         },
         {
             "name": "sse",
             "match": {"safe_regex": {"regex": SSE_PATH_REGEX}, "headers": [_method("GET")]},
             "route": {"cluster": "transport_sse", "timeout": "0s", "idle_timeout": "0s"},
-            "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled},
+            "typed_per_filter_config": {_TRANSCODER: disabled, _GRPC_WEB: disabled, _BUFFER: disabled},
         },
         {
             "name": "events",
@@ -237,6 +379,7 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
                 "idle_timeout": "0s",
                 "max_stream_duration": {"grpc_timeout_header_max": "0s"},
             },
+            "typed_per_filter_config": {_BUFFER: disabled},
         },
         {
             "name": "api",
@@ -266,6 +409,8 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
         request_timeout="0s",
         delayed_close_timeout=f"{edge.close_grace_seconds:g}s",
         http2_protocol_options={"max_concurrent_streams": 1000},
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        local_reply_config=_local_reply_config(),
         upgrade_configs=[{"upgrade_type": "websocket", "enabled": False}],
         access_log=[
             {
@@ -289,6 +434,13 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
         http_filters=[
             {"name": _CORS, "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors")},
             {"name": _GRPC_WEB, "typed_config": _typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb")},
+            # Whole request bodies up to MAX_REQUEST_BYTES (413 past it), before transcoding.
+            {
+                "name": _BUFFER,
+                "typed_config": _typed(
+                    "envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=MAX_REQUEST_BYTES
+                ),
+            },
             {"name": _TRANSCODER, "typed_config": _transcoder(edge.descriptor_path)},
             {"name": _ROUTER, "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router")},
         ],
@@ -315,10 +467,20 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
             ],
             "clusters": [
                 _cluster("api", edge.api, http2=True),
-                _cluster("transport_grpc", edge.transport_grpc, http2=True),
-                _cluster("transport_ws", edge.transport_ws, http2=False, buffer_limit=STREAM_UPSTREAM_BUFFER),
+                _cluster("transport_grpc", edge.transport_grpc, http2=True, max_requests=STREAM_MAX_REQUESTS),
                 _cluster(
-                    "transport_sse", edge.transport_sse, http2=False, buffer_limit=STREAM_UPSTREAM_BUFFER
+                    "transport_ws",
+                    edge.transport_ws,
+                    http2=False,
+                    buffer_limit=STREAM_UPSTREAM_BUFFER,
+                    max_requests=STREAM_MAX_REQUESTS,
+                ),
+                _cluster(
+                    "transport_sse",
+                    edge.transport_sse,
+                    http2=False,
+                    buffer_limit=STREAM_UPSTREAM_BUFFER,
+                    max_requests=STREAM_MAX_REQUESTS,
                 ),
             ],
         },

@@ -10,6 +10,7 @@ WebSocket bridge.
 
 from __future__ import annotations
 
+import logging
 from typing import NoReturn
 
 import grpc
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 DOMAIN = "nexxus.dev"
+
+log = logging.getLogger("nexxus.rpc")
 
 STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "OK": grpc.StatusCode.OK,
@@ -61,8 +64,15 @@ def _rpc_code_value(err: NexxusError) -> int:
     return int(code_pb2.Code.Value(grpc_status_code(err).name))
 
 
+def _log_internal(err: NexxusError) -> None:
+    """The operator's half of an error: what `err.internal` holds never reaches a client."""
+    if err.internal:
+        log.warning("%s answered %s (%s): %s", err.code, err.message, err.reason, err.internal)
+
+
 def error_to_status(err: NexxusError) -> grpc.Status:
     """A rich `grpc.Status` (google.rpc.Status + ErrorInfo) for `err`."""
+    _log_internal(err)
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata())
     detail = any_pb2.Any()
     detail.Pack(info)
@@ -79,6 +89,7 @@ async def abort_with_error(context: grpc.aio.ServicerContext, err: NexxusError) 
 def error_to_stream_error(err: NexxusError) -> events_pb2.StreamError:
     """The in-stream error frame payload: code name, message, and the ErrorInfo
     metadata plus ``reason`` as `details`."""
+    _log_internal(err)
     details = struct_pb2.Struct()
     details.update({"reason": err.reason, **err.metadata()})
     return events_pb2.StreamError(code=grpc_status_code(err).name, message=err.message, details=details)

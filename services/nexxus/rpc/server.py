@@ -8,8 +8,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nexxus.rpc.decode_guard import DecodeGuard
+
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # Above the edge's header limit (Envoy answers 431 first): a long bearer token reaches the
+    # authenticator (401) instead of tripping gRPC's default 8 KiB metadata limit (429).
+    ("grpc.max_metadata_size", 64 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
@@ -18,7 +23,8 @@ GRPC_OPTIONS = [
 
 
 def new_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
-    return grpc.aio.server(options=GRPC_OPTIONS, interceptors=list(interceptors))
+    """A server with our options; every method's undecodable requests answered INVALID_ARGUMENT."""
+    return grpc.aio.server(options=GRPC_OPTIONS, interceptors=[*interceptors, DecodeGuard()])
 
 
 def add_health_and_reflection(

@@ -53,7 +53,11 @@ class JetStreamMessage(BusMessage):
         except nats.errors.MsgAlreadyAckdError:
             pass
         except nats.errors.Error as exc:
-            raise Unavailable(f"cannot {what} message on {self.subject}: {exc!r}") from exc
+            raise Unavailable(
+                "the message bus is unavailable; retry later",
+                reason="BUS_UNAVAILABLE",
+                internal=f"cannot {what} message on {self.subject}: {exc!r}",
+            ) from exc
         self.settled = True
 
     async def ack(self) -> None:
@@ -109,7 +113,11 @@ class CoreMessage(BusMessage):
         try:
             await self._msg.respond(data)
         except nats.errors.Error as exc:
-            raise Unavailable(f"cannot respond on {self.reply}: {exc!r}") from exc
+            raise Unavailable(
+                "the message bus is unavailable; retry later",
+                reason="BUS_UNAVAILABLE",
+                internal=f"cannot respond on {self.reply}: {exc!r}",
+            ) from exc
 
 
 class CoreSubscription(BusSubscription):

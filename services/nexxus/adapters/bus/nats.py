@@ -229,7 +229,7 @@ class NatsBus(MessageBus):
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
-            raise Unavailable(f"cannot connect to NATS at {self.settings.servers}: {exc!r}") from exc
+            raise _bus_down(f"cannot connect to NATS at {self.settings.servers}: {exc!r}") from exc
         # Once connected, never give up reconnecting.
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
@@ -255,7 +255,7 @@ class NatsBus(MessageBus):
                         raise
                     await js.update_stream(config)
             except (nats.errors.Error, TimeoutError) as exc:
-                raise Unavailable(f"cannot create stream {config.name}: {exc!r}") from exc
+                raise _bus_down(f"cannot create stream {config.name}: {exc!r}") from exc
 
     async def _replace_legacy_writes_stream(self) -> None:
         """A write queue of an earlier release (limits retention, one subject per
@@ -301,7 +301,7 @@ class NatsBus(MessageBus):
             except nats.js.errors.NotFoundError:
                 pass
             except (nats.errors.Error, TimeoutError) as exc:
-                raise Unavailable(f"cannot delete stream {name}: {exc!r}") from exc
+                raise _bus_down(f"cannot delete stream {name}: {exc!r}") from exc
 
     async def stop(self) -> None:
         for sub in list(self._subs):
@@ -406,7 +406,7 @@ class NatsBus(MessageBus):
         except nats.js.errors.NotFoundError as exc:
             raise InvalidArgument(f"no stream holds subject {subject_filter!r}", field="subject") from exc
         except (nats.errors.Error, TimeoutError) as exc:
-            raise Unavailable(f"cannot look up the stream of {subject_filter}: {exc!r}") from exc
+            raise _bus_down(f"cannot look up the stream of {subject_filter}: {exc!r}") from exc
         config = ConsumerConfig(
             name=durable,
             durable_name=durable,
@@ -428,7 +428,7 @@ class NatsBus(MessageBus):
         except nats.js.errors.BadRequestError as exc:
             raise InvalidArgument(f"cannot create consumer {durable}: {exc.description}") from exc
         except (nats.errors.Error, TimeoutError) as exc:
-            raise Unavailable(f"cannot create consumer {durable} on {stream}: {exc!r}") from exc
+            raise _bus_down(f"cannot create consumer {durable} on {stream}: {exc!r}") from exc
         consumer = PullConsumer(
             psub,
             handler,
@@ -487,7 +487,7 @@ class NatsBus(MessageBus):
         try:
             await nc.publish(subject, data, headers=dict(headers) if headers else None)
         except nats.errors.Error as exc:
-            raise Unavailable(f"cannot publish on {subject}: {exc!r}") from exc
+            raise _bus_down(f"cannot publish on {subject}: {exc!r}") from exc
 
     async def subscribe(
         self, subject: str, handler: MessageHandler, *, queue: str | None = None
@@ -503,7 +503,7 @@ class NatsBus(MessageBus):
         try:
             sub = await nc.subscribe(subject, queue=queue or "", cb=callback)
         except nats.errors.Error as exc:
-            raise Unavailable(f"cannot subscribe to {subject}: {exc!r}") from exc
+            raise _bus_down(f"cannot subscribe to {subject}: {exc!r}") from exc
         wrapped = CoreSubscription(sub, self._subs.discard)
         self._subs.add(wrapped)
         return wrapped
@@ -513,9 +513,17 @@ class NatsBus(MessageBus):
         try:
             msg = await nc.request(subject, data, timeout=timeout)
         except nats.errors.NoRespondersError as exc:
-            raise Unavailable(f"no responder on {subject}", reason="NO_RESPONDERS") from exc
+            raise Unavailable(
+                "a service did not answer; retry later",
+                reason="NO_RESPONDERS",
+                internal=f"no responder on {subject}",
+            ) from exc
         except (nats.errors.Error, TimeoutError) as exc:
-            raise Unavailable(f"request on {subject} failed: {exc!r}", reason="REQUEST_FAILED") from exc
+            raise Unavailable(
+                "a service did not answer; retry later",
+                reason="REQUEST_FAILED",
+                internal=f"request on {subject}: {exc!r}",
+            ) from exc
         return msg.data
 
     # ------------------------------------------------------------------ event history
@@ -568,6 +576,13 @@ class NatsBus(MessageBus):
         return reader
 
 
+def _bus_down(internal: str) -> Unavailable:
+    """The client's view of a bus failure; the details go to the operator's log only."""
+    return Unavailable(
+        "the message bus is unavailable; retry later", reason="BUS_UNAVAILABLE", internal=internal
+    )
+
+
 def _publish_error(subject: str, exc: BaseException) -> Unavailable | ResourceExhausted:
     if (
         isinstance(exc, nats.js.errors.APIError)
@@ -578,7 +593,11 @@ def _publish_error(subject: str, exc: BaseException) -> Unavailable | ResourceEx
             10047,  # insufficient resources
         )
     ):
-        return ResourceExhausted(f"stream full for {subject}: {exc.description}")
+        return ResourceExhausted(
+            "the write queue is full; retry later",
+            reason="QUEUE_FULL",
+            internal=f"{subject}: {exc.description}",
+        )
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        return Unavailable(f"no stream answered for {subject} (JetStream down or no stream)")
-    return Unavailable(f"publish on {subject} failed: {exc!r}")
+        return _bus_down(f"no stream answered for {subject} (JetStream down or no stream)")
+    return _bus_down(f"publish on {subject} failed: {exc!r}")

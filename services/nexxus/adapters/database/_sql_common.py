@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from nexxus.core.errors import InvalidArgument, Unavailable
+from nexxus.core.errors import AlreadyExists, InvalidArgument, Unavailable
 from nexxus.core.models import (
     AppRecord,
     DeviceRecord,
@@ -46,9 +46,11 @@ __all__ = [
     "Row",
     "Session",
     "TransientConflict",
+    "db_unavailable",
     "ddl_statements",
     "decode_token",
     "encode_token",
+    "unique_violation",
 ]
 
 DialectName = Literal["sqlite", "postgres"]
@@ -59,6 +61,29 @@ SCHEMA_VERSION = 1
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PLACEHOLDER = re.compile(r"\?")
+
+
+# A unique index or key (as the drivers name it) → (field, what the client is told).
+_UNIQUE_FIELDS = (
+    (("users_username", "users.username_lc"), "username", "this username is already taken"),
+    (("users_email", "users.email_lc"), "email", "this e-mail address is already taken"),
+    (("user_external_ids",), "external_id", "this external identity is already linked to a user"),
+)
+
+
+def db_unavailable(internal: str) -> Unavailable:
+    """The client's view of a database outage; the details go to the operator's log only."""
+    return Unavailable(
+        "the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE", internal=internal
+    )
+
+
+def unique_violation(detail: str) -> AlreadyExists:
+    """AlreadyExists for a driver's unique-violation text, naming the field, never the SQL."""
+    for markers, field, message in _UNIQUE_FIELDS:
+        if any(marker in detail for marker in markers):
+            return AlreadyExists(message, field=field)
+    return AlreadyExists("it already exists")
 
 
 class Dialect:

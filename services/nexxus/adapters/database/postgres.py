@@ -18,10 +18,19 @@ from typing import Any
 import asyncpg
 
 from nexxus.core.config.settings import PostgresSettings
-from nexxus.core.errors import AlreadyExists, NexxusError, Unavailable
+from nexxus.core.errors import NexxusError
 
 from ._sql_base import SqlDatabase
-from ._sql_common import SCHEMA_VERSION, Dialect, Row, Session, TransientConflict, ddl_statements
+from ._sql_common import (
+    SCHEMA_VERSION,
+    Dialect,
+    Row,
+    Session,
+    TransientConflict,
+    db_unavailable,
+    ddl_statements,
+    unique_violation,
+)
 
 __all__ = ["PostgresDatabase"]
 
@@ -43,12 +52,12 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, *_UNAVAILABLE)
 def _translate(exc: BaseException) -> NexxusError:
     """A driver exception as a Nexxus error (the caller raises it `from exc`)."""
     if isinstance(exc, asyncpg.UniqueViolationError):
-        return AlreadyExists(f"already exists ({exc})")
+        return unique_violation(f"{exc.constraint_name} {exc}")
     if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
-        return TransientConflict(f"postgres conflict: {exc}")
+        return TransientConflict("a concurrent write conflicted; retry", internal=f"postgres: {exc}")
     if isinstance(exc, _UNAVAILABLE):
-        return Unavailable(f"postgres unavailable: {exc}", reason="DATABASE_UNAVAILABLE")
-    return NexxusError(f"postgres error: {exc}", reason="DATABASE_ERROR")
+        return db_unavailable(f"postgres: {exc!r}")
+    return NexxusError("the database failed", reason="DATABASE_ERROR", internal=f"postgres: {exc!r}")
 
 
 def _rowcount(status: str) -> int:
@@ -109,7 +118,7 @@ class PostgresDatabase(SqlDatabase):
                 server_settings={"plan_cache_mode": "force_custom_plan"},
             )
         except _DRIVER_ERRORS as exc:
-            raise Unavailable(f"cannot connect to postgres: {exc}", reason="DATABASE_UNAVAILABLE") from exc
+            raise db_unavailable(f"cannot connect to postgres: {exc!r}") from exc
         try:
             async with self._transaction() as s:
                 await s.execute(

@@ -21,10 +21,18 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from nexxus.core.config.settings import SqliteSettings
-from nexxus.core.errors import AlreadyExists, NexxusError, Unavailable
+from nexxus.core.errors import NexxusError
 
 from ._sql_base import SqlDatabase
-from ._sql_common import SCHEMA_VERSION, Dialect, Row, Session, ddl_statements
+from ._sql_common import (
+    SCHEMA_VERSION,
+    Dialect,
+    Row,
+    Session,
+    db_unavailable,
+    ddl_statements,
+    unique_violation,
+)
 
 __all__ = ["SqliteDatabase"]
 
@@ -39,12 +47,12 @@ def _translate(exc: Exception) -> NexxusError:
     """A driver exception as a Nexxus error (the caller raises it `from exc`)."""
     text = str(exc)
     if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in text.upper():
-        return AlreadyExists(f"already exists ({text})")
+        return unique_violation(text)
     closed = isinstance(exc, sqlite3.ProgrammingError | ValueError) and "closed" in text.lower()
     if closed or isinstance(exc, sqlite3.OperationalError | OSError):
         # locked / busy, I/O errors, a closed connection.
-        return Unavailable(f"sqlite unavailable: {text}", reason="DATABASE_UNAVAILABLE")
-    return NexxusError(f"sqlite error: {text}", reason="DATABASE_ERROR")
+        return db_unavailable(f"sqlite: {exc!r}")
+    return NexxusError("the database failed", reason="DATABASE_ERROR", internal=f"sqlite: {exc!r}")
 
 
 class _SqliteSession(Session):

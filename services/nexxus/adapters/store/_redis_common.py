@@ -9,11 +9,18 @@ from redis import exceptions as redis_errors
 
 from nexxus.core.errors import Unavailable
 
-__all__ = ["text", "translate"]
+__all__ = ["store_down", "text", "translate"]
 
 
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def store_down(internal: str) -> Unavailable:
+    """The client's view of a store failure; the details go to the operator's log only."""
+    return Unavailable(
+        "the subscription store is unavailable; retry later", reason="STORE_UNAVAILABLE", internal=internal
+    )
 
 
 @contextlib.contextmanager
@@ -22,4 +29,4 @@ def translate(what: str) -> Iterator[None]:
     try:
         yield
     except redis_errors.RedisError as exc:
-        raise Unavailable(f"redis: cannot {what}: {exc!r}") from exc
+        raise store_down(f"redis: cannot {what}: {exc!r}") from exc

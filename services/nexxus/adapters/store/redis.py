@@ -39,6 +39,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from nexxus.adapters.store._redis_common import store_down
 from nexxus.adapters.store._redis_common import text as _text
 from nexxus.adapters.store._redis_common import translate as _translate
 from nexxus.adapters.store._redis_connections import ConnectionsMixin
@@ -93,7 +94,7 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
             await client.ping()
         except redis_errors.RedisError as exc:
             await client.aclose()
-            raise Unavailable(f"cannot connect to Redis at {self.settings.url}: {exc!r}") from exc
+            raise store_down(f"cannot connect to Redis at {self.settings.url}: {exc!r}") from exc
         self._redis = client
 
     async def stop(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from nexxus.core.config.coerce import Problems
-from nexxus.core.config.settings import Settings
+from nexxus.core.config.settings import MIN_SIGNING_KEY_LENGTH, Settings
 
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "check_settings"]
 
@@ -122,6 +122,16 @@ def check_settings(settings: Settings, problems: Problems) -> None:
         problems.append(("bus.nats.servers", "at least one server is needed"))
     _check_urls("bus.nats.servers", settings.bus.nats.servers, ("nats", "tls", "ws", "wss"), problems)
     _check_urls("store.redis.url", settings.store.redis.url, ("redis", "rediss", "unix"), problems)
+
+    key = settings.auth.signing_key
+    if key and len(key) < MIN_SIGNING_KEY_LENGTH:
+        problems.append(
+            (
+                "auth.signing_key",
+                f"has {len(key)} characters; HS256 needs at least {MIN_SIGNING_KEY_LENGTH} "
+                "(e.g. the output of `openssl rand -base64 48`), or leave it empty to have one generated",
+            )
+        )
 
     log = settings.logging
     level = log.level.upper()

@@ -99,9 +99,13 @@ class OidcProviderSettings:
     audience: str = ""
 
 
+# HS256 keys shorter than this are refused (RFC 7518 §3.2: at least the hash size).
+MIN_SIGNING_KEY_LENGTH = 32
+
+
 @dataclass(slots=True)
 class AuthSettings:
-    # HS256 secret for access tokens; generated into data_dir when empty.
+    # HS256 secret for access tokens (>= MIN_SIGNING_KEY_LENGTH characters); generated when empty.
     signing_key: str = ""
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 30 * 24 * 3600

@@ -225,5 +225,5 @@ class _Parser:
 
 def _check_int(value: int, path: str) -> int:
     if abs(value) > MAX_SAFE_INTEGER:
-        raise InvalidArgument("integer beyond +-2**53 (not exactly representable)", field=path)
+        raise InvalidArgument("integer beyond +-(2**53 - 1) (not exactly representable)", field=path)
     return value
