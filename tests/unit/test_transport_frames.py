@@ -105,3 +105,11 @@ def test_stream_error_details() -> None:
     frame = error_to_stream_error(VersionConflict("stale", field="expected_version"))
     assert (frame.code, frame.message) == ("FAILED_PRECONDITION", "stale")
     assert dict(frame.details) == {"reason": "VERSION_CONFLICT", "field": "expected_version"}
+
+
+@pytest.mark.parametrize("depth", [60, 5000])
+def test_deeply_nested_frames_are_bad_frames_not_crashes(depth: int) -> None:
+    raw = '{"id": "7", "ping": {"payload": {"x": ' + "[" * depth + "]" * depth + "}}}"
+    with pytest.raises(BadFrame) as bad:
+        parse_client_frame(raw)
+    assert bad.value.code == "INVALID_ARGUMENT"

@@ -65,6 +65,8 @@ def parse_client_frame(raw: str | bytes) -> events_pb2.ClientFrame:
         data: Any = json.loads(raw)
     except ValueError as exc:
         raise BadFrame(f"invalid JSON: {exc}", reason="INVALID_JSON") from exc
+    except RecursionError:
+        raise BadFrame("the frame nests too deeply", reason="TOO_DEEP") from None
     if not isinstance(data, dict):
         raise BadFrame("a frame is a JSON object", reason="INVALID_JSON")
     frame_id = data.get("id")
