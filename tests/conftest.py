@@ -5,6 +5,10 @@ Servers (session scope, one per test run, in a temp dir, on free ports):
     redis_server   a `ValkeyServer`, or None when NEXXUS_TEST_REDIS_URL is set
     nats_url       the URL to use: NEXXUS_TEST_NATS_URL or nats_server.url
     redis_url      the URL to use: NEXXUS_TEST_REDIS_URL or redis_server.url
+    opensearch_url an OpenSearch node: NEXXUS_TEST_OPENSEARCH_URL, or one started from
+                   its Maven Central artifacts (`nexxus.devserver.searchengine`; needs
+                   java and mvn). Started only when a test asks for it; without the
+                   tools it skips, except under CI=true, where it fails.
 
 Adapters (function scope, isolated per test):
     nats_settings  NatsSettings with a unique stream prefix and subject prefix
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +34,7 @@ import pytest
 from nexxus.adapters.bus.nats import NatsBus
 from nexxus.adapters.store.redis import RedisSubscriptionStore
 from nexxus.core.config.settings import NatsSettings, RedisSettings
+from nexxus.devserver.searchengine import OpenSearchServer, SearchEngineUnavailable
 from nexxus.devserver.servers import NatsServer, ValkeyServer
 
 
@@ -65,6 +72,30 @@ def nats_url(nats_server: NatsServer | None) -> str:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: ValkeyServer | None) -> str:
     return os.environ.get("NEXXUS_TEST_REDIS_URL") or (redis_server.url if redis_server else "")
+
+
+@pytest.fixture(scope="session")
+async def opensearch_url() -> AsyncIterator[str]:
+    configured = os.environ.get("NEXXUS_TEST_OPENSEARCH_URL")
+    if configured:
+        yield configured
+        return
+    # Not under pytest's own temp dir: the node runs as an unprivileged user when we are
+    # root, and that user must reach its data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="nexxus-opensearch-"))
+    os.chmod(data_dir, 0o755)
+    server = OpenSearchServer(data_dir)
+    try:
+        try:
+            await server.start()
+        except SearchEngineUnavailable as exc:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"OpenSearch cannot start under CI: {exc}")
+            pytest.skip(f"OpenSearch unavailable: {exc}")
+        yield server.url
+    finally:
+        await server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- adapters
