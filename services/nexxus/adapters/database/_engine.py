@@ -66,6 +66,8 @@ from nexxus.core.writes import plan_write
 from nexxus.v1.internal_pb2 import ModelEvent
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from nexxus.core.filterquery import FilterNode
     from nexxus.core.schema import ModelSchema
     from nexxus.v1.internal_pb2 import WriteCommand
@@ -182,26 +184,30 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
 
     async def apply_writes(self, writes: Sequence[tuple[WriteCommand, ModelSchema]]) -> list[WriteOutcome]:
         outcomes: list[WriteOutcome] = []
+        # One time for the batch, as in the SQL adapters' transaction.
+        now = utcnow()
         try:
             for cmd, schema in writes:
-                outcomes.append(await self._apply_one(cmd, schema))
+                outcomes.append(await self._apply_one(cmd, schema, now))
         except ENGINE_ERRORS as exc:
             raise self._translate(exc) from exc
         return outcomes
 
-    async def _apply_one(self, cmd: WriteCommand, schema: ModelSchema) -> WriteOutcome:
+    async def _apply_one(self, cmd: WriteCommand, schema: ModelSchema, now: datetime) -> WriteOutcome:
         index = await self._ensure_index(cmd.app_id, cmd.model, schema)
         for _ in range(MAX_ATTEMPTS):
             done = await self.get_operation(cmd.app_id, cmd.command_id)
             if done is not None:
                 return _outcome(done, replayed=True)
             try:
-                return await self._attempt(index, cmd, schema)
+                return await self._attempt(index, cmd, schema, now)
             except _Retry:
                 continue
         raise Unavailable(f"command {cmd.command_id} kept losing races", reason="WRITE_CONTENTION")
 
-    async def _attempt(self, index: str, cmd: WriteCommand, schema: ModelSchema) -> WriteOutcome:
+    async def _attempt(
+        self, index: str, cmd: WriteCommand, schema: ModelSchema, now: datetime
+    ) -> WriteOutcome:
         doc = await self._get_doc(index, cmd.object_id)
         src: dict[str, Any] | None = doc["_source"] if doc is not None else None
         if src is not None and src.get("last_command") == cmd.command_id:
@@ -211,7 +217,7 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
             return WriteOutcome(cmd.command_id, event, None, replayed=True)
         current = document_object(cmd.app_id, cmd.model, src) if src is not None else None
         try:
-            plan = plan_write(current, cmd, schema, utcnow())
+            plan = plan_write(current, cmd, schema, now)
         except NexxusError as err:
             rec = _record(cmd, None, err, current.version if current else 0)
             if not await self._record_operation(rec):
