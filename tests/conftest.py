@@ -5,10 +5,12 @@ Servers (session scope, one per test run, in a temp dir, on free ports):
     redis_server   a `ValkeyServer`, or None when NEXXUS_TEST_REDIS_URL is set
     nats_url       the URL to use: NEXXUS_TEST_NATS_URL or nats_server.url
     redis_url      the URL to use: NEXXUS_TEST_REDIS_URL or redis_server.url
-    opensearch_url an OpenSearch node: NEXXUS_TEST_OPENSEARCH_URL, or one started from
-                   its Maven Central artifacts (`nexxus.devserver.searchengine`; needs
-                   java and mvn). Started only when a test asks for it; without the
-                   tools it skips, except under CI=true, where it fails.
+    postgres_dsn   NEXXUS_TEST_POSTGRES_DSN, or a PostgreSQL server started from the machine's
+                   binaries (Debian's `postgresql`) on first use; skips when there are none,
+                   fails under CI=true
+    opensearch_url NEXXUS_TEST_OPENSEARCH_URL, or an OpenSearch node started from its Maven
+                   Central artifacts (`nexxus.devserver.searchengine`; needs java and mvn) on
+                   first use; skips without them, fails under CI=true
 
 Adapters (function scope, isolated per test):
     nats_settings  NatsSettings with a unique stream prefix and subject prefix
@@ -26,7 +28,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,11 @@ import pytest
 from nexxus.adapters.bus.nats import NatsBus
 from nexxus.adapters.store.redis import RedisSubscriptionStore
 from nexxus.core.config.settings import NatsSettings, RedisSettings
+from nexxus.devserver.postgres import PostgresNotFound, PostgresServer
 from nexxus.devserver.searchengine import OpenSearchServer, SearchEngineUnavailable
 from nexxus.devserver.servers import NatsServer, ValkeyServer
+
+PG_DSN_ENV = "NEXXUS_TEST_POSTGRES_DSN"
 
 
 def unique(prefix: str = "t") -> str:
@@ -75,7 +80,25 @@ def redis_url(redis_server: ValkeyServer | None) -> str:
 
 
 @pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL DSN for the PostgreSQL variants of the suite (started only when one runs)."""
+    configured = os.environ.get(PG_DSN_ENV)
+    if configured:
+        yield configured
+        return
+    try:
+        server = PostgresServer()
+    except PostgresNotFound as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs PostgreSQL: {exc}")
+        pytest.skip(f"PostgreSQL variants: {exc} (or set {PG_DSN_ENV})")
+    with server:
+        yield server.dsn
+
+
+@pytest.fixture(scope="session")
 async def opensearch_url() -> AsyncIterator[str]:
+    """An OpenSearch node for the search-engine variants of the suite (started only when one runs)."""
     configured = os.environ.get("NEXXUS_TEST_OPENSEARCH_URL")
     if configured:
         yield configured
@@ -89,9 +112,9 @@ async def opensearch_url() -> AsyncIterator[str]:
         try:
             await server.start()
         except SearchEngineUnavailable as exc:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"OpenSearch cannot start under CI: {exc}")
-            pytest.skip(f"OpenSearch unavailable: {exc}")
+            if os.environ.get("CI"):
+                pytest.fail(f"CI needs OpenSearch: {exc}")
+            pytest.skip(f"search-engine variants: {exc} (or set NEXXUS_TEST_OPENSEARCH_URL)")
         yield server.url
     finally:
         await server.stop()

@@ -16,10 +16,19 @@ class NodeProc:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.seen: list[str] = []
+        self._unclaimed: list[str] = []
 
     async def expect(self, prefix: str, timeout: float = STEP) -> str:
-        """Reads lines until one starts with `prefix`; returns the rest of it."""
+        """The rest of the first line starting with `prefix`, read now or earlier and not claimed yet.
+
+        Lines come in the order the script printed them, which may not be the order the
+        test asks for (an event can arrive before the answer to the write that caused it).
+        """
         assert self.proc.stdout is not None
+        for line in self._unclaimed:
+            if line.startswith(prefix):
+                self._unclaimed.remove(line)
+                return line[len(prefix) :].strip()
         while True:
             try:
                 raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
@@ -35,6 +44,7 @@ class NodeProc:
             self.seen.append(line)
             if line.startswith(prefix):
                 return line[len(prefix) :].strip()
+            self._unclaimed.append(line)
 
     async def result(self) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(await self.expect("RESULT"))

@@ -1,7 +1,8 @@
 """End-to-end fixtures: the whole mesh — real nats-server, Valkey, the four
 services each in its own process — per database backend.
 
-SQLite always; PostgreSQL too when NEXXUS_TEST_POSTGRES_DSN is set.
+SQLite and PostgreSQL (`postgres_dsn`: a server the suite starts, or
+NEXXUS_TEST_POSTGRES_DSN).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,7 +41,7 @@ def oidc_jwks() -> str:
     return json.dumps({"keys": [jwk]})
 
 
-def _settings(backend: str, data_dir: Path) -> Settings:
+def _settings(backend: str, data_dir: Path, pg_dsn: str = "") -> Settings:
     s = Settings()
     s.data_dir = str(data_dir)
     s.api.port = 0
@@ -55,7 +55,7 @@ def _settings(backend: str, data_dir: Path) -> Settings:
     s.auth.oidc = {"test": OidcProviderSettings(issuer=OIDC_ISSUER, jwks=oidc_jwks(), audience=OIDC_AUDIENCE)}
     if backend == "postgres":
         s.database.adapter = "postgres"
-        s.database.postgres.dsn = os.environ["NEXXUS_TEST_POSTGRES_DSN"]
+        s.database.postgres.dsn = pg_dsn
         s.database.postgres.schema = f"nexxus_e2e_{uuid.uuid4().hex[:8]}"
     return s
 
@@ -86,11 +86,9 @@ async def running_mesh(settings: Settings, *, envoy: bool = False) -> AsyncItera
                 await conn.close()
 
 
-def skip_without_postgres(backend: str) -> None:
-    if backend == "postgres" and not os.environ.get("NEXXUS_TEST_POSTGRES_DSN"):
-        pytest.skip(
-            "PostgreSQL: set NEXXUS_TEST_POSTGRES_DSN (e.g. postgresql://postgres@127.0.0.1:5432/postgres)"
-        )
+def backend_dsn(request: pytest.FixtureRequest, backend: str) -> str:
+    """The PostgreSQL DSN when `backend` needs one (the server starts on first use), else ""."""
+    return str(request.getfixturevalue("postgres_dsn")) if backend == "postgres" else ""
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -98,8 +96,8 @@ async def mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Mesh]:
     backend: str = request.param
-    skip_without_postgres(backend)
-    async with running_mesh(_settings(backend, tmp_path_factory.mktemp(f"mesh-{backend}"))) as m:
+    settings = _settings(backend, tmp_path_factory.mktemp(f"mesh-{backend}"), backend_dsn(request, backend))
+    async with running_mesh(settings) as m:
         yield m
 
 

@@ -1,6 +1,6 @@
 """Edge fixtures: the whole mesh (as in tests/e2e) with Envoy in front, every port free.
 
-edge_mesh   a started `Mesh` plus `start_envoy()` (sqlite; postgres too with NEXXUS_TEST_POSTGRES_DSN)
+edge_mesh   a started `Mesh` plus `start_envoy()` (sqlite and postgres)
 edge_url    http://127.0.0.1:<envoy port>
 http        one aiohttp session for the run
 rest        a `Rest` client through Envoy with the operator key
@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from nexxus.devserver.mesh import Mesh
-from tests.e2e.conftest import BACKENDS, _settings, running_mesh, skip_without_postgres
+from tests.e2e.conftest import BACKENDS, _settings, backend_dsn, running_mesh
 from tests.edge.rest import Rest
 
 PASSWORD = "correct horse battery"
@@ -38,8 +38,9 @@ async def edge_mesh(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Mesh]:
     backend: str = request.param
-    skip_without_postgres(backend)
-    settings = _settings(backend, Path(tmp_path_factory.mktemp(f"edge-{backend}")))
+    settings = _settings(
+        backend, Path(tmp_path_factory.mktemp(f"edge-{backend}")), backend_dsn(request, backend)
+    )
     settings.envoy.port = 0
     settings.envoy.admin_port = 0
     settings.envoy.cors_allow_origins = ["http://app.example"]
