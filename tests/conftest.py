@@ -157,3 +157,23 @@ async def store(redis_settings: RedisSettings) -> AsyncIterator[RedisSubscriptio
         with contextlib.suppress(Exception):
             await store.delete_all()
         await store.stop()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how the search-engine variants went, so a CI log shows that they ran."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "searchengine" in getattr(report, "keywords", {}) and getattr(report, "when", "call") in (
+                "call",
+                "setup",
+            ):
+                if outcome == "passed" and report.when != "call":
+                    continue
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        terminalreporter.write_line(f"search-engine (OpenSearch) variants: {detail}")
