@@ -169,13 +169,8 @@ def java_tools() -> Path:
             )  # fmt: skip
             (staged / "bin").mkdir()
             for exe in (staged / "lib").glob("*.exe"):
-                name = (
-                    "protoc"
-                    if exe.name.startswith("protoc-4") or exe.name.startswith("protoc-3")
-                    else exe.name
-                )
-                if exe.name.startswith("protoc-gen-grpc-java"):
-                    name = "protoc-gen-grpc-java"
+                # protoc-<v>-<platform>.exe → protoc; protoc-gen-grpc-java-<v>-... → protoc-gen-grpc-java
+                name = "protoc-gen-grpc-java" if exe.name.startswith("protoc-gen-grpc-java") else "protoc"
                 target = staged / "bin" / name
                 exe.rename(target)
                 target.chmod(0o755)
