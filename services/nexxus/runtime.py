@@ -135,7 +135,9 @@ class Runtime:
         self.ctx = ctx
         await self.schemas.listen(self.bus)
         if "writer" in self.services:
-            self.writer = WriterService(s.writer, self.bus, self.db, self.schemas)
+            self.writer = WriterService(
+                s.writer, self.bus, self.db, self.schemas, identity=self.identity, holder=s.node_id
+            )
             await self.writer.start()
             self._running.append(self.writer)
         if "router" in self.services:

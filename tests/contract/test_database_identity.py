@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -100,29 +102,113 @@ async def test_user_uniqueness_is_case_insensitive_and_per_app(db: SqlDatabase, 
     assert (await db.get_user(app_id, "u2")) is None
 
 
+ALL_USER_FIELDS = {"username", "email", "display_name", "password_hash", "profile", "external_ids"}
+
+
 async def test_update_user(db: SqlDatabase, app_id: str) -> None:
     await db.create_user(user(app_id, "u1", "alice", external_ids=["g:1"]))
     await db.create_user(user(app_id, "u2", "bob", external_ids=["g:2"]))
     u = await db.get_user(app_id, "u1")
     assert u is not None
     u.username, u.email, u.external_ids = "Alicia", "al@x.io", ["g:3"]
-    await db.update_user(u)
+    await db.update_user(u, {"username", "email", "external_ids"})
     assert (await db.get_user(app_id, "u1")) == u
     assert await db.find_user_by_external_id(app_id, "g:1") is None
     assert await db.find_user_by_login(app_id, "alicia") == u
     u.username = "BOB"
     with pytest.raises(AlreadyExists):
-        await db.update_user(u)
+        await db.update_user(u, {"username"})
     u.username, u.external_ids = "alicia", ["g:2"]
     with pytest.raises(AlreadyExists):
-        await db.update_user(u)
+        await db.update_user(u, ALL_USER_FIELDS)
     # The failed updates changed nothing.
     stored = await db.get_user(app_id, "u1")
     assert stored is not None
     assert (stored.username, stored.external_ids) == ("Alicia", ["g:3"])
     assert (await db.find_user_by_external_id(app_id, "g:2")) is not None
     with pytest.raises(NotFound):
-        await db.update_user(user(app_id, "ghost", "ghost"))
+        await db.update_user(user(app_id, "ghost", "ghost"), {"display_name"})
+    with pytest.raises(NotFound):
+        await db.update_user(user(app_id, "ghost", "ghost"), set())
+    with pytest.raises(InvalidArgument):
+        await db.update_user(u, {"id"})
+
+
+async def test_update_user_writes_only_its_fields(db: SqlDatabase, app_id: str) -> None:
+    """A profile update made from a stale copy never restores an old password hash
+    nor undoes a revocation; tokens_valid_after never moves back."""
+    await db.create_user(user(app_id, "u1", "alice"))
+    stale = await db.get_user(app_id, "u1")
+    fresh = await db.get_user(app_id, "u1")
+    assert stale is not None
+    assert fresh is not None
+    fresh.password_hash = "argon2$new"
+    await db.update_user(fresh, {"password_hash"})
+    fresh.tokens_valid_after = T0 + timedelta(hours=1)
+    await db.update_user(fresh, {"tokens_valid_after"})
+    stale.display_name = "Ally"
+    stale.profile = {"theme": "dark"}
+    await db.update_user(stale, {"display_name", "profile"})
+    got = await db.get_user(app_id, "u1")
+    assert got is not None
+    assert (got.display_name, got.profile) == ("Ally", {"theme": "dark"})
+    assert (got.password_hash, got.tokens_valid_after) == ("argon2$new", T0 + timedelta(hours=1))
+    stale.tokens_valid_after = T0  # an older revocation instant
+    await db.update_user(stale, {"tokens_valid_after"})
+    got = await db.get_user(app_id, "u1")
+    assert got is not None
+    assert got.tokens_valid_after == T0 + timedelta(hours=1)
+
+
+async def test_concurrent_updates_of_other_fields_are_all_kept(db: SqlDatabase, app_id: str) -> None:
+    """Updates of different fields at the same time, each from its own copy: none
+    undoes another (the search engine re-reads and re-merges when it loses a race)."""
+    await db.create_user(user(app_id, "u1", "alice"))
+    base = await db.get_user(app_id, "u1")
+    assert base is not None
+    changes: list[tuple[str, object]] = [
+        ("display_name", "Ally"),
+        ("password_hash", "argon2$new"),
+        ("profile", {"theme": "dark"}),
+        ("email", "al@x.io"),
+        ("external_ids", ["g:9"]),
+        ("tokens_valid_after", T0 + timedelta(hours=3)),
+    ]
+    copies = [dataclasses.replace(base, **{name: value}) for name, value in changes]
+    await asyncio.gather(*(db.update_user(c, {name}) for c, (name, _) in zip(copies, changes, strict=True)))
+    got = await db.get_user(app_id, "u1")
+    assert got is not None
+    assert {name: getattr(got, name) for name, _ in changes} == dict(changes)
+    assert got.username == "alice"
+    assert await db.find_user_by_login(app_id, "AL@x.io") == got
+    assert await db.find_user_by_external_id(app_id, "g:9") == got
+
+
+async def test_device_revocation_never_moves_back(db: SqlDatabase, app_id: str) -> None:
+    await db.create_device(device(app_id, "d1", "u1"))
+    stale = await db.get_device(app_id, "d1")
+    fresh = await db.get_device(app_id, "d1")
+    assert stale is not None
+    assert fresh is not None
+    fresh.tokens_valid_after = T0 + timedelta(hours=2)
+    await db.update_device(fresh)
+    stale.name = "renamed"  # a stale copy without the revocation
+    await db.update_device(stale)
+    got = await db.get_device(app_id, "d1")
+    assert got is not None
+    assert (got.name, got.tokens_valid_after) == ("renamed", T0 + timedelta(hours=2))
+    stale.tokens_valid_after = T0
+    await db.update_device(stale)
+    got = await db.get_device(app_id, "d1")
+    assert got is not None
+    assert got.tokens_valid_after == T0 + timedelta(hours=2)
+
+
+async def test_trim_refresh_tokens(db: SqlDatabase, app_id: str) -> None:
+    await db.store_refresh_token(token(app_id, "h1", "u1", "d1"))  # expires T0 + 30 days
+    assert await db.trim_refresh_tokens(T0) == 0
+    assert await db.trim_refresh_tokens(T0 + timedelta(days=31)) >= 1
+    assert await db.get_refresh_token(app_id, "h1") is None
 
 
 async def test_devices(db: SqlDatabase, app_id: str) -> None:

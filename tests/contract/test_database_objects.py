@@ -266,3 +266,66 @@ async def test_data_survives_restart(
         [out] = await again.apply_writes([create(app_id, "c1", "o1", title="kept", n=3)])
         assert out.replayed
     await db.start()  # the fixture stops it again
+
+
+async def test_versions_continue_after_delete_and_recreate(
+    db: SqlDatabase, app_id: str, write_path: str
+) -> None:
+    """A re-created object continues from its tombstone: versions only grow."""
+    outs = await db.apply_writes(
+        [create(app_id, "c1", "o1", title="a", n=0), incr(app_id, "c2", "o1"), delete(app_id, "c3", "o1")]
+    )
+    assert [o.event.version for o in outs if o.event] == [1, 2, 3]
+    [again] = await db.apply_writes([create(app_id, "c4", "o1", title="b", n=10)])
+    assert again.event is not None
+    assert (again.event.kind, again.event.version) == (events_pb2.EVENT_KIND_CREATED, 4)
+    [upd] = await db.apply_writes([incr(app_id, "c5", "o1", expected_version=4)])
+    assert upd.error is None
+    assert upd.event is not None
+    assert upd.event.version == 5
+    obj = await db.get_object(app_id, "task", "o1")
+    assert obj is not None
+    assert (obj.version, obj.data["n"]) == (5, 11)
+    # Delete and re-create inside one batch, twice.
+    outs = await db.apply_writes(
+        [
+            delete(app_id, "c6", "o1"),
+            create(app_id, "c7", "o1", title="c", n=0),
+            delete(app_id, "c8", "o1"),
+            create(app_id, "c9", "o1", title="d", n=0),
+        ]
+    )
+    assert [o.event.version for o in outs if o.event] == [6, 7, 8, 9]
+    obj = await db.get_object(app_id, "task", "o1")
+    assert obj is not None
+    assert (obj.version, obj.data["title"]) == (9, "d")
+    # Another object of the same id in another model or app starts at 1.
+    [other] = await db.apply_writes([create(f"{app_id}-x", "c1", "o1", title="x", n=0)])
+    assert other.event is not None
+    assert other.event.version == 1
+
+
+async def test_trim_removes_old_operations_and_tombstones(db: SqlDatabase, app_id: str) -> None:
+    from datetime import timedelta
+
+    from nexxus.core.models import utcnow
+
+    await db.apply_writes([create(app_id, "c1", "o1", title="a", n=0), delete(app_id, "c2", "o1")])
+    # (The database may hold other tests' rows: trimming is not per application.)
+    before = utcnow() - timedelta(hours=1)
+    await db.trim(operations_before=before, tombstones_before=before)
+    assert await db.get_operation(app_id, "c1") is not None
+    after = utcnow() + timedelta(seconds=1)
+    assert await db.trim(operations_before=after, tombstones_before=before) >= 2
+    assert await db.get_operation(app_id, "c1") is None
+    assert await db.get_operation(app_id, "c2") is None
+    # The tombstone is still there: a re-create continues from it.
+    [again] = await db.apply_writes([create(app_id, "c3", "o1", title="b", n=0)])
+    assert again.event is not None
+    assert again.event.version == 3
+    await db.apply_writes([delete(app_id, "c4", "o1")])
+    after = utcnow() + timedelta(seconds=1)  # after the delete, however slow the writes were
+    assert await db.trim(operations_before=before, tombstones_before=after) >= 1
+    [fresh] = await db.apply_writes([create(app_id, "c5", "o1", title="c", n=0)])
+    assert fresh.event is not None
+    assert fresh.event.version == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import DiscardPolicy, RetentionPolicy
 
 from nexxus.adapters.bus.nats import CoreMessage, NatsBus
 from nexxus.core.config.settings import NatsSettings
@@ -62,7 +63,8 @@ def test_subject_helpers(nats_settings: NatsSettings) -> None:
     bus = NatsBus(nats_settings)
     p = nats_settings.subject_prefix
     assert bus.subject("app1", "write") == f"{p}.app1.write"
-    assert bus.write_subject("a") == f"{p}.a.write"
+    assert bus.write_subject("a", 3) == f"{p}.a.write.3"
+    assert bus.write_partition_filter(3) == f"{p}.*.write.3"
     assert bus.events_subject("a", "task") == f"{p}.a.events.task"
     assert bus.parked_subject("a") == f"{p}.a.parked"
     assert bus.stream_names["writes"] == f"{nats_settings.stream_prefix}_WRITES"
@@ -93,22 +95,26 @@ async def test_streams_created_idempotently(bus: NatsBus, nats_url: str) -> None
         parked = await js.stream_info(bus.stream_names["parked"])
     finally:
         await nc.close()
-    assert writes.config.subjects == [bus.subject("*", "write")]
+    assert writes.config.subjects == [bus.subject("*", "write", "*")]
     assert writes.config.duplicate_window == 120
-    assert writes.config.max_age == 24 * 3600
+    # The write queue: acked commands leave it, nothing expires, full → refuse new ones.
+    assert writes.config.retention == RetentionPolicy.WORK_QUEUE
+    assert not writes.config.max_age
+    assert writes.config.max_bytes == bus.settings.writes_max_bytes
+    assert writes.config.discard == DiscardPolicy.NEW
     assert parked.config.max_age == 7 * 24 * 3600
 
 
 async def test_publish_and_consume(bus: NatsBus) -> None:
     got = Collector()
-    sub = await bus.consume(bus.subject("*", "write"), "writer", got, batch=10)
+    sub = await bus.consume(bus.subject("*", "events", ">"), "writer", got, batch=10)
     for i in range(3):
-        await bus.publish(bus.write_subject("app1"), f"m{i}".encode(), headers={"x-k": "v"})
+        await bus.publish(bus.events_subject("app1", "m"), f"m{i}".encode(), headers={"x-k": "v"})
     await got.wait_count(3)
     assert [d for d, _ in got.seen] == [b"m0", b"m1", b"m2"]
     assert all(n == 1 for _, n in got.seen)
     assert got.messages[0].headers["x-k"] == "v"
-    assert got.messages[0].subject == bus.write_subject("app1")
+    assert got.messages[0].subject == bus.events_subject("app1", "m")
     await sub.unsubscribe()
 
 
@@ -130,8 +136,8 @@ async def test_redelivery_after_nak(bus: NatsBus) -> None:
         for msg in batch:
             await (msg.nak(0) if msg.num_delivered == 1 else msg.ack())
 
-    await bus.consume(bus.subject("*", "write"), "w", handler)
-    await bus.publish(bus.write_subject("a"), b"again")
+    await bus.consume(bus.subject("*", "events", ">"), "w", handler)
+    await bus.publish(bus.events_subject("a", "m"), b"again")
     await got.wait_count(2)
     assert got.seen == [(b"again", 1), (b"again", 2)]
 
@@ -145,8 +151,8 @@ async def test_redelivery_after_ack_wait(bus: NatsBus) -> None:
             if msg.num_delivered > 1:
                 await msg.ack()  # first delivery left unacked: expires after ack_wait
 
-    await bus.consume(bus.subject("*", "write"), "w", handler, ack_wait=0.5)
-    await bus.publish(bus.write_subject("a"), b"slow")
+    await bus.consume(bus.subject("*", "events", ">"), "w", handler, ack_wait=0.5)
+    await bus.publish(bus.events_subject("a", "m"), b"slow")
     await got.wait_count(2, within=5)
     assert got.seen == [(b"slow", 1), (b"slow", 2)]
 
@@ -164,8 +170,8 @@ async def test_handler_exception_naks_with_delay(nats_settings: NatsSettings, bu
             await msg.ack()
 
     try:
-        await flaky.consume(flaky.subject("*", "write"), "w", handler)
-        await flaky.publish(flaky.write_subject("a"), b"x")
+        await flaky.consume(flaky.subject("*", "events", ">"), "w", handler)
+        await flaky.publish(flaky.events_subject("a", "m"), b"x")
         await got.wait_count(2)
         assert got.seen == [(b"x", 1), (b"x", 2)]
     finally:
@@ -185,9 +191,9 @@ async def test_work_sharing_between_consumers(nats_settings: NatsSettings, bus: 
         return handler
 
     try:
-        await bus.consume(bus.subject("*", "write"), "shared", await slow(a), batch=1)
-        await other.consume(bus.subject("*", "write"), "shared", await slow(b), batch=1)
-        await bus.publish_many([(bus.write_subject("a"), str(i).encode(), None) for i in range(40)])
+        await bus.consume(bus.subject("*", "events", ">"), "shared", await slow(a), batch=1)
+        await other.consume(bus.subject("*", "events", ">"), "shared", await slow(b), batch=1)
+        await bus.publish_many([(bus.events_subject("a", "m"), str(i).encode(), None) for i in range(40)])
         await a.wait_for(lambda: len(a.seen) + len(b.seen) >= 40, within=10)
         data = sorted(int(d) for d, _ in a.seen + b.seen)
         assert data == list(range(40))  # each message handled exactly once
@@ -199,8 +205,8 @@ async def test_work_sharing_between_consumers(nats_settings: NatsSettings, bus: 
 
 async def test_max_deliver(bus: NatsBus) -> None:
     got = Collector(settle="nak")
-    await bus.consume(bus.subject("*", "write"), "w", got, max_deliver=2)
-    await bus.publish(bus.write_subject("a"), b"poison")
+    await bus.consume(bus.subject("*", "events", ">"), "w", got, max_deliver=2)
+    await bus.publish(bus.events_subject("a", "m"), b"poison")
     await got.wait_count(2)
     await asyncio.sleep(0.5)
     assert got.seen == [(b"poison", 1), (b"poison", 2)]
@@ -208,13 +214,16 @@ async def test_max_deliver(bus: NatsBus) -> None:
 
 async def test_msg_id_deduplication(bus: NatsBus) -> None:
     got = Collector()
-    await bus.consume(bus.subject("*", "write"), "w", got)
-    await bus.publish(bus.write_subject("a"), b"one", msg_id="cmd-1")
-    await bus.publish(bus.write_subject("a"), b"one-again", msg_id="cmd-1")
+    await bus.consume(bus.subject("*", "events", ">"), "w", got)
+    await bus.publish(bus.events_subject("a", "m"), b"one", msg_id="cmd-1")
+    await bus.publish(bus.events_subject("a", "m"), b"one-again", msg_id="cmd-1")
     await bus.publish_many(
-        [(bus.write_subject("a"), b"two", "cmd-2"), (bus.write_subject("a"), b"two-again", "cmd-2")]
+        [
+            (bus.events_subject("a", "m"), b"two", "cmd-2"),
+            (bus.events_subject("a", "m"), b"two-again", "cmd-2"),
+        ]
     )
-    await bus.publish(bus.write_subject("a"), b"end", msg_id="cmd-3")
+    await bus.publish(bus.events_subject("a", "m"), b"end", msg_id="cmd-3")
     await got.wait_count(3)
     await asyncio.sleep(0.2)
     assert [d for d, _ in got.seen] == [b"one", b"two", b"end"]
@@ -289,8 +298,8 @@ async def test_consumer_survives_server_restart(tmp_path: Path) -> None:
     got = Collector()
     try:
         await bus.start()
-        await bus.consume(bus.subject("*", "write"), "writer", got)
-        await bus.publish(bus.write_subject("a"), b"before")
+        await bus.consume(bus.subject("*", "events", ">"), "writer", got)
+        await bus.publish(bus.events_subject("a", "m"), b"before")
         await got.wait_count(1)
 
         await server.stop()
@@ -300,7 +309,7 @@ async def test_consumer_survives_server_restart(tmp_path: Path) -> None:
 
         async def published() -> bool:
             try:
-                await bus.publish(bus.write_subject("a"), b"after", msg_id="after-1")
+                await bus.publish(bus.events_subject("a", "m"), b"after", msg_id="after-1")
                 return True
             except Unavailable:
                 return False
@@ -311,3 +320,79 @@ async def test_consumer_survives_server_restart(tmp_path: Path) -> None:
     finally:
         await bus.stop()
         await server.stop()
+
+
+# ------------------------------------------------------------------ ordered consumption, leases
+
+
+async def test_ordered_consumer_redelivers_unacked_first_and_at_once(
+    nats_settings: NatsSettings, bus: NatsBus
+) -> None:
+    """A holder that fetched but never acked (a killed writer): the next holder gets
+    those messages at once (no ack wait), before anything later, in order."""
+    for i in range(6):
+        await bus.publish(bus.write_subject("a", 1), f"m{i}".encode())
+    await bus.publish(bus.write_subject("a", 2), b"other partition")
+    stuck = asyncio.Event()
+
+    async def dies_holding(batch: Sequence[BusMessage]) -> None:
+        await batch[0].ack()  # m0 done; m1… fetched, never settled
+        stuck.set()
+        await asyncio.Event().wait()
+
+    first = NatsBus(nats_settings)
+    await first.start()
+    try:
+        await first.consume_ordered(bus.write_partition_filter(1), "p1", dies_holding, batch=3)
+        await asyncio.wait_for(stuck.wait(), 5)
+        await bus.publish(bus.write_subject("b", 1), b"later")
+        got = Collector()
+        started = time.monotonic()
+        await bus.consume_ordered(bus.write_partition_filter(1), "p1", got, batch=3)
+        await got.wait_count(6)
+        assert [d for d, _ in got.seen] == [b"m1", b"m2", b"m3", b"m4", b"m5", b"later"]
+        assert time.monotonic() - started < 10  # not JetStream's 30 s ack wait
+    finally:
+        await first.stop()
+
+
+async def test_ordered_consumer_retries_unsettled_before_later(bus: NatsBus) -> None:
+    attempts: list[bytes] = []
+
+    async def fails_once(batch: Sequence[BusMessage]) -> None:
+        for msg in batch:
+            attempts.append(msg.data)
+            if msg.data == b"m1" and attempts.count(b"m1") == 1:
+                return  # leave m1 (and what follows) unsettled
+            await msg.ack()
+
+    await bus.consume_ordered(bus.write_partition_filter(0), "p0", fails_once, batch=10)
+    for i in range(4):
+        await bus.publish(bus.write_subject("a", 0), f"m{i}".encode())
+    deadline = time.monotonic() + 10
+    while attempts.count(b"m3") < 1:
+        assert time.monotonic() < deadline, attempts
+        await asyncio.sleep(0.05)
+    acked = [a for i, a in enumerate(attempts) if not (a == b"m1" and attempts[:i].count(b"m1") == 0)]
+    assert acked == [b"m0", b"m1", b"m2", b"m3"]
+
+
+async def test_leases_are_exclusive_renewable_and_expire(bus: NatsBus) -> None:
+    table = await bus.leases("TEST_LEASES", 1.0)
+    lease = await table.acquire("partition.1", "a")
+    assert lease is not None
+    assert await table.acquire("partition.1", "b") is None
+    assert await lease.renew()
+    assert await table.count("partition.") == 1
+    await lease.release()
+    other = await table.acquire("partition.1", "b")
+    assert other is not None
+    # Not renewed: it expires on the server, and someone else may take it.
+    deadline = time.monotonic() + 10
+    taken = None
+    while taken is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+        taken = await table.acquire("partition.1", "c")
+    assert not await other.renew()  # lost
+    assert await table.count("member.") == 0

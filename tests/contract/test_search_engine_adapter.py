@@ -1,15 +1,17 @@
 """The search-engine adapters against a real server, beyond the shared contract
 suite (tests/contract/test_database_*.py): a field whose kind changes in the
-schema, replays, tombstones, paging. OpenSearch runs on the node the suite starts
-(`opensearch_url`); Elasticsearch only when NEXXUS_TEST_ELASTICSEARCH_URL is set
-(e.g. http://127.0.0.1:9200): its server cannot be started from Maven Central
-artifacts alone. Every index lives under a unique prefix, deleted at the end."""
+schema, replays, tombstones (a re-create continues their version), paging.
+OpenSearch runs on the node the suite starts (`opensearch_url`); Elasticsearch
+only when NEXXUS_TEST_ELASTICSEARCH_URL is set (e.g. http://127.0.0.1:9200): its
+server cannot be started from Maven Central artifacts alone. Every index lives
+under a unique prefix, deleted at the end."""
 
 from __future__ import annotations
 
 import os
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from nexxus.core.config.settings import ElasticsearchSettings, OpenSearchSetting
 from nexxus.core.convert import dict_to_struct, py_to_value
 from nexxus.core.errors import InvalidArgument, NotFound, VersionConflict
 from nexxus.core.filterquery import compile_matcher, parse_filter
-from nexxus.core.models import SortKey
+from nexxus.core.models import SortKey, utcnow
 from nexxus.core.schema import ModelSchema
 from nexxus.v1 import common_pb2, events_pb2, internal_pb2
 
@@ -145,10 +147,14 @@ async def test_write_lifecycle_and_replay(es_db: SearchEngineDatabase, app: str)
     assert gone.event is not None
     assert gone.event.kind == events_pb2.EVENT_KIND_DELETED
     assert await es_db.get_object(app, "task", "o1") is None
-    # A create after the delete starts a fresh object.
+    assert gone.event.version == 3
+    # A create after the delete continues from the tombstone's version.
     [again_created] = await es_db.apply_writes([create(app, "c5", "o1", title="b")])
     assert again_created.event is not None
-    assert again_created.event.version == 1
+    assert again_created.event.version == 4
+    obj = await es_db.get_object(app, "task", "o1")
+    assert obj is not None
+    assert (obj.version, obj.data) == (4, {"title": "b"})
 
 
 async def test_failed_command_is_recorded(es_db: SearchEngineDatabase, app: str) -> None:
@@ -222,3 +228,37 @@ async def test_delete_app_data(es_db: SearchEngineDatabase, app: str) -> None:
     kept = await es_db.get_object(other, "task", "o1")
     assert kept is not None
     assert kept.data == {"title": "b"}
+
+
+async def test_trim_stays_under_its_prefix(
+    es_db: SearchEngineDatabase, engine_url: tuple[str, str], app: str
+) -> None:
+    """Trimming one deployment's tombstones never touches those of another whose
+    index prefix starts like it (``{prefix}-x``), nor its identity indices."""
+    engine, url = engine_url
+    longer = f"{es_db._prefix}-x"
+    other: SearchEngineDatabase
+    if engine == "opensearch":
+        other = OpenSearchDatabase(OpenSearchSettings(hosts=[url], index_prefix=longer, refresh="wait_for"))
+    else:
+        other = ElasticsearchDatabase(
+            ElasticsearchSettings(hosts=[url], index_prefix=longer, refresh="wait_for")
+        )
+    await other.start()
+    try:
+        for db in (es_db, other):
+            outs = await db.apply_writes([create(app, "c1", "o1", title="a"), delete(app, "c2", "o1")])
+            assert [o.event.version for o in outs if o.event] == [1, 2]
+        now = utcnow()
+        removed = await es_db.trim(
+            operations_before=now - timedelta(days=1), tombstones_before=now + timedelta(seconds=5)
+        )
+        assert removed >= 1
+        [mine] = await es_db.apply_writes([create(app, "c3", "o1", title="b")])
+        [theirs] = await other.apply_writes([create(app, "c3", "o1", title="b")])
+        assert mine.event is not None
+        assert theirs.event is not None
+        assert (mine.event.version, theirs.event.version) == (1, 3)
+        assert await es_db.get_operation(app, "c1") is not None  # younger than operations_before
+    finally:
+        await other.stop()

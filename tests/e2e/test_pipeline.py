@@ -179,17 +179,15 @@ async def test_version_conflict_and_operations(operator: Api) -> None:
     )
     assert queued.operation.state == objects_pb2.Operation.STATE_PENDING
     op = None
-    for _ in range(100):
-        try:
-            op = await api.objects.GetOperation(
-                objects_pb2.GetOperationRequest(app_id=app_id, operation_id=queued.operation.operation_id),
-                metadata=api.md,
-            )
+    for _ in range(200):
+        # PENDING until the writer applied it; never NOT_FOUND (the api issued the id).
+        op = await api.objects.GetOperation(
+            objects_pb2.GetOperationRequest(app_id=app_id, operation_id=queued.operation.operation_id),
+            metadata=api.md,
+        )
+        if op.operation.state != objects_pb2.Operation.STATE_PENDING:
             break
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:  # not applied yet: anything else is a failure
-                raise
-            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
     assert op is not None
     assert op.operation.state == objects_pb2.Operation.STATE_FAILED
     assert op.operation.error_code == "FAILED_PRECONDITION"

@@ -2,7 +2,8 @@
 the api, writer, router and transport run as four processes and share one
 identity store — the engine — so an application, schema, user and device that
 the api created are seen by the writer (the schema), the transport (the device's
-token) and the api again (search), and the event reaches the device."""
+token) and the api again (search), and the events reach the device; a deleted
+and re-created object continues from its tombstone's version."""
 
 from __future__ import annotations
 
@@ -57,10 +58,16 @@ async def test_every_process_shares_the_engine(engine_mesh: Mesh) -> None:
             created = await a.create(app_id, "task", {"title": "on the engine", "points": 2}, object_id="t-1")
             assert created.operation.state == objects_pb2.Operation.STATE_DONE
             await a.update(app_id, "task", "t-1", [patch("increment", ["points"], [3])])
-            got = await stream.collect(2)
+            # Deleted and created again: the new object continues from the tombstone.
+            await a.delete(app_id, "task", "t-1")
+            again = await a.create(app_id, "task", {"title": "again", "points": 1}, object_id="t-1")
+            assert again.object.version == 4
+            got = await stream.collect(4)
         assert [(e.object_id, e.kind, e.version) for e in got] == [
             ("t-1", events_pb2.EVENT_KIND_CREATED, 1),
             ("t-1", events_pb2.EVENT_KIND_UPDATED, 2),
+            ("t-1", events_pb2.EVENT_KIND_DELETED, 3),
+            ("t-1", events_pb2.EVENT_KIND_CREATED, 4),
         ]
         assert got[1].object.data["points"] == 5
         found = await a.objects.SearchObjects(

@@ -32,8 +32,8 @@ async def test_undecodable_and_incomplete_commands_are_parked(mesh: Mesh, operat
             await msg.ack()
 
         await js.subscribe(bus.parked_subject(app_id), cb=on_parked, ordered_consumer=True)
-        await bus.publish(bus.subject(app_id, "write"), b"\xff\x00 not a protobuf")
-        await bus.publish(bus.subject(app_id, "write"), WriteCommand(app_id=app_id).SerializeToString())
+        await bus.publish(bus.write_subject(app_id, 0), b"\xff\x00 not a protobuf")
+        await bus.publish(bus.write_subject(app_id, 1), WriteCommand(app_id=app_id).SerializeToString())
         # The writer is not stuck behind them: a good write still applies.
         done = await server.create(app_id, "note", {"text": "after the poison"}, object_id="ok")
         assert done.object.version == 1
@@ -43,7 +43,8 @@ async def test_undecodable_and_incomplete_commands_are_parked(mesh: Mesh, operat
         assert reasons[0].startswith("WriteCommand without")
         assert reasons[1] == "undecodable WriteCommand"
         assert {data for data, _ in got} >= {b"\xff\x00 not a protobuf"}
-        assert all(h["Nexxus-Original-Subject"] == bus.subject(app_id, "write") for _, h in got)
+        subjects = {h["Nexxus-Original-Subject"] for _, h in got}
+        assert subjects == {bus.write_subject(app_id, p) for p in (0, 1)}
     finally:
         await nc.close()
         await bus.stop()

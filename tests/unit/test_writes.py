@@ -162,3 +162,11 @@ def test_naive_now_is_utc() -> None:
     )
     assert plan.new is not None
     assert plan.new.created_at == NOW
+
+
+def test_create_continues_from_the_tombstone_version() -> None:
+    c = cmd(internal_pb2.WRITE_OP_CREATE, data=dict_to_struct({"title": "again", "n": 1}))
+    plan = plan_write(None, c, SCHEMA, NOW, tombstone_version=7)
+    assert plan.new is not None
+    assert (plan.new.version, plan.event.version) == (8, 8)
+    assert plan_write(None, c, SCHEMA, NOW).event.version == 1

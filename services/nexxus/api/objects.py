@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, TypeAlias
 
 import grpc
 
 from nexxus.api.calls import caller_of, rpc
 from nexxus.api.context import ApiContext
-from nexxus.api.writes import actor_of, submit
+from nexxus.api.writes import actor_of, new_command_id, submit
 from nexxus.auth.caller import Caller
 from nexxus.auth.rules import RuleSet
 from nexxus.core.convert import dict_to_struct, stored_to_proto, struct_to_dict
@@ -16,7 +17,8 @@ from nexxus.core.errors import InvalidArgument, NotFound
 from nexxus.core.filterquery import And, FilterNode, parse_filter
 from nexxus.core.ids import is_valid_id, new_id
 from nexxus.core.jsonpatch import apply_patch, patch_from_proto
-from nexxus.core.models import SortKey, StoredObject
+from nexxus.core.models import SortKey, StoredObject, utcnow
+from nexxus.core.operations import issued_at, verify_operation_id
 from nexxus.core.schema import ModelSchema
 from nexxus.v1 import objects_pb2 as pb
 from nexxus.v1.internal_pb2 import WRITE_OP_CREATE, WRITE_OP_DELETE, WRITE_OP_UPDATE, WriteCommand, WriteOp
@@ -31,7 +33,12 @@ ChangeRequest = pb.UpdateObjectRequest | pb.DeleteObjectRequest
 
 
 def _change_command(
-    request: ChangeRequest, op: WriteOp.ValueType, caller: Caller, schema: ModelSchema, current: StoredObject
+    command_id: str,
+    request: ChangeRequest,
+    op: WriteOp.ValueType,
+    caller: Caller,
+    schema: ModelSchema,
+    current: StoredObject,
 ) -> WriteCommand:
     """The command of an update or delete already checked against `current`.
 
@@ -42,7 +49,7 @@ def _change_command(
     if not version and schema.rule(action).get("kind") == "filter":
         version = current.version
     return WriteCommand(
-        command_id=new_id(),
+        command_id=command_id,
         app_id=request.app_id,
         model=request.model,
         op=op,
@@ -83,7 +90,7 @@ class ObjectServicer(ObjectServiceServicer):
                 "object_id must be 1-128 characters of letters, digits and _ . : -", field="object_id"
             )
         cmd = WriteCommand(
-            command_id=new_id(),
+            command_id=new_command_id(self.ctx, request.app_id),
             app_id=request.app_id,
             model=request.model,
             op=WRITE_OP_CREATE,
@@ -109,7 +116,8 @@ class ObjectServicer(ObjectServiceServicer):
         current = await self._readable(caller, rules, request.app_id, request.model, request.object_id)
         # Check the rule against the stored object and the result the patch would give.
         rules.check_update(caller, current, apply_patch(current.data, patch, schema))
-        cmd = _change_command(request, WRITE_OP_UPDATE, caller, schema, current)
+        cmd_id = new_command_id(self.ctx, request.app_id)
+        cmd = _change_command(cmd_id, request, WRITE_OP_UPDATE, caller, schema, current)
         cmd.patch.extend(request.patch)
         operation, obj = await submit(self.ctx, cmd, wait=request.wait)
         return pb.UpdateObjectResponse(operation=operation, object=obj)
@@ -119,7 +127,8 @@ class ObjectServicer(ObjectServiceServicer):
         caller, schema, rules = await self._model(context, request.app_id, request.model)
         current = await self._readable(caller, rules, request.app_id, request.model, request.object_id)
         rules.check_delete(caller, current)
-        cmd = _change_command(request, WRITE_OP_DELETE, caller, schema, current)
+        cmd_id = new_command_id(self.ctx, request.app_id)
+        cmd = _change_command(cmd_id, request, WRITE_OP_DELETE, caller, schema, current)
         operation, _ = await submit(self.ctx, cmd, wait=request.wait)
         return pb.DeleteObjectResponse(operation=operation)
 
@@ -158,16 +167,31 @@ class ObjectServicer(ObjectServiceServicer):
                 )
         return SortKey(field=sort.field, descending=sort.descending)
 
+    def _not_applied_yet(self, request: pb.GetOperationRequest) -> pb.Operation:
+        """An operation without a record: PENDING when this deployment's api issued
+        it (it was queued before its id was handed out) and its record cannot have
+        been trimmed yet; NotFound otherwise."""
+        op_id = request.operation_id
+        issued = issued_at(op_id)
+        if issued is not None and verify_operation_id(
+            request.app_id, op_id, self.ctx.settings.auth.signing_key
+        ):
+            kept = timedelta(seconds=self.ctx.settings.writer.operations_retention_seconds)
+            if utcnow() - issued < kept:
+                return pb.Operation(operation_id=op_id, state=pb.Operation.STATE_PENDING)
+            raise NotFound(
+                "the operation is older than the operations retention window",
+                field="operation_id",
+                reason="OPERATION_EXPIRED",
+            )
+        raise NotFound("unknown operation", field="operation_id", reason="OPERATION_NOT_FOUND")
+
     @rpc
     async def GetOperation(self, request: pb.GetOperationRequest, context: Ctx) -> pb.GetOperationResponse:
         await caller_of(self.ctx, context, request.app_id)
         record = await self.ctx.db.get_operation(request.app_id, request.operation_id)
         if record is None:
-            raise NotFound(
-                "unknown operation, or not applied yet (writes are applied in order; retry shortly)",
-                field="operation_id",
-                reason="OPERATION_NOT_FOUND",
-            )
+            return pb.GetOperationResponse(operation=self._not_applied_yet(request))
         state = pb.Operation.STATE_DONE if record.ok else pb.Operation.STATE_FAILED
         return pb.GetOperationResponse(
             operation=pb.Operation(

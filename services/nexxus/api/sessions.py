@@ -40,7 +40,7 @@ async def revoke_user(ctx: ApiContext, app_id: str, user_id: str, reason: str) -
     user = await ctx.identity.get_user(app_id, user_id)
     if user is not None:
         user.tokens_valid_after = utcnow()
-        await ctx.identity.update_user(user)
+        await ctx.identity.update_user(user, {"tokens_valid_after"})
     ctx.authenticator.invalidate_user(app_id, user_id)
     devices, _ = await ctx.identity.list_devices(app_id, user_id, 1000, "")
     await close_device_connections(ctx, app_id, [d.id for d in devices], reason)

@@ -87,7 +87,7 @@ class UserServicer(UserServiceServicer):
             raise Unauthenticated(BAD_LOGIN, reason="BAD_CREDENTIALS")
         if self.ctx.hasher.needs_rehash(user.password_hash):
             user.password_hash = await self.ctx.hasher.hash_async(request.password)
-            await self.ctx.identity.update_user(user)
+            await self.ctx.identity.update_user(user, {"password_hash"})
         device_id = await self._device_for(request.app_id, user.id, request.device_id)
         tokens = await issue_tokens(self.ctx, request.app_id, user.id, device_id)
         return pb.LoginResponse(user=user_to_proto(user), tokens=tokens)
@@ -160,20 +160,24 @@ class UserServicer(UserServiceServicer):
     @rpc
     async def UpdateMe(self, request: pb.UpdateMeRequest, context: Ctx) -> pb.UpdateMeResponse:
         user = await self._me(context, request.app_id)
+        changed: set[str] = set()
         if request.email:
             if not EMAIL_RE.match(request.email):
                 raise InvalidArgument("email is not an e-mail address", field="email")
             user.email = request.email
+            changed.add("email")
         if request.display_name:
             if len(request.display_name) > 200:
                 raise InvalidArgument("display_name is longer than 200 characters", field="display_name")
             user.display_name = request.display_name
+            changed.add("display_name")
         if request.HasField("profile"):
             profile = struct_to_dict(request.profile)
             if len(request.profile.SerializeToString()) > 64 * 1024:
                 raise InvalidArgument("profile is larger than 64 KiB", field="profile")
             user.profile = profile
-        await self.ctx.identity.update_user(user)
+            changed.add("profile")
+        await self.ctx.identity.update_user(user, changed)
         return pb.UpdateMeResponse(user=user_to_proto(user))
 
     @rpc
@@ -190,6 +194,6 @@ class UserServicer(UserServiceServicer):
         self._check_password(request.new_password, "new_password")
         user.password_hash = await self.ctx.hasher.hash_async(request.new_password)
         # Every session ends; the caller signs in again with the new password.
-        await self.ctx.identity.update_user(user)
+        await self.ctx.identity.update_user(user, {"password_hash"})
         await revoke_user(self.ctx, request.app_id, user.id, "password changed")
         return pb.ChangePasswordResponse()

@@ -1,4 +1,4 @@
-"""Queueing model writes: build the WriteCommand, publish it, optionally wait."""
+"""Queueing model writes: build the WriteCommand, publish it on its partition, optionally wait."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ from datetime import UTC, datetime
 from nexxus.api.context import ApiContext
 from nexxus.auth.caller import Caller
 from nexxus.core.errors import error_from_code
+from nexxus.core.operations import new_operation_id
+from nexxus.core.partitions import write_partition
 from nexxus.v1 import common_pb2, objects_pb2
 from nexxus.v1.internal_pb2 import WriteCommand
+
+
+def new_command_id(ctx: ApiContext, app_id: str) -> str:
+    """A command (= operation, event) id that GetOperation recognizes as issued here."""
+    return new_operation_id(app_id, ctx.settings.auth.signing_key)
 
 
 def actor_of(caller: Caller) -> common_pb2.Actor:
@@ -18,8 +25,9 @@ def actor_of(caller: Caller) -> common_pb2.Actor:
 async def submit(
     ctx: ApiContext, cmd: WriteCommand, *, wait: bool
 ) -> tuple[objects_pb2.Operation, common_pb2.Object | None]:
-    """Publish `cmd` durably; with `wait`, return the writer's outcome (raising
-    its error when the write failed) or PENDING when it takes too long."""
+    """Publish `cmd` durably on its object's partition; with `wait`, return the
+    writer's outcome (raising its error when the write failed) or PENDING when it
+    takes too long. A full write queue raises ResourceExhausted (nothing queued)."""
     cmd.issue_time.FromDatetime(datetime.now(UTC))
     operation = objects_pb2.Operation(
         operation_id=cmd.command_id, state=objects_pb2.Operation.STATE_PENDING, object_id=cmd.object_id
@@ -29,8 +37,9 @@ async def submit(
         cmd.reply_subject = ctx.results.reply_subject(cmd.command_id)
         fut = ctx.results.expect(cmd.command_id)
     try:
+        partition = write_partition(cmd.app_id, cmd.model, cmd.object_id, ctx.settings.writer.partitions)
         await ctx.bus.publish(
-            ctx.bus.subject(cmd.app_id, "write"), cmd.SerializeToString(), msg_id=cmd.command_id
+            ctx.bus.write_subject(cmd.app_id, partition), cmd.SerializeToString(), msg_id=cmd.command_id
         )
     except BaseException:
         ctx.results.forget(cmd.command_id)

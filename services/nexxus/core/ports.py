@@ -14,8 +14,9 @@ Using an adapter before `start()` raises `RuntimeError` with a clear message.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from nexxus.core.errors import NexxusError
@@ -42,6 +43,8 @@ __all__ = [
     "Connection",
     "DatabaseAdapter",
     "IdentityStore",
+    "Lease",
+    "LeaseTable",
     "Lifecycle",
     "MessageBus",
     "SearchPage",
@@ -133,7 +136,13 @@ class DatabaseAdapter(Lifecycle):
 
     @abstractmethod
     async def delete_app_data(self, app_id: str) -> None:
-        """Remove every object and operation of an application."""
+        """Remove every object, tombstone and operation of an application."""
+
+    @abstractmethod
+    async def trim(self, *, operations_before: datetime, tombstones_before: datetime) -> int:
+        """Retention: delete operation records created before `operations_before`
+        and tombstones of objects deleted before `tombstones_before`; returns how
+        many rows went."""
 
 
 class IdentityStore(Lifecycle):
@@ -175,7 +184,11 @@ class IdentityStore(Lifecycle):
     async def find_user_by_external_id(self, app_id: str, external_id: str) -> UserRecord | None: ...
 
     @abstractmethod
-    async def update_user(self, user: UserRecord) -> None: ...
+    async def update_user(self, user: UserRecord, fields: Collection[str]) -> None:
+        """Write only `fields` of `user` (names of UserRecord fields other than
+        app_id, id, created_at), so concurrent updates of other fields are kept.
+        `tokens_valid_after` only ever moves forward (a revocation is never undone).
+        NotFound when the user does not exist; InvalidArgument for an unknown field."""
 
     @abstractmethod
     async def create_device(self, device: DeviceRecord) -> None: ...
@@ -211,6 +224,10 @@ class IdentityStore(Lifecycle):
     ) -> int:
         """Revoke the matching tokens; returns how many."""
 
+    @abstractmethod
+    async def trim_refresh_tokens(self, expired_before: datetime) -> int:
+        """Retention: delete refresh tokens that expired before `expired_before`."""
+
 
 # --------------------------------------------------------------------------- message bus
 
@@ -244,6 +261,34 @@ class BusSubscription(ABC):
     async def unsubscribe(self) -> None: ...
 
 
+class Lease(ABC):
+    """A time-limited, exclusive hold on a key (see `MessageBus.leases`)."""
+
+    key: str
+
+    @abstractmethod
+    async def renew(self) -> bool:
+        """Extend the hold; False when it was lost (expired, maybe taken by another)."""
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Give the key up at once (no-op when already lost)."""
+
+
+class LeaseTable(ABC):
+    """Exclusive holds on keys that expire `ttl` seconds after their last renewal."""
+
+    ttl: float
+
+    @abstractmethod
+    async def acquire(self, key: str, holder: str) -> Lease | None:
+        """Hold `key`, or None when another holder has it."""
+
+    @abstractmethod
+    async def count(self, prefix: str) -> int:
+        """How many keys starting with `prefix` are held right now."""
+
+
 BatchHandler = Callable[[Sequence[BusMessage]], Awaitable[None]]
 MessageHandler = Callable[[BusMessage], Awaitable[None]]
 
@@ -252,7 +297,7 @@ class MessageBus(Lifecycle):
     """Durable streams (JetStream) and volatile pub/sub (core NATS).
 
     Streams (created by `start`, idempotently):
-      NEXXUS_WRITES  subjects nexxus.*.write          (api → writer)
+      NEXXUS_WRITES  subjects nexxus.*.write.*        (api → writer, one subject per partition)
       NEXXUS_EVENTS  subjects nexxus.*.events.>       (writer → router, custom workers)
       NEXXUS_PARKED  subjects nexxus.*.parked[.>]     (poison commands with their reason)
     """
@@ -282,6 +327,31 @@ class MessageBus(Lifecycle):
     def parked_subject(self, app_id: str) -> str:
         """Where poison messages of an application are parked, with their reason."""
         return self.subject(app_id, "parked")
+
+    # ---- the write queue: partitions consumed in order (writer)
+
+    def write_subject(self, app_id: str, partition: int) -> str:
+        """Where the api queues a write command of `partition` (see `nexxus.core.partitions`)."""
+        return self.subject(app_id, "write", str(partition))
+
+    def write_partition_filter(self, partition: int) -> str:
+        """Every application's commands of one partition."""
+        return self.subject("*", "write", str(partition))
+
+    async def consume_ordered(
+        self, subject_filter: str, name: str, handler: BatchHandler, *, batch: int = 256
+    ) -> BusSubscription:
+        """Strictly in-order consumption of `subject_filter` by ONE process at a
+        time (the caller holds a lease for it). On start, whatever an earlier
+        holder left unacknowledged is delivered first, at once. When the handler
+        raises or leaves messages of a batch unsettled, consumption restarts from
+        the first unsettled one (after a short delay): a message is never
+        overtaken by a later one. Nak is not used."""
+        raise NotImplementedError(f"the {self.name} bus has no ordered consumption")
+
+    async def leases(self, name: str, ttl: float) -> LeaseTable:
+        """The lease table `name` (created if missing), holds expiring after `ttl` seconds."""
+        raise NotImplementedError(f"the {self.name} bus has no leases")
 
     @abstractmethod
     async def publish_volatile(

@@ -5,6 +5,10 @@ object as stored (existence, optimistic version), validates the new data
 against the schema, and returns the object to store (None: delete it) and the
 ModelEvent to record and publish. Adapters only read `current` and store
 `plan.new` atomically with the operation record.
+
+Versions only grow, deletes and re-creates included: a delete's event carries
+the deleted version + 1, which the adapter keeps as the object's *tombstone*;
+a create of the same id continues from it (`tombstone_version` + 1).
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ def plan_write(
     cmd: internal_pb2.WriteCommand,
     schema: ModelSchema,
     now: datetime,
+    *,
+    tombstone_version: int = 0,
 ) -> WritePlan:
-    """Plan `cmd` against `current` (the stored object, or None).
+    """Plan `cmd` against `current` (the stored object, or None; then
+    `tombstone_version` is the version its last delete left, 0 if none).
 
     CREATE: AlreadyExists (reason OBJECT_EXISTS) when `current` exists; the data
-    is validated; version 1; owner = the actor's user id (`expected_version` is
+    is validated; version `tombstone_version` + 1; owner = the actor's user id (`expected_version` is
     ignored). UPDATE / DELETE: NotFound when `current` is missing;
     VersionConflict when `cmd.expected_version > 0` differs from the stored
     version. UPDATE applies the patch (version + 1); DELETE returns `new=None`
@@ -55,7 +62,7 @@ def plan_write(
             f"command model {cmd.model!r} does not match schema {schema.name!r}", field="model"
         )
     if cmd.op == internal_pb2.WRITE_OP_CREATE:
-        return _create(current, cmd, schema, now)
+        return _create(current, cmd, schema, now, tombstone_version)
     if cmd.op not in (internal_pb2.WRITE_OP_UPDATE, internal_pb2.WRITE_OP_DELETE):
         raise InvalidArgument(f"unknown write op {cmd.op}", field="op")
     if current is None:
@@ -78,7 +85,11 @@ def plan_write(
 
 
 def _create(
-    current: StoredObject | None, cmd: internal_pb2.WriteCommand, schema: ModelSchema, now: datetime
+    current: StoredObject | None,
+    cmd: internal_pb2.WriteCommand,
+    schema: ModelSchema,
+    now: datetime,
+    tombstone_version: int,
 ) -> WritePlan:
     if current is not None:
         raise AlreadyExists(
@@ -92,12 +103,12 @@ def _create(
         model=cmd.model,
         id=cmd.object_id,
         owner_id=cmd.actor.user_id,
-        version=1,
+        version=max(tombstone_version, 0) + 1,
         data=data,
         created_at=now,
         updated_at=now,
     )
-    event = _event(cmd, events_pb2.EVENT_KIND_CREATED, 1, new.owner_id, new, None, now)
+    event = _event(cmd, events_pb2.EVENT_KIND_CREATED, new.version, new.owner_id, new, None, now)
     return WritePlan(new=new, event=event)
 
 

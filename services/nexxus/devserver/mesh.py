@@ -75,11 +75,13 @@ class Mesh:
         self.config_path.chmod(0o600)
 
     def process(self, name: str) -> ManagedProcess:
+        """The process of service `name`; "writer@2" is a second copy of the writer."""
         proc = self.processes.get(name)
         if proc is None:
+            service = name.split("@", 1)[0]
             proc = ManagedProcess(
                 name,
-                [sys.executable, "-m", "nexxus.cli", "serve", name, "--config", str(self.config_path)],
+                [sys.executable, "-m", "nexxus.cli", "serve", service, "--config", str(self.config_path)],
                 log_path=self.data_dir / "logs" / f"{name}.log",
             )
             self.processes[name] = proc
@@ -95,7 +97,8 @@ class Mesh:
                 text = proc.log_path.read_bytes()[offset:].decode(errors="replace")
             except OSError:
                 return False
-            return "nexxus.runtime started" in text or f"started {name}" in text
+            service = name.split("@", 1)[0]
+            return "nexxus.runtime started" in text or f"started {service}" in text
 
         await proc.wait_ready(ready, timeout=timeout)
 

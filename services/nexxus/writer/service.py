@@ -1,7 +1,15 @@
 """The writer: applies WriteCommands through the DatabaseAdapter and publishes ModelEvents.
 
-Consumes `<prefix>.*.write` with the durable consumer "writer" (every writer
-copy shares it: more copies, more throughput). For each batch:
+The write queue is split into `writer.partitions` partitions
+(`<prefix>.<app>.write.<p>`, p = hash of app, model, object id: every command
+of one object is in one partition). Each writer copy holds a fair share of the
+partitions by lease (`PartitionOwner`) and consumes each of them strictly in
+order (`bus.consume_ordered`): a command is never applied after a later command
+of its partition, whatever crashes, redeliveries or copies happen. Batches of
+the partitions a copy holds are applied together (group commit): while one
+database transaction runs, the batches fetched meanwhile queue up for the next.
+
+For each batch:
 
 1. decode the commands; an undecodable message is parked (see below) and termed;
 2. look up each command's model schema; a command for an unknown model fails
@@ -13,20 +21,23 @@ copy shares it: more copies, more throughput). For each batch:
 4. publish every event on `<prefix>.<app>.events.<model>` (msg id = event id)
    and wait for the stream's acks;
 5. answer waiting callers (WriteResult on the command's reply subject);
-6. ack the messages — only now, so a crash anywhere above redelivers them.
+6. ack the messages — only now, so a crash anywhere above redelivers them, to
+   whichever copy takes the partition over, before anything later.
 
 A command that fails as a command (version conflict, missing object, schema
 violation) is recorded as a failed operation: the caller learns why through
-`wait` or GetOperation. A *poison* message — undecodable, or crashing the
-writer again and again (`max_deliver` deliveries) — is published with its
-reason on `<prefix>.<app>.parked` (stream NEXXUS_PARKED) and termed: never
-retried forever, never dropped silently. Backend outages (Unavailable) nak the
-batch with a delay instead: they are not the command's fault.
+`wait` or GetOperation. A *poison* message — undecodable, or failing again and
+again (`max_deliver` attempts) — is published with its reason on
+`<prefix>.<app>.parked` (stream NEXXUS_PARKED) and termed: never retried
+forever, never dropped silently. Backend outages (Unavailable) leave the batch
+unsettled: its partition restarts from it after a second (order kept).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,14 +45,25 @@ from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import WriterSettings
 from nexxus.core.errors import NexxusError, NotFound, Unavailable
-from nexxus.core.ports import BusMessage, BusSubscription, DatabaseAdapter, MessageBus, WriteOutcome
+from nexxus.core.ids import new_id
+from nexxus.core.ports import (
+    BusMessage,
+    BusSubscription,
+    DatabaseAdapter,
+    IdentityStore,
+    MessageBus,
+    WriteOutcome,
+)
 from nexxus.core.schema import ModelSchema
 from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.v1.internal_pb2 import ModelEvent, WriteCommand, WriteResult
+from nexxus.writer.partitions import PartitionOwner
+from nexxus.writer.retention import RetentionJob
 
 log = logging.getLogger("nexxus.writer")
 
-RETRY_DELAY_SECONDS = 1.0
+LEASES = "WRITER_LEASES"
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_=-]")
 
 
 @dataclass(slots=True)
@@ -53,33 +75,59 @@ class _Item:
 
 class WriterService:
     def __init__(
-        self, settings: WriterSettings, bus: MessageBus, db: DatabaseAdapter, schemas: SchemaRegistry
+        self,
+        settings: WriterSettings,
+        bus: MessageBus,
+        db: DatabaseAdapter,
+        schemas: SchemaRegistry,
+        *,
+        identity: IdentityStore | None = None,
+        holder: str = "",
     ) -> None:
         self._settings = settings
         self._bus = bus
         self._db = db
         self._schemas = schemas
-        self._sub: BusSubscription | None = None
+        # This copy's name in the partition leases (unique per process start).
+        self.holder = _UNSAFE_KEY_CHARS.sub("_", f"{holder or 'writer'}-{new_id()[-8:]}")
+        self.partitions: PartitionOwner | None = None
+        self.retention = RetentionJob(settings, db, identity)
+        self._failures: dict[str, int] = {}
+        self._queue: list[tuple[list[_Item], asyncio.Future[None]]] = []
+        self._drainer: asyncio.Task[None] | None = None
         self.applied = 0
 
     async def start(self) -> None:
         await self._schemas.listen(self._bus)
-        self._sub = await self._bus.consume(
-            self._bus.subject("*", "write"),
-            "writer",
+        leases = await self._bus.leases(LEASES, self._settings.lease_ttl_seconds)
+        self.partitions = PartitionOwner(leases, self.holder, self._settings.partitions, self._consume)
+        await self.partitions.start()
+        self.retention.start()
+        log.info(
+            "writer %s consuming %d partitions of %s (holds %s)",
+            self.holder,
+            self._settings.partitions,
+            self._bus.subject("*", "write", "*"),
+            sorted(self.partitions.owned),
+        )
+
+    async def _consume(self, partition: int) -> BusSubscription:
+        return await self._bus.consume_ordered(
+            self._bus.write_partition_filter(partition),
+            f"writer-p{partition}",
             self.handle_batch,
             batch=self._settings.batch_size,
-            # Poison detection is ours (we park before the server gives up).
-            max_deliver=self._settings.max_deliver + 5,
         )
-        log.info("writer consuming %s", self._bus.subject("*", "write"))
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        await self.retention.stop()
+        if self.partitions is not None:
+            await self.partitions.stop()
+            self.partitions = None
 
     async def handle_batch(self, messages: Sequence[BusMessage]) -> None:
+        """One partition's batch, in order; returns when it is applied and acked
+        (or left unsettled, to come again before anything later)."""
         items: list[_Item] = []
         for msg in messages:
             cmd = WriteCommand()
@@ -95,40 +143,75 @@ class WriterService:
                     app_id=self._app_of(msg),
                 )
                 continue
-            if msg.num_delivered > self._settings.max_deliver:
-                await self._park(msg, f"failed {msg.num_delivered - 1} times", app_id=cmd.app_id)
-                continue
             items.append(_Item(msg, cmd, None))
-        if items:
-            await self._process(items)
+        if not items:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((items, fut))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain(), name="writer-group-commit")
+        await fut
 
-    async def _process(self, items: list[_Item]) -> None:
+    async def _drain(self) -> None:
+        """Group commit: every batch queued while a transaction ran goes into the next."""
+        while self._queue:
+            groups, self._queue = self._queue, []
+            try:
+                await self._process([items for items, _ in groups])
+            except Exception as exc:  # a bug: the batches stay unsettled and come again
+                log.exception("writer batch failed")
+                for _, fut in groups:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for _, fut in groups:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def _process(self, groups: list[list[_Item]]) -> None:
+        items = [item for group in groups for item in group]
         try:
-            for item in items:
-                item.schema = await self._schemas.lookup(item.cmd.app_id, item.cmd.model)
-            outcomes = await self._apply(items)
-            await self._publish_events(outcomes)
+            await self._apply_and_finish(items)
+            return
         except Unavailable as exc:
-            log.warning("backend unavailable, retrying %d commands: %s", len(items), exc)
-            for item in items:
-                await item.msg.nak(RETRY_DELAY_SECONDS)
+            log.warning("backend unavailable, %d commands come again: %s", len(items), exc)
             return
         except Exception:
-            # A bug or a poison command: isolate it so that only the culprit
-            # accumulates deliveries (and gets parked), not its whole batch.
-            if len(items) > 1:
-                log.exception("batch of %d failed; retrying one by one", len(items))
-                for item in items:
-                    await self._process([item])
+            log.exception("batch of %d failed; retrying one by one", len(items))
+        for group in groups:
+            await self._one_by_one(group)
+
+    async def _one_by_one(self, group: list[_Item]) -> None:
+        """Isolate a poison command in one partition's batch: those before it apply,
+        it is retried (then parked after `max_deliver` attempts), later ones wait."""
+        for item in group:
+            try:
+                await self._apply_and_finish([item])
+                continue
+            except Unavailable as exc:
+                log.warning("backend unavailable: %s", exc)
                 return
-            log.exception(
-                "command %s failed (delivery %d)", items[0].cmd.command_id, items[0].msg.num_delivered
-            )
-            await items[0].msg.nak(RETRY_DELAY_SECONDS)
-            return
+            except Exception as exc:
+                command_id = item.cmd.command_id
+                attempts = self._failures.get(command_id, 0) + 1
+                log.exception("command %s failed (attempt %d)", command_id, attempts)
+                if attempts < self._settings.max_deliver:
+                    self._failures[command_id] = attempts
+                    return
+                self._failures.pop(command_id, None)
+                await self._park(item.msg, f"failed {attempts} times: {exc!r}", app_id=item.cmd.app_id)
+
+    async def _apply_and_finish(self, items: list[_Item]) -> None:
+        for item in items:
+            item.schema = await self._schemas.lookup(item.cmd.app_id, item.cmd.model)
+        outcomes = await self._apply(items)
+        await self._publish_events(outcomes)
         for item, outcome in zip(items, outcomes, strict=True):
             await self._reply(item.cmd, outcome)
             await item.msg.ack()
+        if self._failures:
+            for item in items:
+                self._failures.pop(item.cmd.command_id, None)
         self.applied += len(items)
 
     async def _apply(self, items: Sequence[_Item]) -> list[WriteOutcome]:
@@ -184,9 +267,9 @@ class WriterService:
 
     @staticmethod
     def _app_of(msg: BusMessage) -> str:
-        """The application a write subject names (<prefix>.<app>.write)."""
+        """The application a write subject names (<prefix>.<app>.write.<partition>)."""
         parts = msg.subject.split(".")
-        return parts[-2] if len(parts) >= 3 else "unknown"
+        return parts[-3] if len(parts) >= 4 else "unknown"
 
     async def _park(self, msg: BusMessage, reason: str, *, app_id: str) -> None:
         log.error("parking message on %s: %s", msg.subject, reason)

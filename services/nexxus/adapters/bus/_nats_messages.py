@@ -62,6 +62,14 @@ class JetStreamMessage(BusMessage):
     async def term(self) -> None:
         await self._settle(self._msg.term, "term")
 
+    async def in_progress(self) -> None:
+        """Reset the ack wait of an unsettled message (still working on it)."""
+        if not self.settled:
+            try:
+                await self._msg.in_progress()
+            except nats.errors.Error as exc:
+                raise Unavailable(f"cannot extend message on {self.subject}: {exc!r}") from exc
+
 
 class CoreMessage(BusMessage):
     """A volatile (core NATS) message: ack / nak / term do nothing.

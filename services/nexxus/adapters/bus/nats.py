@@ -3,12 +3,20 @@
 Streams (created or updated idempotently by `start()`, file storage, names and
 subjects from `NatsSettings`; `P` = stream_prefix, `s` = subject_prefix):
 
-    P_WRITES   s.*.write                     max_age 24h   api → writer
+    P_WRITES   s.*.write.*                   work queue, no age limit,   api → writer
+                                             writes_max_bytes, discard new
     P_EVENTS   s.*.events.>                  max_age 24h   writer → router, custom workers
     P_PARKED   s.*.parked, s.*.parked.>      max_age 7d    poison commands with their reason
 
 All three keep a 2-minute duplicate window: a publish with `msg_id` (header
 `Nats-Msg-Id`) is stored once however often it is retried.
+
+P_WRITES holds one subject per application and write partition
+(`s.<app>.write.<p>`). A command leaves it when a writer acks it (work-queue
+retention) and never because of its age; when the stream is full a publish
+fails (discard new) and the api answers RESOURCE_EXHAUSTED. Writers consume
+each partition in order (`consume_ordered`, `_nats_ordered`), holding a lease
+on it (`leases`, a key-value bucket P_WRITER_LEASES, `_nats_leases`).
 
 PARKED is scoped per application (`s.<app>.parked`), not `s.parked.>`: JetStream
 refuses streams whose subjects overlap, and `s.parked.>` overlaps both `s.*.write`
@@ -41,20 +49,23 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 
+from nexxus.adapters.bus._nats_leases import open_lease_table
 from nexxus.adapters.bus._nats_messages import (
     CoreMessage,
     CoreSubscription,
     JetStreamMessage,
     PullConsumer,
 )
+from nexxus.adapters.bus._nats_ordered import OrderedConsumer
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
-from nexxus.core.ports import BatchHandler, BusSubscription, MessageBus, MessageHandler
+from nexxus.core.ports import BatchHandler, BusSubscription, LeaseTable, MessageBus, MessageHandler
 
 __all__ = ["CoreMessage", "JetStreamMessage", "NatsBus"]
 
@@ -103,9 +114,6 @@ class NatsBus(MessageBus):
         """`subject("app1", "write")` → "nexxus.app1.write" (with the configured prefix)."""
         return ".".join((self.settings.subject_prefix, *parts))
 
-    def write_subject(self, app_id: str) -> str:
-        return self.subject(app_id, "write")
-
     def events_subject(self, app_id: str, model: str) -> str:
         return self.subject(app_id, "events", model)
 
@@ -118,6 +126,18 @@ class NatsBus(MessageBus):
         p = self.settings.stream_prefix
         return {"writes": f"{p}_WRITES", "events": f"{p}_EVENTS", "parked": f"{p}_PARKED"}
 
+    def writes_stream_config(self, common: Mapping[str, Any]) -> StreamConfig:
+        """The write queue: work queue (acked commands leave), no age limit, a byte
+        limit that refuses new commands when reached (never drops stored ones)."""
+        return StreamConfig(
+            name=self.stream_names["writes"],
+            subjects=[self.subject("*", "write", "*")],
+            max_age=0,
+            max_bytes=self.settings.writes_max_bytes,
+            discard=DiscardPolicy.NEW,
+            **{**common, "retention": RetentionPolicy.WORK_QUEUE},
+        )
+
     def stream_configs(self) -> list[StreamConfig]:
         names = self.stream_names
         common: dict[str, Any] = {
@@ -127,7 +147,7 @@ class NatsBus(MessageBus):
             "num_replicas": self.settings.replicas,
         }
         return [
-            StreamConfig(name=names["writes"], subjects=[self.subject("*", "write")], max_age=DAY, **common),
+            self.writes_stream_config(common),
             StreamConfig(
                 name=names["events"], subjects=[self.subject("*", "events", ">")], max_age=DAY, **common
             ),
@@ -182,6 +202,7 @@ class NatsBus(MessageBus):
     async def ensure_streams(self) -> None:
         """Create the streams, or update them to the current configuration."""
         js = self._require_js()
+        await self._replace_legacy_writes_stream()
         for config in self.stream_configs():
             try:
                 try:
@@ -194,10 +215,45 @@ class NatsBus(MessageBus):
             except (nats.errors.Error, TimeoutError) as exc:
                 raise Unavailable(f"cannot create stream {config.name}: {exc!r}") from exc
 
-    async def delete_streams(self) -> None:
-        """Delete this deployment's streams (tests, `nexxus dev --reset`)."""
+    async def _replace_legacy_writes_stream(self) -> None:
+        """A write queue of an earlier release (limits retention, one subject per
+        application) cannot be updated in place: it is deleted when every command
+        in it was applied, else start-up stops with what to do."""
         js = self._require_js()
-        for name in self.stream_names.values():
+        name = self.stream_names["writes"]
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot read stream {name}: {exc!r}") from exc
+        if info.config.retention == RetentionPolicy.WORK_QUEUE:
+            return
+        try:
+            consumers = await js.consumers_info(name)
+            waiting = sum((c.num_pending or 0) + (c.num_ack_pending or 0) for c in consumers)
+            if waiting or (info.state.messages and not consumers):
+                raise Unavailable(
+                    f"stream {name} is a write queue of an earlier release with {waiting or 'unread'} "
+                    "commands not applied yet: run that release's writer until it is drained, "
+                    "then start again",
+                    reason="LEGACY_WRITE_QUEUE",
+                )
+            log.warning("replacing the drained legacy write queue %s", name)
+            await js.delete_stream(name)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot replace stream {name}: {exc!r}") from exc
+
+    async def delete_streams(self) -> None:
+        """Delete this deployment's streams and lease buckets (tests, `nexxus dev --reset`)."""
+        js = self._require_js()
+        prefix = f"KV_{self.settings.stream_prefix}_"
+        try:
+            names = [s.config.name or "" for s in await js.streams_info()]
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot list streams: {exc!r}") from exc
+        buckets = [n for n in names if n.startswith(prefix)]
+        for name in [*self.stream_names.values(), *buckets]:
             try:
                 await js.delete_stream(name)
             except nats.js.errors.NotFoundError:
@@ -336,6 +392,39 @@ class NatsBus(MessageBus):
         self._subs.add(consumer)
         consumer.start()
         return consumer
+
+    # ------------------------------------------------------------------ ordered consume, leases
+
+    async def consume_ordered(
+        self, subject_filter: str, name: str, handler: BatchHandler, *, batch: int = 256
+    ) -> BusSubscription:
+        """In-order consumption of a subject of the write queue (work-queue stream
+        P_WRITES; see `_nats_ordered`). `name` prefixes the consumer's name."""
+        nc, js = self._require_nc(), self._require_js()
+        consumer = OrderedConsumer(
+            nc,
+            js,
+            self.stream_names["writes"],
+            subject_filter,
+            name,
+            handler,
+            batch=batch,
+            fetch_timeout=self._fetch_timeout,
+            retry_delay=self._nak_delay,
+            on_close=self._subs.discard,
+        )
+        try:
+            await consumer.start()
+        except nats.js.errors.BadRequestError as exc:
+            raise InvalidArgument(f"cannot consume {subject_filter} in order: {exc.description}") from exc
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise Unavailable(f"cannot consume {subject_filter} in order: {exc!r}") from exc
+        self._subs.add(consumer)
+        return consumer
+
+    async def leases(self, name: str, ttl: float) -> LeaseTable:
+        bucket = f"{self.settings.stream_prefix}_{name}".replace(".", "_")
+        return await open_lease_table(self._require_js(), bucket, ttl, self.settings.replicas)
 
     # ------------------------------------------------------------------ volatile
 

@@ -12,8 +12,11 @@ Writes (`apply_writes`) run command by command, optimistic on the object's
 (a lost race re-reads and re-plans), then record the operation. The object
 document also carries the last command id and its event, so a command whose
 operation record was lost (crash between the two writes) is recognized on
-redelivery. Deletes leave a tombstone document (``deleted: true``) for the
-same reason; reads and searches skip tombstones.
+redelivery. Deletes leave a tombstone document (``deleted: true``, with the
+delete's version and time) for the same reason and so that a re-created object
+continues from its version (versions only grow); reads and searches skip
+tombstones. Retention (`trim`) deletes old operation records and tombstones
+by age (delete by query).
 
 Identities (applications, schemas, users, devices, refresh tokens) live in the
 engine too (`_engine_identity`), so every process of a deployment sees them.
@@ -48,6 +51,7 @@ from nexxus.adapters.database._engine_docs import (
     document_object,
     document_operation,
     encode_page_token,
+    micros,
     object_document,
     object_index,
     object_mappings,
@@ -83,6 +87,8 @@ __all__ = [
 
 # Re-plans of one command that keeps losing races before giving up (Unavailable).
 MAX_ATTEMPTS = 8
+# Object indices named in one delete-by-query of `trim`.
+_INDICES_PER_REQUEST = 32
 
 
 def _outcome(rec: OperationRecord, *, replayed: bool) -> WriteOutcome:
@@ -216,15 +222,19 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
             await self._record_operation(_record(cmd, event, None, 0))
             return WriteOutcome(cmd.command_id, event, None, replayed=True)
         current = document_object(cmd.app_id, cmd.model, src) if src is not None else None
+        # A tombstone: a re-create continues from the deleted object's version.
+        tombstone = int(src.get("version", 0)) if src is not None and current is None else 0
         try:
-            plan = plan_write(current, cmd, schema, now)
+            plan = plan_write(current, cmd, schema, now, tombstone_version=tombstone)
         except NexxusError as err:
             rec = _record(cmd, None, err, current.version if current else 0)
             if not await self._record_operation(rec):
                 raise _Retry from None
             return WriteOutcome(cmd.command_id, None, err)
         if plan.new is None:
-            body = tombstone_document(cmd.object_id, plan.event.version, cmd.command_id, plan.event)
+            body = tombstone_document(
+                cmd.object_id, plan.event.version, cmd.command_id, plan.event, deleted_at=now
+            )
         else:
             body = object_document(plan.new, schema, cmd.command_id, plan.event)
         guard = (
@@ -305,6 +315,44 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
         objects = [o for h in hits[:size] if (o := document_object(app_id, model, h["_source"])) is not None]
         token = encode_page_token(fp, list(hits[size - 1]["sort"])) if len(hits) > size else ""
         return SearchPage(objects=objects, next_page_token=token)
+
+    # -------------------------------------------------------------- retention
+
+    async def trim(self, *, operations_before: datetime, tombstones_before: datetime) -> int:
+        old_tombstones = {
+            "bool": {
+                "filter": [
+                    {"term": {"deleted": True}},
+                    {"range": {"updated_at": {"lt": micros(tombstones_before)}}},
+                ]
+            }
+        }
+        try:
+            removed = await self._delete_by_query(
+                [self._ops_index], {"range": {"created_at": {"lt": micros(operations_before)}}}
+            )
+            indices = await self._object_indices()
+            # A few indices per request: the request line has a length limit.
+            for i in range(0, len(indices), _INDICES_PER_REQUEST):
+                removed += await self._delete_by_query(indices[i : i + _INDICES_PER_REQUEST], old_tombstones)
+        except ENGINE_ERRORS as exc:
+            raise self._translate(exc) from exc
+        return removed
+
+    async def _object_indices(self) -> list[str]:
+        """The object indices under this prefix: ``{prefix}-{app}-{model}`` (neither
+        part holds a ``-``, so a longer prefix's indices never match) whose
+        mapping is an object mapping (not an identity index)."""
+        params = {"ignore_unavailable": "true", "allow_no_indices": "true"}
+        found = await self._engine.request("GET", f"/{self._prefix}-*/_mapping", params=params)
+        head = f"{self._prefix}-"
+        return sorted(
+            name
+            for name, info in found.items()
+            if name.startswith(head)
+            and name[len(head) :].count("-") == 1
+            and "last_event" in info.get("mappings", {}).get("properties", {})
+        )
 
     # -------------------------------------------------------------- tenancy
 

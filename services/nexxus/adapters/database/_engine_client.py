@@ -105,8 +105,12 @@ class EngineBase:
             if "resource_already_exists" not in exc.kind:
                 raise
             # Created by another process just now: wait until its primary shards are active.
-            params = {"wait_for_status": "yellow"}
-            await client.request("GET", f"/_cluster/health/{index}", params=params)
+            # (A new index is "yellow" while its primaries still initialize, hence the
+            # second condition; reads of a shard still recovering fail with 503.)
+            params = {"wait_for_status": "yellow", "wait_for_no_initializing_shards": "true"}
+            health = await client.request("GET", f"/_cluster/health/{index}", params=params)
+            if health.get("timed_out"):
+                raise EngineError(503, "index_not_ready", f"index {index} has no active primary yet") from exc
 
     async def _get_doc(self, index: str, doc_id: str) -> dict[str, Any] | None:
         """A document with its metadata, or None (no such document or index)."""

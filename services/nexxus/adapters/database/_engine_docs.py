@@ -13,6 +13,8 @@ Layout (``index_prefix`` from the adapter's settings, default ``nexxus``):
   data as stored (not indexed), ``nx_present`` the non-null paths. Typed-view
   fields carry their JSON type as a suffix (``data.age__n``), so changing a
   field's kind in the schema never conflicts with the mapping.
+  A delete replaces the object's document with a *tombstone* (``deleted:
+  true``, the delete's version and time), skipped by reads and searches.
 - operations: ``{prefix}-operations``, one document per applied (or failed)
   command, id ``{app_id}/{command_id}``.
 
@@ -153,11 +155,16 @@ def object_document(
     }
 
 
-def tombstone_document(object_id: str, version: int, last_command: str, event: ModelEvent) -> dict[str, Any]:
+def tombstone_document(
+    object_id: str, version: int, last_command: str, event: ModelEvent, *, deleted_at: datetime
+) -> dict[str, Any]:
+    """What a delete leaves: the delete's version (a re-create continues from it)
+    and time (``updated_at``: retention trims tombstones by age)."""
     return {
         "id": object_id,
         "owner_id": "",
         "version": version,
+        "updated_at": micros(deleted_at),
         "deleted": True,
         "source": {},
         "data": {},

@@ -19,12 +19,18 @@ it), then writes itself; a failure releases the claims it made. A key left by
 a crash between the two steps is stale (its user does not exist or no longer
 has that key) and is taken over by the next claim. Writes that later searches
 must see (devices, schemas, tokens) refresh at once.
+
+Updates are read-merge-write, guarded by the document's sequence number and
+re-done when another writer came first: `update_user` writes only the fields
+it is given, and a ``tokens_valid_after`` (user or device) never moves back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
 from nexxus.adapters.database._engine_client import (
@@ -61,6 +67,7 @@ _EXTRA_FIELDS: dict[str, dict[str, Any]] = {
         "device_id": _KEYWORD,
         "token_hash": _KEYWORD,
         "revoked": {"type": "boolean"},
+        "expires_at": {"type": "long"},
     },
 }
 _MAPPINGS: dict[str, dict[str, Any]] = {
@@ -68,6 +75,11 @@ _MAPPINGS: dict[str, dict[str, Any]] = {
     for kind, extra in _EXTRA_FIELDS.items()
 }
 _NOW = "true"  # refresh mode of identity writes that searches must see
+# Read-merge-write rounds of one update that keeps losing races before Unavailable.
+_UPDATE_ATTEMPTS = 8
+_USER_UPDATABLE = frozenset(
+    {"username", "email", "display_name", "password_hash", "profile", "external_ids", "tokens_valid_after"}
+)
 
 
 def _opt_micros(value: Any) -> int | None:
@@ -76,6 +88,28 @@ def _opt_micros(value: Any) -> int | None:
 
 def _opt_time(value: Any) -> Any:
     return None if value is None else from_micros(int(value))
+
+
+def _later(stored: datetime | None, given: datetime | None) -> datetime | None:
+    """A revocation instant that never moves back (None: keep the stored one)."""
+    if given is None or (stored is not None and stored >= given):
+        return stored
+    return given
+
+
+def _merge_user(stored: UserRecord, user: UserRecord, fields: Collection[str]) -> UserRecord:
+    """`stored` with `fields` taken from `user`."""
+    changes: dict[str, Any] = {f: getattr(user, f) for f in fields if f != "tokens_valid_after"}
+    if "tokens_valid_after" in fields:
+        changes["tokens_valid_after"] = _later(stored.tokens_valid_after, user.tokens_valid_after)
+    merged = dataclasses.replace(stored, **changes)
+    merged.external_ids = sorted(set(merged.external_ids))
+    return merged
+
+
+def _guard(doc: Mapping[str, Any]) -> dict[str, str]:
+    """Write only if the document is still the one read."""
+    return {"if_seq_no": str(doc["_seq_no"]), "if_primary_term": str(doc["_primary_term"])}
 
 
 def _user_keys(user: UserRecord) -> set[tuple[str, str]]:
@@ -175,6 +209,10 @@ class EngineIdentity(EngineBase, IdentityStore):
     async def _create_identity_indices(self, client: EngineClient) -> None:
         for kind in IDENTITY_KINDS:
             await self._create_index(client, self._idx(kind), _MAPPINGS[kind])
+            # An index made by an earlier version gets the fields added since (idempotent).
+            await client.request(
+                "PUT", f"/{self._idx(kind)}/_mapping", body={"properties": _MAPPINGS[kind]["properties"]}
+            )
 
     async def _call(self, coro: Any) -> Any:
         try:
@@ -262,7 +300,7 @@ class EngineIdentity(EngineBase, IdentityStore):
         if owner is not None and key in _user_keys(_doc_user(owner)):
             return False
         # A stale key (its user is gone or changed): take it over, unless someone else just did.
-        guard = {"if_seq_no": str(doc["_seq_no"]), "if_primary_term": str(doc["_primary_term"])}
+        guard = _guard(doc)
         try:
             await self._engine.request("PUT", doc_path(index, key_id), params=guard, body=body)
         except EngineError as exc:
@@ -276,7 +314,7 @@ class EngineIdentity(EngineBase, IdentityStore):
             index, key_id = self._idx("user-keys"), self._key_id(app_id, key)
             doc = await self._get_doc(index, key_id)
             if doc is not None and doc["_source"]["user_id"] == user_id:
-                guard = {"if_seq_no": str(doc["_seq_no"]), "if_primary_term": str(doc["_primary_term"])}
+                guard = _guard(doc)
                 try:
                     await self._delete_doc(index, key_id, guard)
                 except EngineError as exc:
@@ -325,29 +363,42 @@ class EngineIdentity(EngineBase, IdentityStore):
     async def find_user_by_external_id(self, app_id: str, external_id: str) -> UserRecord | None:
         return await self._by_key(app_id, ("x", external_id))
 
-    async def update_user(self, user: UserRecord) -> None:
-        doc_id = f"{user.app_id}/{user.id}"
+    async def update_user(self, user: UserRecord, fields: Collection[str]) -> None:
+        unknown = sorted(set(fields) - _USER_UPDATABLE)
+        if unknown:
+            raise InvalidArgument(f"cannot update user field(s) {unknown}", field="fields")
         try:
-            doc = await self._get_doc(self._idx("users"), doc_id)
-            if doc is None:
-                raise NotFound(f"user {user.id!r} not found", reason="USER_NOT_FOUND")
-            old, new = _user_keys(_doc_user(doc["_source"])), _user_keys(user)
-            await self._claim_all(user.app_id, user.id, new - old)
-            guard = {"if_seq_no": str(doc["_seq_no"]), "if_primary_term": str(doc["_primary_term"])}
-            try:
-                await self._engine.request(
-                    "PUT", doc_path(self._idx("users"), doc_id), params=guard, body=_user_doc(user)
-                )
-            except EngineError as exc:
-                if exc.status != 409:
-                    raise
-                await self._release(user.app_id, user.id, new - old)
-                raise Unavailable(
-                    f"user {user.id!r} changed concurrently; retry", reason="WRITE_CONTENTION"
-                ) from None
-            await self._release(user.app_id, user.id, old - new)
+            for _ in range(_UPDATE_ATTEMPTS):
+                if await self._update_user_once(user, set(fields)):
+                    return
         except ENGINE_ERRORS as exc:
             raise self._translate(exc) from exc
+        raise Unavailable(f"user {user.id!r} keeps changing concurrently; retry", reason="WRITE_CONTENTION")
+
+    async def _update_user_once(self, user: UserRecord, fields: set[str]) -> bool:
+        """One read-merge-write; False when another writer came first."""
+        doc_id = f"{user.app_id}/{user.id}"
+        doc = await self._get_doc(self._idx("users"), doc_id)
+        if doc is None:
+            raise NotFound(f"user {user.id!r} does not exist", reason="USER_NOT_FOUND")
+        stored = _doc_user(doc["_source"])
+        merged = _merge_user(stored, user, fields)
+        if merged == stored:
+            return True
+        old, new = _user_keys(stored), _user_keys(merged)
+        await self._claim_all(user.app_id, user.id, new - old)
+        try:
+            await self._engine.request(
+                "PUT", doc_path(self._idx("users"), doc_id), params=_guard(doc), body=_user_doc(merged)
+            )
+        except EngineError as exc:
+            if exc.status != 409:
+                raise
+            # Claims made for this round stay: the next round needs them, and one
+            # its user does not end up with is stale (taken over by the next claim).
+            return False
+        await self._release(user.app_id, user.id, old - new)
+        return True
 
     # -------------------------------------------------------------- devices
 
@@ -380,27 +431,35 @@ class EngineIdentity(EngineBase, IdentityStore):
         return devices, token
 
     async def update_device(self, device: DeviceRecord) -> None:
+        """Update a device; its `tokens_valid_after` only moves forward."""
         doc_id = f"{device.app_id}/{device.id}"
-        doc = await self._call(self._get_doc(self._idx("devices"), doc_id))
-        if doc is None:
-            raise NotFound(f"device {device.id!r} not found", reason="DEVICE_NOT_FOUND")
-        guard = {
-            "if_seq_no": str(doc["_seq_no"]),
-            "if_primary_term": str(doc["_primary_term"]),
-            "refresh": _NOW,
-        }
+        index = self._idx("devices")
         try:
-            await self._engine.request(
-                "PUT", doc_path(self._idx("devices"), doc_id), params=guard, body=_device_doc(device)
-            )
-        except EngineError as exc:
-            if exc.status == 409:
-                raise Unavailable(
-                    f"device {device.id!r} changed concurrently; retry", reason="WRITE_CONTENTION"
-                ) from None
-            raise self._translate(exc) from exc
+            for _ in range(_UPDATE_ATTEMPTS):
+                doc = await self._get_doc(index, doc_id)
+                if doc is None:
+                    raise NotFound(f"device {device.id!r} does not exist", reason="DEVICE_NOT_FOUND")
+                stored = _doc_device(doc["_source"])
+                merged = dataclasses.replace(
+                    device,
+                    created_at=stored.created_at,
+                    tokens_valid_after=_later(stored.tokens_valid_after, device.tokens_valid_after),
+                )
+                params = {**_guard(doc), "refresh": _NOW}
+                try:
+                    await self._engine.request(
+                        "PUT", doc_path(index, doc_id), params=params, body=_device_doc(merged)
+                    )
+                except EngineError as exc:
+                    if exc.status != 409:
+                        raise
+                    continue
+                return
         except ENGINE_ERRORS as exc:
             raise self._translate(exc) from exc
+        raise Unavailable(
+            f"device {device.id!r} keeps changing concurrently; retry", reason="WRITE_CONTENTION"
+        )
 
     async def delete_device(self, app_id: str, device_id: str) -> bool:
         """Delete a device; its refresh tokens are revoked."""
@@ -440,3 +499,8 @@ class EngineIdentity(EngineBase, IdentityStore):
             self._engine.request("POST", f"/{self._idx('tokens')}/_update_by_query", params=params, body=body)
         )
         return int(resp.get("updated", 0))
+
+    async def trim_refresh_tokens(self, expired_before: datetime) -> int:
+        query = {"range": {"expires_at": {"lt": micros(expired_before)}}}
+        removed: int = await self._call(self._delete_by_query([self._idx("tokens")], query))
+        return removed

@@ -5,8 +5,9 @@ for SQLite and PostgreSQL. A subclass supplies the connections (`_read`,
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nexxus.core.errors import InvalidArgument, NotFound
@@ -63,6 +64,9 @@ _INSERT_USER = (
 )
 _INSERT_EXTERNAL = "INSERT INTO {t}user_external_ids (app_id, external_id, user_id) VALUES (?, ?, ?)"
 _SELECT_USER = f"SELECT {USER_COLUMNS} FROM {{t}}users WHERE app_id = ? AND "
+_USER_UPDATABLE = frozenset(
+    {"username", "email", "display_name", "password_hash", "profile", "external_ids", "tokens_valid_after"}
+)
 
 
 class SqlDatabase(DatabaseAdapter, IdentityStore):
@@ -139,8 +143,19 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
 
     async def delete_app_data(self, app_id: str) -> None:
         async with self._transaction() as s:
-            for table in ("objects", "operations"):
+            for table in ("objects", "tombstones", "operations"):
                 await s.execute(self._q(f"DELETE FROM {{t}}{table} WHERE app_id = ?"), (app_id,))
+
+    async def trim(self, *, operations_before: datetime, tombstones_before: datetime) -> int:
+        d = self.dialect
+        async with self._transaction() as s:
+            ops = await s.execute(
+                self._q("DELETE FROM {t}operations WHERE created_at < ?"), (d.ts_in(operations_before),)
+            )
+            tombs = await s.execute(
+                self._q("DELETE FROM {t}tombstones WHERE deleted_at < ?"), (d.ts_in(tombstones_before),)
+            )
+        return ops + tombs
 
     # ------------------------------------------------------------------ applications and schemas
 
@@ -219,24 +234,43 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
         async with self._read() as s:
             return await self._user(s, await s.fetchrow(self._q(sql), (app_id, app_id, external_id)))
 
-    async def update_user(self, user: UserRecord) -> None:
-        p = user_params(self.dialect, user)
+    async def update_user(self, user: UserRecord, fields: Collection[str]) -> None:
+        unknown = sorted(set(fields) - _USER_UPDATABLE)
+        if unknown:
+            raise InvalidArgument(f"cannot update user field(s) {unknown}", field="fields")
+        d = self.dialect
+        sets: list[str] = []
+        params: list[Any] = []
+        for name in sorted(set(fields) - {"external_ids"}):
+            if name in ("username", "email"):
+                value = getattr(user, name)
+                sets.append(f"{name} = ?, {name}_lc = ?")
+                params += [value, value.lower()]
+            elif name == "profile":
+                sets.append("profile = ?")
+                params.append(dumps(user.profile))
+            elif name == "tokens_valid_after":
+                if user.tokens_valid_after is not None:
+                    sets.append("tokens_valid_after = " + d.later_of("tokens_valid_after", "?"))
+                    params.append(d.ts_in(user.tokens_valid_after))
+            else:
+                sets.append(f"{name} = ?")
+                params.append(getattr(user, name))
+        # A no-op SET keeps the existence check (and NotFound) in one statement.
+        assignments = ", ".join(sets) or "id = id"
         async with self._transaction() as s:
             changed = await s.execute(
-                self._q(
-                    "UPDATE {t}users SET username = ?, username_lc = ?, email = ?, email_lc = ?,"
-                    " display_name = ?, password_hash = ?, profile = ?, tokens_valid_after = ?"
-                    " WHERE app_id = ? AND id = ?"
-                ),
-                (*p[2:10], user.app_id, user.id),
+                self._q(f"UPDATE {{t}}users SET {assignments} WHERE app_id = ? AND id = ?"),
+                (*params, user.app_id, user.id),
             )
             if changed == 0:
                 raise NotFound(f"user {user.id!r} does not exist", reason="USER_NOT_FOUND")
-            await s.execute(
-                self._q("DELETE FROM {t}user_external_ids WHERE app_id = ? AND user_id = ?"),
-                (user.app_id, user.id),
-            )
-            await self._insert_external_ids(s, user)
+            if "external_ids" in fields:
+                await s.execute(
+                    self._q("DELETE FROM {t}user_external_ids WHERE app_id = ? AND user_id = ?"),
+                    (user.app_id, user.id),
+                )
+                await self._insert_external_ids(s, user)
 
     # ------------------------------------------------------------------ devices
 
@@ -280,12 +314,15 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
         return devices, token
 
     async def update_device(self, device: DeviceRecord) -> None:
+        """Update a device; its `tokens_valid_after` only moves forward."""
         p = device_params(self.dialect, device)
-        changed = await self._execute(
-            "UPDATE {t}devices SET user_id = ?, name = ?, platform = ?, transport = ?, tokens_valid_after = ?"
-            " WHERE app_id = ? AND id = ?",
-            (*p[2:7], device.app_id, device.id),
-        )
+        sql = "UPDATE {t}devices SET user_id = ?, name = ?, platform = ?, transport = ?"
+        params: list[Any] = list(p[2:6])
+        if device.tokens_valid_after is not None:
+            sql += ", tokens_valid_after = " + self.dialect.later_of("tokens_valid_after", "?")
+            params.append(p[6])
+        sql += " WHERE app_id = ? AND id = ?"
+        changed = await self._execute(sql, (*params, device.app_id, device.id))
         if changed == 0:
             raise NotFound(f"device {device.id!r} does not exist", reason="DEVICE_NOT_FOUND")
 
@@ -333,3 +370,8 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
                 sql += f" AND {column} = ?"
                 params.append(value)
         return await self._execute(sql, params)
+
+    async def trim_refresh_tokens(self, expired_before: datetime) -> int:
+        return await self._execute(
+            "DELETE FROM {t}refresh_tokens WHERE expires_at < ?", (self.dialect.ts_in(expired_before),)
+        )

@@ -106,6 +106,13 @@ class Dialect:
     def ts_opt_out(self, value: Any) -> datetime | None:
         return None if value is None else self.ts_out(value)
 
+    def later_of(self, column: str, placeholder: str) -> str:
+        """The later of a nullable timestamp column and a parameter (never NULL
+        when the parameter is not)."""
+        if self.is_pg:
+            return f"GREATEST({column}, {placeholder}::timestamptz)"
+        return f"MAX(COALESCE({column}, 0), {placeholder})"
+
     def in_list(self, column: str, placeholder: str) -> str:
         """``column`` is one of a list bound as one parameter (see `list_param`)."""
         if self.is_pg:
@@ -148,6 +155,12 @@ CREATE TABLE IF NOT EXISTS {t}objects (
   PRIMARY KEY (app_id, model, id)
 );
 CREATE INDEX IF NOT EXISTS objects_owner ON {t}objects (app_id, model, owner_id, id);
+CREATE TABLE IF NOT EXISTS {t}tombstones (
+  app_id TEXT NOT NULL, model TEXT NOT NULL, id TEXT NOT NULL,
+  version BIGINT NOT NULL, deleted_at {ts} NOT NULL,
+  PRIMARY KEY (app_id, model, id)
+);
+CREATE INDEX IF NOT EXISTS tombstones_deleted ON {t}tombstones (deleted_at);
 CREATE TABLE IF NOT EXISTS {t}operations (
   app_id TEXT NOT NULL, command_id TEXT NOT NULL, object_id TEXT NOT NULL,
   ok {bool} NOT NULL, error_code TEXT NOT NULL, error_message TEXT NOT NULL,
@@ -155,6 +168,7 @@ CREATE TABLE IF NOT EXISTS {t}operations (
   created_at {ts} NOT NULL,
   PRIMARY KEY (app_id, command_id)
 );
+CREATE INDEX IF NOT EXISTS operations_created ON {t}operations (created_at);
 CREATE TABLE IF NOT EXISTS {t}apps (
   id TEXT PRIMARY KEY, display_name TEXT NOT NULL, optional_auth {bool} NOT NULL,
   server_key_hash TEXT NOT NULL, created_at {ts} NOT NULL
@@ -194,6 +208,7 @@ CREATE TABLE IF NOT EXISTS {t}refresh_tokens (
 );
 CREATE INDEX IF NOT EXISTS refresh_tokens_user ON {t}refresh_tokens (app_id, user_id);
 CREATE INDEX IF NOT EXISTS refresh_tokens_device ON {t}refresh_tokens (app_id, device_id);
+CREATE INDEX IF NOT EXISTS refresh_tokens_expires ON {t}refresh_tokens (expires_at);
 """
 
 _TYPES: dict[DialectName, dict[str, str]] = {
@@ -204,6 +219,7 @@ _TYPES: dict[DialectName, dict[str, str]] = {
 # Every table holding rows of an application, with its app id column.
 APP_TABLES = (
     ("objects", "app_id"),
+    ("tombstones", "app_id"),
     ("operations", "app_id"),
     ("schemas", "app_id"),
     ("user_external_ids", "app_id"),

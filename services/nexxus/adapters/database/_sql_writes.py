@@ -20,6 +20,9 @@ savepoint, re-read and re-plan (a few times, then Unavailable).
 
 A command whose plan raises a NexxusError gets a failed operation row, so a
 redelivery returns the same failure (``replayed=True``).
+
+A delete leaves a tombstone row (the delete event's version); a create of an
+object that does not exist continues from its tombstone, so versions only grow.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from nexxus.core.errors import AlreadyExists, NexxusError, Unavailable, error_fr
 from nexxus.core.models import OperationRecord, StoredObject, utcnow
 from nexxus.core.ports import WriteOutcome
 from nexxus.core.writes import plan_write
-from nexxus.v1.internal_pb2 import ModelEvent
+from nexxus.v1.internal_pb2 import WRITE_OP_CREATE, ModelEvent
 
 from ._sql_common import (
     OBJECT_COLUMNS,
@@ -62,9 +65,15 @@ ObjKey = tuple[str, str, str]
 
 INSERT_OBJECT = f"INSERT INTO {{t}}objects ({OBJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 UPDATE_OBJECT = (
-    "UPDATE {t}objects SET owner_id = ?, version = ?, data = ?, updated_at = ?"
+    "UPDATE {t}objects SET owner_id = ?, version = ?, data = ?, created_at = ?, updated_at = ?"
     " WHERE app_id = ? AND model = ? AND id = ? AND version = ?"
 )
+UPSERT_TOMBSTONE = (
+    "INSERT INTO {t}tombstones (app_id, model, id, version, deleted_at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (app_id, model, id)"
+    " DO UPDATE SET version = excluded.version, deleted_at = excluded.deleted_at"
+)
+SELECT_TOMBSTONE = "SELECT version FROM {t}tombstones WHERE app_id = ? AND model = ? AND id = ?"
 DELETE_OBJECT = "DELETE FROM {t}objects WHERE app_id = ? AND model = ? AND id = ? AND version = ?"
 INSERT_OPERATION = f"INSERT INTO {{t}}operations ({OPERATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SELECT_OPERATION = f"SELECT {OPERATION_COLUMNS} FROM {{t}}operations WHERE app_id = ? AND command_id = ?"
@@ -100,12 +109,12 @@ def _record(
 
 
 def _plan(
-    cmd: WriteCommand, schema: ModelSchema, current: StoredObject | None, now: datetime
+    cmd: WriteCommand, schema: ModelSchema, current: StoredObject | None, now: datetime, tombstone: int
 ) -> tuple[StoredObject | None, OperationRecord, WriteOutcome]:
     """Plan one command: (object to store, operation row, outcome). A failed plan
     stores `current` unchanged."""
     try:
-        plan = plan_write(current, cmd, schema, now)
+        plan = plan_write(current, cmd, schema, now, tombstone_version=tombstone)
     except NexxusError as err:
         rec = _record(cmd, None, err, current.version if current else 0, now)
         return current, rec, WriteOutcome(cmd.command_id, None, err)
@@ -149,16 +158,21 @@ async def apply_fast(s: Session, d: Dialect, writes: Writes) -> list[WriteOutcom
             obj = row_to_object(d, r)
             original[(obj.app_id, obj.model, obj.id)] = obj
 
+    tombstones = await _read_tombstones(s, d, writes, original)
     state = dict(original)
     outcomes: list[WriteOutcome] = []
     new_ops: list[OperationRecord] = []
+    deleted: set[ObjKey] = set()
     for cmd, schema in writes:
         done = ops.get((cmd.app_id, cmd.command_id))
         if done is not None:
             outcomes.append(outcome_from_record(done, replayed=True))
             continue
         key = (cmd.app_id, cmd.model, cmd.object_id)
-        state[key], rec, outcome = _plan(cmd, schema, state[key], now)
+        state[key], rec, outcome = _plan(cmd, schema, state[key], now, tombstones.get(key, 0))
+        if outcome.event is not None and state[key] is None:
+            tombstones[key] = outcome.event.version
+            deleted.add(key)
         ops[(cmd.app_id, cmd.command_id)] = rec
         new_ops.append(rec)
         outcomes.append(outcome)
@@ -176,9 +190,7 @@ async def apply_fast(s: Session, d: Dialect, writes: Writes) -> list[WriteOutcom
         elif new is None:
             deletes.append((*key, old.version))
         else:
-            updates.append(
-                (new.owner_id, new.version, dumps(new.data), d.ts_in(new.updated_at), *key, old.version)
-            )
+            updates.append(_update_params(d, new, old))
     try:
         if deletes:
             await _guarded_many(s, d.q(DELETE_OBJECT), deletes)
@@ -186,11 +198,47 @@ async def apply_fast(s: Session, d: Dialect, writes: Writes) -> list[WriteOutcom
             await _guarded_many(s, d.q(UPDATE_OBJECT), updates)
         if inserts:
             await s.executemany(d.q(INSERT_OBJECT), inserts)
+        if deleted:
+            rows = [(*key, tombstones[key], d.ts_in(now)) for key in sorted(deleted)]
+            await s.executemany(d.q(UPSERT_TOMBSTONE), rows)
         if new_ops:
             await s.executemany(d.q(INSERT_OPERATION), [operation_params(d, op) for op in new_ops])
     except (AlreadyExists, TransientConflict) as exc:
         raise WriteRace(str(exc)) from exc
     return outcomes
+
+
+def _update_params(d: Dialect, new: StoredObject, old: StoredObject) -> tuple[object, ...]:
+    return (
+        new.owner_id,
+        new.version,
+        dumps(new.data),
+        d.ts_in(new.created_at),
+        d.ts_in(new.updated_at),
+        old.app_id,
+        old.model,
+        old.id,
+        old.version,
+    )
+
+
+async def _read_tombstones(
+    s: Session, d: Dialect, writes: Writes, original: dict[ObjKey, StoredObject | None]
+) -> dict[ObjKey, int]:
+    """The tombstone versions of the objects the batch creates and that do not exist."""
+    wanted: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for cmd, _schema in writes:
+        if cmd.op == WRITE_OP_CREATE and original.get((cmd.app_id, cmd.model, cmd.object_id)) is None:
+            wanted[(cmd.app_id, cmd.model)].add(cmd.object_id)
+    found: dict[ObjKey, int] = {}
+    if not wanted:
+        return found
+    where = "WHERE app_id = ? AND model = ? AND " + d.in_list("id", "?")
+    sql = d.q("SELECT id, version FROM {t}tombstones " + where)
+    for (app_id, model), ids in sorted(wanted.items()):
+        for r in await s.fetch(sql, (app_id, model, d.list_param(sorted(ids)))):
+            found[(app_id, model, r[0])] = int(r[1])
+    return found
 
 
 async def _guarded_many(s: Session, sql: str, rows: Sequence[Sequence[object]]) -> None:
@@ -220,11 +268,18 @@ async def _apply_one(
             return outcome_from_record(row_to_operation(d, r), replayed=True)
         r = await s.fetchrow(d.q(SELECT_OBJECT), (cmd.app_id, cmd.model, cmd.object_id))
         current = row_to_object(d, r) if r is not None else None
-        new, rec, outcome = _plan(cmd, schema, current, now)
+        tombstone = 0
+        if current is None and cmd.op == WRITE_OP_CREATE:
+            t = await s.fetchrow(d.q(SELECT_TOMBSTONE), (cmd.app_id, cmd.model, cmd.object_id))
+            tombstone = int(t[0]) if t is not None else 0
+        new, rec, outcome = _plan(cmd, schema, current, now, tombstone)
         await s.execute("SAVEPOINT nexxus_write")
         try:
             if new is not current:
                 await _write_object(s, d, current, new)
+            if new is None and current is not None and outcome.event is not None:
+                key = (cmd.app_id, cmd.model, cmd.object_id)
+                await s.execute(d.q(UPSERT_TOMBSTONE), (*key, outcome.event.version, d.ts_in(now)))
             await s.execute(d.q(INSERT_OPERATION), operation_params(d, rec))
         except (WriteRace, AlreadyExists, TransientConflict):
             await s.execute("ROLLBACK TO SAVEPOINT nexxus_write")
@@ -248,7 +303,6 @@ async def _write_object(
     if new is None:
         changed = await s.execute(d.q(DELETE_OBJECT), (*key, current.version))
     else:
-        params = (new.owner_id, new.version, dumps(new.data), d.ts_in(new.updated_at), *key, current.version)
-        changed = await s.execute(d.q(UPDATE_OBJECT), params)
+        changed = await s.execute(d.q(UPDATE_OBJECT), _update_params(d, new, current))
     if changed != 1:
         raise WriteRace("the object changed concurrently")

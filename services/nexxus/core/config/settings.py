@@ -67,6 +67,10 @@ class NatsSettings:
     stream_prefix: str = "NEXXUS"
     # Prefix of every subject.
     subject_prefix: str = "nexxus"
+    # The write queue (stream P_WRITES): commands wait there until a writer applies
+    # them, with no age limit; when it holds this many bytes the api refuses new
+    # writes (RESOURCE_EXHAUSTED / HTTP 429) instead of dropping any.
+    writes_max_bytes: int = 1024**3
 
 
 @dataclass(slots=True)
@@ -123,6 +127,22 @@ class WriterSettings:
     batch_size: int = 256
     # Deliveries of one command before it is parked as poison.
     max_deliver: int = 5
+    # Write partitions: commands of one object always go to the same partition
+    # (hash of app, model, object id), which one writer copy at a time applies in
+    # order. More partitions spread the load over more copies. api and writers must
+    # agree; change it only with the write queue drained.
+    partitions: int = 8
+    # A writer copy's hold on its partitions: renewed every third of it; a copy that
+    # dies loses them after this long, and a live copy takes them over.
+    lease_ttl_seconds: float = 3.0
+    # Retention jobs (run by every writer copy every `retention_interval_seconds`):
+    # operation records (GetOperation, command idempotency), tombstones of deleted
+    # objects (a re-created object continues their version), and refresh tokens
+    # past their expiry by this long.
+    retention_interval_seconds: float = 3600.0
+    operations_retention_seconds: int = 7 * 24 * 3600
+    tombstones_retention_seconds: int = 30 * 24 * 3600
+    refresh_tokens_retention_seconds: int = 24 * 3600
 
 
 @dataclass(slots=True)
