@@ -12,7 +12,8 @@ WORKDIR /src
 COPY pyproject.toml README* ./
 COPY services ./services
 COPY gen ./gen
-RUN pip install '.[postgres,elasticsearch]' \
+COPY clients/python ./clients/python
+RUN pip install '.[postgres,elasticsearch,opensearch]' \
     && useradd --system --uid 10001 --home-dir /var/lib/nexxus --create-home nexxus \
     && rm -rf /src
 

@@ -8,6 +8,9 @@ Servers (session scope, one per test run, in a temp dir, on free ports):
     postgres_dsn   NEXXUS_TEST_POSTGRES_DSN, or a PostgreSQL server started from the machine's
                    binaries (Debian's `postgresql`) on first use; skips when there are none,
                    fails under CI=true
+    opensearch_url NEXXUS_TEST_OPENSEARCH_URL, or an OpenSearch node started from its Maven
+                   Central artifacts (`nexxus.devserver.searchengine`; needs java and mvn) on
+                   first use; skips without them, fails under CI=true
 
 Adapters (function scope, isolated per test):
     nats_settings  NatsSettings with a unique stream prefix and subject prefix
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +37,7 @@ from nexxus.adapters.bus.nats import NatsBus
 from nexxus.adapters.store.redis import RedisSubscriptionStore
 from nexxus.core.config.settings import NatsSettings, RedisSettings
 from nexxus.devserver.postgres import PostgresNotFound, PostgresServer
+from nexxus.devserver.searchengine import OpenSearchServer, SearchEngineUnavailable
 from nexxus.devserver.servers import NatsServer, ValkeyServer
 
 PG_DSN_ENV = "NEXXUS_TEST_POSTGRES_DSN"
@@ -90,6 +96,31 @@ def postgres_dsn() -> Iterator[str]:
         yield server.dsn
 
 
+@pytest.fixture(scope="session")
+async def opensearch_url() -> AsyncIterator[str]:
+    """An OpenSearch node for the search-engine variants of the suite (started only when one runs)."""
+    configured = os.environ.get("NEXXUS_TEST_OPENSEARCH_URL")
+    if configured:
+        yield configured
+        return
+    # Not under pytest's own temp dir: the node runs as an unprivileged user when we are
+    # root, and that user must reach its data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="nexxus-opensearch-"))
+    os.chmod(data_dir, 0o755)
+    server = OpenSearchServer(data_dir)
+    try:
+        try:
+            await server.start()
+        except SearchEngineUnavailable as exc:
+            if os.environ.get("CI"):
+                pytest.fail(f"CI needs OpenSearch: {exc}")
+            pytest.skip(f"search-engine variants: {exc} (or set NEXXUS_TEST_OPENSEARCH_URL)")
+        yield server.url
+    finally:
+        await server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- adapters
 
 
@@ -126,3 +157,23 @@ async def store(redis_settings: RedisSettings) -> AsyncIterator[RedisSubscriptio
         with contextlib.suppress(Exception):
             await store.delete_all()
         await store.stop()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how the search-engine variants went, so a CI log shows that they ran."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if "searchengine" in getattr(report, "keywords", {}) and getattr(report, "when", "call") in (
+                "call",
+                "setup",
+            ):
+                if outcome == "passed" and report.when != "call":
+                    continue
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        terminalreporter.write_line(f"search-engine (OpenSearch) variants: {detail}")

@@ -2,7 +2,7 @@
 
 Subpackages:
   core       models, schemas, the FilterQuery and JsonPatch DSLs, errors, config, ports
-  adapters   database (sqlite, postgres, elasticsearch), bus (nats), store (redis)
+  adapters   database (sqlite, postgres, elasticsearch, opensearch), bus (nats), store (redis)
   auth       passwords, tokens, access rules
   rpc        the gRPC boundary: error mapping, interceptors
   api, writer, router, transport   one package per service

@@ -1,4 +1,4 @@
-"""Run a Node script as a subprocess speaking a line protocol on stdout/stdin."""
+"""Run a Node script (or another program) as a subprocess speaking a line protocol on stdout/stdin."""
 
 from __future__ import annotations
 
@@ -66,10 +66,15 @@ class NodeProc:
 
 @contextlib.asynccontextmanager
 async def node_script(node: str, script: Path, args: Sequence[str], cwd: Path) -> AsyncIterator[NodeProc]:
+    async with program([node, str(script), *args], cwd) as proc:
+        yield proc
+
+
+@contextlib.asynccontextmanager
+async def program(argv: Sequence[str], cwd: Path) -> AsyncIterator[NodeProc]:
+    """Any program speaking the same line protocol (the generated Go and Java clients)."""
     proc = await asyncio.create_subprocess_exec(
-        node,
-        str(script),
-        *args,
+        *argv,
         cwd=str(cwd),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -1,9 +1,11 @@
 """Contract-suite fixtures.
 
-Database: `db` runs each test against every SQL backend — SQLite (a temp file)
-and PostgreSQL (`postgres_dsn`: a server the suite starts, or
-NEXXUS_TEST_POSTGRES_DSN); the PostgreSQL tables live in a schema unique to this
-session (nexxus_test_<random>), dropped at the end.
+Database: `db` runs each test against every backend — SQLite (a temp file),
+PostgreSQL (`postgres_dsn`: a server the suite starts, or
+NEXXUS_TEST_POSTGRES_DSN) and OpenSearch (`opensearch_url`: a node the suite
+starts, or NEXXUS_TEST_OPENSEARCH_URL). The PostgreSQL tables live in a schema
+unique to this session (nexxus_test_<random>), dropped at the end; the
+OpenSearch indices under an index prefix unique to this session.
 Tests isolate themselves with a fresh `app_id`.
 """
 
@@ -19,11 +21,18 @@ import asyncpg
 import pytest
 
 from nexxus.adapters.database._sql_base import SqlDatabase
+from nexxus.adapters.database.opensearch import OpenSearchDatabase
 from nexxus.adapters.database.postgres import PostgresDatabase
 from nexxus.adapters.database.sqlite import SqliteDatabase
-from nexxus.core.config.settings import PostgresSettings, SqliteSettings
+from nexxus.core.config.settings import OpenSearchSettings, PostgresSettings, SqliteSettings
 
-DB_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+DB_BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("opensearch", marks=pytest.mark.searchengine),
+]
+# One index prefix per session: the suite's indices never meet another run's.
+ENGINE_PREFIX = f"nexxus-test-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,11 @@ def db_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], S
     """Unstarted adapters on one storage, once per backend (PostgreSQL started on first use)."""
     if request.param == "sqlite":
         return lambda: SqliteDatabase(SqliteSettings(path="db/nexxus.db"), data_dir=str(tmp_path))
+    if request.param == "opensearch":
+        url: str = request.getfixturevalue("opensearch_url")
+        settings = OpenSearchSettings(hosts=[url], index_prefix=ENGINE_PREFIX, refresh="true")
+        # The same ports and contract as the SQL adapters (the suite is typed on SqlDatabase).
+        return lambda: OpenSearchDatabase(settings)  # type: ignore[return-value]
     pg: PgTarget = request.getfixturevalue("pg_target")
     return lambda: PostgresDatabase(PostgresSettings(dsn=pg.dsn, schema=pg.schema, min_pool=1, max_pool=4))
 

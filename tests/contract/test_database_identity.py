@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -159,6 +161,30 @@ async def test_update_user_writes_only_its_fields(db: SqlDatabase, app_id: str) 
     got = await db.get_user(app_id, "u1")
     assert got is not None
     assert got.tokens_valid_after == T0 + timedelta(hours=1)
+
+
+async def test_concurrent_updates_of_other_fields_are_all_kept(db: SqlDatabase, app_id: str) -> None:
+    """Updates of different fields at the same time, each from its own copy: none
+    undoes another (the search engine re-reads and re-merges when it loses a race)."""
+    await db.create_user(user(app_id, "u1", "alice"))
+    base = await db.get_user(app_id, "u1")
+    assert base is not None
+    changes: list[tuple[str, object]] = [
+        ("display_name", "Ally"),
+        ("password_hash", "argon2$new"),
+        ("profile", {"theme": "dark"}),
+        ("email", "al@x.io"),
+        ("external_ids", ["g:9"]),
+        ("tokens_valid_after", T0 + timedelta(hours=3)),
+    ]
+    copies = [dataclasses.replace(base, **{name: value}) for name, value in changes]
+    await asyncio.gather(*(db.update_user(c, {name}) for c, (name, _) in zip(copies, changes, strict=True)))
+    got = await db.get_user(app_id, "u1")
+    assert got is not None
+    assert {name: getattr(got, name) for name, _ in changes} == dict(changes)
+    assert got.username == "alice"
+    assert await db.find_user_by_login(app_id, "AL@x.io") == got
+    assert await db.find_user_by_external_id(app_id, "g:9") == got
 
 
 async def test_device_revocation_never_moves_back(db: SqlDatabase, app_id: str) -> None:

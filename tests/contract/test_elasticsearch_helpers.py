@@ -58,8 +58,9 @@ def test_object_document_round_trip() -> None:
     assert doc[PRESENT_FIELD] == ["title", "n"]
     assert doc["source"] == obj.data
     assert document_object("a", "task", doc) == obj
-    tomb = tombstone_document("o1", 4, "c2", event)
+    tomb = tombstone_document("o1", 4, "c2", event, deleted_at=T0)
     assert document_object("a", "task", tomb) is None
+    assert (tomb["version"], tomb["updated_at"], tomb["deleted"]) == (4, doc["updated_at"], True)
 
 
 def test_operation_document_round_trip() -> None:

@@ -28,13 +28,14 @@ ENVOY_COMPOSE = ROOT / "envoy" / "envoy.compose.yaml"
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::?(?P<op>[-?])(?P<arg>[^}]*))?\}")
 
 
-def _interpolate(value: str) -> str:
-    """Compose's ${VAR:-default} with an empty environment (a bare ${VAR} is refused: no silent "")."""
+def _interpolate(value: str, environ: dict[str, str] | None = None) -> str:
+    """Compose's ${VAR:-default} with `environ` (default: an empty environment; a bare
+    ${VAR} is refused: no silent "")."""
 
     def sub(m: re.Match[str]) -> str:
         if m["op"] != "-":
             raise AssertionError(f"{m[0]} needs a default for a plain `docker compose up`")
-        return m["arg"]
+        return (environ or {}).get(m["name"]) or m["arg"]
 
     return _INTERPOLATION.sub(sub, value)
 
@@ -51,11 +52,11 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _env(service: dict[str, Any]) -> dict[str, str]:
+def _env(service: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): _interpolate(str(v)) for k, v in env.items()}
+    return {str(k): _interpolate(str(v), environ) for k, v in env.items()}
 
 
 def _exposed(service: dict[str, Any]) -> set[int]:
@@ -83,7 +84,7 @@ def test_every_service_has_an_image_or_a_build(services: dict[str, dict[str, Any
 def test_dockerfile_builds_the_one_service_image() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert "pip install '.[postgres,elasticsearch]'" in text
+    assert "pip install '.[postgres,elasticsearch,opensearch]'" in text
     assert 'ENTRYPOINT ["nexxus", "serve"]' in text
     for src in re.findall(r"^COPY (?!pyproject)(\S+) ", text, re.M):
         assert (ROOT / src).exists(), f"COPY {src}: missing"
@@ -123,9 +124,10 @@ def _targets(settings: Settings) -> list[tuple[str, str, int]]:
     if settings.database.adapter == "postgres":
         dsn = urlsplit(settings.database.postgres.dsn)
         out.append(("database.postgres.dsn", dsn.hostname or "", dsn.port or 5432))
-    for host in settings.database.elasticsearch.hosts:
-        es = urlsplit(host)
-        out.append(("database.elasticsearch.hosts", es.hostname or "", es.port or 9200))
+    for engine in ("elasticsearch", "opensearch"):
+        for host in getattr(settings.database, engine).hosts:
+            parts = urlsplit(host)
+            out.append((f"database.{engine}.hosts", parts.hostname or "", parts.port or 9200))
     return out
 
 
@@ -177,3 +179,38 @@ def test_envoy_compose_config_validates(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("engine", ["elasticsearch", "opensearch"])
+def test_search_engine_profiles(services: dict[str, dict[str, Any]], engine: str) -> None:
+    """`NEXXUS_DATABASE_ADAPTER=<engine> docker compose --profile <engine> up`: every service
+    uses the engine, waits for it, and keeps identities in it (one store for all processes)."""
+    from nexxus.adapters.registry import build_database, build_identity_store
+
+    server = services[engine]
+    assert server.get("profiles") == [engine]
+    assert 9200 in _exposed(server)
+    assert "healthcheck" in server
+    env = dict(server.get("environment") or {})
+    assert env.get("discovery.type") == "single-node"
+    for name in SERVICES:
+        settings = load_settings(env=_env(services[name], {"NEXXUS_DATABASE_ADAPTER": engine}), providers=[])
+        assert settings.database.adapter == engine, name
+        host = urlsplit(getattr(settings.database, engine).hosts[0])
+        assert (host.hostname, host.port) == (engine, 9200), name
+        dep = services[name]["depends_on"][engine]
+        assert dep == {"condition": "service_healthy", "required": False}, name
+        db, identity = build_database(settings), build_identity_store(settings)
+        # Not the per-process SQLite fallback: the identities live in the engine.
+        assert type(identity) is type(db), name
+        assert type(identity).__module__ == f"nexxus.adapters.database.{engine}", name
+
+
+def test_elasticsearch_image_matches_the_client_major() -> None:
+    """The `elasticsearch` client talks only to a server of its own major version."""
+    import importlib.metadata
+
+    image = yaml.safe_load(COMPOSE.read_text())["services"]["elasticsearch"]["image"]
+    server_major = image.rsplit(":", 1)[1].split(".")[0]
+    client_major = importlib.metadata.version("elasticsearch").split(".")[0]
+    assert server_major == client_major, (image, client_major)

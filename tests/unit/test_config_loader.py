@@ -183,7 +183,7 @@ def test_unknown_adapter_lists_known_names() -> None:
         load(overrides=["database.adapter=mongodb", "store.adapter=memcached"])
     message = str(info.value)
     assert "database.adapter: unknown adapter 'mongodb'" in message
-    assert "elasticsearch, postgres, sqlite" in message
+    assert "elasticsearch, opensearch, postgres, sqlite" in message
     assert "store.adapter: unknown adapter 'memcached'" in message
 
 

@@ -1,7 +1,8 @@
 """Differential property test: the Python matcher, the router's match index,
-SQLite (JSON text column) and PostgreSQL (JSONB, on the server the suite
-starts) select exactly the same objects for random schemas, objects and valid
-filters."""
+SQLite (JSON text column), PostgreSQL (JSONB, on the server the suite starts)
+and OpenSearch (the query DSL on the adapter's typed view and mapping, on the
+node the suite starts) select exactly the same objects for random schemas,
+objects and valid filters."""
 
 from __future__ import annotations
 
@@ -16,7 +17,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nexxus.core.filterquery import compile_matcher, filter_to_dict, iter_leaves, parse_filter, to_sql
+from nexxus.adapters.database._engine_docs import OBJECT_PROPERTIES, object_mappings
+from nexxus.core.filterquery import (
+    PRESENT_FIELD,
+    compile_matcher,
+    filter_to_dict,
+    iter_leaves,
+    parse_filter,
+    to_elasticsearch,
+    to_sql,
+)
+from nexxus.core.filterquery.elasticsearch import mapping_properties, typed_view
 from nexxus.core.schema import MAX_SAFE_INTEGER, FieldKind, ModelSchema
 from nexxus.router.index import ModelIndex, ObjectState
 from nexxus.v1.subscriptions_pb2 import Subscription
@@ -279,3 +290,68 @@ def test_matcher_and_postgres_agree(pg: _Pg, case: Any) -> None:
         match = compile_matcher(node)
         expected = {i for i, o in enumerate(objs) if match(o)}
         assert pg.ids(node) == expected, (raw, to_sql(node, "postgres"))
+
+
+# ------------------------------------------------------------------ OpenSearch
+
+
+class _Engine:
+    """One index with the adapter's object mapping; each case's documents carry
+    a case id that every query filters on, so cases never see each other."""
+
+    def __init__(self, url: str) -> None:
+        from opensearchpy import OpenSearch
+
+        self.client = OpenSearch(hosts=[url])
+        self.index = f"nexxus-fq-{uuid.uuid4().hex[:12]}"
+        props = {
+            **OBJECT_PROPERTIES,
+            "case": {"type": "keyword"},
+            "n": {"type": "integer"},
+            "data": {"type": "object", "dynamic": True, "properties": {}},
+        }
+        self.client.indices.create(index=self.index, body={"mappings": object_mappings(props)})
+        self.case = ""
+
+    def load(self, schema: ModelSchema, objs: list[dict[str, Any]]) -> None:
+        self.case = uuid.uuid4().hex
+        data_props = mapping_properties(schema)
+        self.client.indices.put_mapping(
+            index=self.index, body={"properties": {"data": {"properties": data_props}}}
+        )
+        lines: list[dict[str, Any]] = []
+        for i, obj in enumerate(objs):
+            view, present = typed_view(obj, schema)
+            lines.append({"index": {"_index": self.index}})
+            lines.append({"case": self.case, "n": i, "data": view, PRESENT_FIELD: present})
+        resp = self.client.bulk(body=lines, refresh="true")
+        assert not resp["errors"], resp
+
+    def ids(self, node: Any) -> set[int]:
+        query = {"bool": {"filter": [to_elasticsearch(node), {"term": {"case": self.case}}]}}
+        resp = self.client.search(index=self.index, body={"query": query, "size": 100, "_source": ["n"]})
+        return {hit["_source"]["n"] for hit in resp["hits"]["hits"]}
+
+    def close(self) -> None:
+        self.client.indices.delete(index=self.index)
+        self.client.close()
+
+
+@pytest.fixture(scope="module")
+def engine(opensearch_url: str) -> Iterator[_Engine]:
+    db = _Engine(opensearch_url)
+    yield db
+    db.close()
+
+
+@pytest.mark.searchengine
+@HYPOTHESIS
+@given(case=cases())
+def test_matcher_and_opensearch_agree(engine: _Engine, case: Any) -> None:
+    schema, objs, raw_filters = case
+    engine.load(schema, objs)
+    for raw in raw_filters:
+        node = parse_filter(raw, schema)
+        match = compile_matcher(node)
+        expected = {i for i, o in enumerate(objs) if match(o)}
+        assert engine.ids(node) == expected, (raw, to_elasticsearch(node))

@@ -18,10 +18,13 @@ Constructors: database adapters take ``(section, *, data_dir=...)`` where
 from an outside package with no section in `Settings` receives ``None`` and
 reads its own configuration.
 
-Identity store: the SQL adapters implement both `DatabaseAdapter` and
-`IdentityStore`; `build_identity_store` builds a second instance of the same
-class. A database adapter that is not an `IdentityStore` (Elasticsearch, or an
-outside adapter) keeps identities in SQLite (``settings.database.sqlite``).
+Identity store: the built-in adapters (SQLite, PostgreSQL, Elasticsearch,
+OpenSearch) implement both `DatabaseAdapter` and `IdentityStore`;
+`build_identity_store` builds a second instance of the same class, on the same
+storage, so every process of a deployment sees the same identities. An outside
+database adapter that is not an `IdentityStore` keeps identities in SQLite
+(``settings.database.sqlite``): a file private to one process, fit only for a
+single-process deployment.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ DRIVER_EXTRAS: Final[dict[str, str]] = {
     "asyncpg": "postgres",
     "elasticsearch": "elasticsearch",
     "elastic_transport": "elasticsearch",
+    "opensearchpy": "opensearch",
 }
 
 Factory = Callable[..., Any]
@@ -227,7 +231,7 @@ def build_database(settings: Settings) -> DatabaseAdapter:
 
 def build_identity_store(settings: Settings) -> IdentityStore:
     """The `IdentityStore`: the database adapter's class when it implements the
-    port (SQLite, PostgreSQL), otherwise SQLite (``settings.database.sqlite``)."""
+    port (every built-in adapter), otherwise SQLite (``settings.database.sqlite``)."""
     name = settings.database.adapter
     factory = load_adapter(DATABASE, name)
     if not _keeps_identities(factory):

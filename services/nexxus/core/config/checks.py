@@ -116,8 +116,10 @@ def check_settings(settings: Settings, problems: Problems) -> None:
     _check_urls(
         "database.elasticsearch.hosts", settings.database.elasticsearch.hosts, ("http", "https"), problems
     )
-    if settings.database.elasticsearch.refresh not in ES_REFRESH:
-        problems.append(("database.elasticsearch.refresh", f"must be one of {ES_REFRESH}"))
+    _check_urls("database.opensearch.hosts", settings.database.opensearch.hosts, ("http", "https"), problems)
+    for engine in ("elasticsearch", "opensearch"):
+        if getattr(settings.database, engine).refresh not in ES_REFRESH:
+            problems.append((f"database.{engine}.refresh", f"must be one of {ES_REFRESH}"))
     if not settings.bus.nats.servers:
         problems.append(("bus.nats.servers", "at least one server is needed"))
     _check_urls("bus.nats.servers", settings.bus.nats.servers, ("nats", "tls", "ws", "wss"), problems)

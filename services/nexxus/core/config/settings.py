@@ -38,11 +38,24 @@ class ElasticsearchSettings:
 
 
 @dataclass(slots=True)
+class OpenSearchSettings:
+    hosts: list[str] = field(default_factory=lambda: ["http://127.0.0.1:9200"])
+    index_prefix: str = "nexxus"
+    # HTTP basic authentication (the security plugin); both empty = none.
+    username: str = ""
+    password: str = ""
+    verify_certs: bool = True
+    # "" | "wait_for" | "true": refresh after writes (tests use true).
+    refresh: str = ""
+
+
+@dataclass(slots=True)
 class DatabaseSettings:
     adapter: str = "sqlite"
     sqlite: SqliteSettings = field(default_factory=SqliteSettings)
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
+    opensearch: OpenSearchSettings = field(default_factory=OpenSearchSettings)
 
 
 @dataclass(slots=True)

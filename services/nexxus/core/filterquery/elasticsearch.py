@@ -15,7 +15,9 @@ the index mapping. Objects, arrays and nulls are not indexed in the view.
 answers ``eq null`` ("missing or null") exactly, whatever the value's type.
 
 Numbers are ``double``: the schema bounds integers to +-2**53, so every valid
-integer is exact, and integers compare with floats numerically.
+integer is exact, and integers compare with floats numerically. Lucene orders
+-0.0 below 0.0 where JSON, SQL and the matcher see one number, so -0.0 becomes
+0.0 both in the view and in query operands (`_number`).
 
 `typed_view`, `mapping_properties` and `DYNAMIC_TEMPLATES` build the view and
 its mapping; the adapter (nexxus.adapters.database.elasticsearch) uses them.
@@ -79,7 +81,7 @@ def to_elasticsearch(
     if isinstance(node, Compare):
         return _compare(node, field_prefix, present_field)
     if isinstance(node, In):
-        return {"terms": {es_field(node.path, node.kind, field_prefix): list(node.values)}}
+        return {"terms": {es_field(node.path, node.kind, field_prefix): [_number(v) for v in node.values]}}
     children = [
         to_elasticsearch(c, field_prefix=field_prefix, present_field=present_field) for c in node.children
     ]
@@ -95,11 +97,17 @@ def _compare(node: Compare, prefix: str, present_field: str) -> dict[str, Any]:
         # eq null: missing or null, i.e. not a present path; ne null: present.
         return present if node.op == "ne" else {"bool": {"must_not": [present]}}
     field = es_field(node.path, node.kind, prefix)
+    value = _number(node.value)
     if node.op == "eq":
-        return {"term": {field: node.value}}
+        return {"term": {field: value}}
     if node.op == "ne":
-        return {"bool": {"must_not": [{"term": {field: node.value}}]}}
-    return {"range": {field: {node.op: node.value}}}
+        return {"bool": {"must_not": [{"term": {field: value}}]}}
+    return {"range": {field: {node.op: value}}}
+
+
+def _number(value: Any) -> Any:
+    """-0.0 as 0.0 (one number for JSON, two for Lucene); anything else unchanged."""
+    return 0.0 if isinstance(value, float) and value == 0 else value
 
 
 # ---------------------------------------------------------------- indexed view
@@ -160,5 +168,5 @@ def typed_view(data: Mapping[str, Any], schema: ModelSchema) -> tuple[dict[str, 
         target = view
         for key in path[:-1]:
             target = target.setdefault(key, {})
-        target[path[-1] + suffix] = cur
+        target[path[-1] + suffix] = _number(cur)
     return view, present

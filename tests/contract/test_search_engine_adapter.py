@@ -1,22 +1,29 @@
-"""ElasticsearchDatabase against a real server: runs only when
-NEXXUS_TEST_ELASTICSEARCH_URL is set (e.g. http://127.0.0.1:9200); every index
-of the session lives under a unique prefix, deleted at the end."""
+"""The search-engine adapters against a real server, beyond the shared contract
+suite (tests/contract/test_database_*.py): a field whose kind changes in the
+schema, replays, tombstones (a re-create continues their version), paging.
+OpenSearch runs on the node the suite starts (`opensearch_url`); Elasticsearch
+only when NEXXUS_TEST_ELASTICSEARCH_URL is set (e.g. http://127.0.0.1:9200): its
+server cannot be started from Maven Central artifacts alone. Every index lives
+under a unique prefix, deleted at the end."""
 
 from __future__ import annotations
 
 import os
 import secrets
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from nexxus.adapters.database._engine import SearchEngineDatabase
 from nexxus.adapters.database.elasticsearch import ElasticsearchDatabase
-from nexxus.core.config.settings import ElasticsearchSettings
+from nexxus.adapters.database.opensearch import OpenSearchDatabase
+from nexxus.core.config.settings import ElasticsearchSettings, OpenSearchSettings
 from nexxus.core.convert import dict_to_struct, py_to_value
 from nexxus.core.errors import InvalidArgument, NotFound, VersionConflict
 from nexxus.core.filterquery import compile_matcher, parse_filter
-from nexxus.core.models import SortKey
+from nexxus.core.models import SortKey, utcnow
 from nexxus.core.schema import ModelSchema
 from nexxus.v1 import common_pb2, events_pb2, internal_pb2
 
@@ -76,27 +83,36 @@ def delete(app: str, cid: str, oid: str) -> Any:
     return cmd, SCHEMA
 
 
-@pytest.fixture(scope="module")
-async def es_db() -> AsyncIterator[ElasticsearchDatabase]:
+@pytest.fixture(
+    scope="module", params=[pytest.param("opensearch", marks=pytest.mark.searchengine), "elasticsearch"]
+)
+def engine_url(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(engine, URL) of a server of each engine."""
+    if request.param == "opensearch":
+        return "opensearch", str(request.getfixturevalue("opensearch_url"))
     if not ES_URL:
-        print("skipping Elasticsearch contract tests: NEXXUS_TEST_ELASTICSEARCH_URL is not set")
+        print("skipping the Elasticsearch variant: NEXXUS_TEST_ELASTICSEARCH_URL is not set")
         pytest.skip("NEXXUS_TEST_ELASTICSEARCH_URL is not set (e.g. http://127.0.0.1:9200)")
+    return "elasticsearch", ES_URL
+
+
+@pytest.fixture(scope="module")
+async def es_db(engine_url: tuple[str, str]) -> AsyncIterator[SearchEngineDatabase]:
+    engine, url = engine_url
     prefix = f"nexxus-test-{secrets.token_hex(4)}"
-    db = ElasticsearchDatabase(ElasticsearchSettings(hosts=[ES_URL], index_prefix=prefix, refresh="wait_for"))
+    db: SearchEngineDatabase
+    if engine == "opensearch":
+        db = OpenSearchDatabase(OpenSearchSettings(hosts=[url], index_prefix=prefix, refresh="wait_for"))
+    else:
+        db = ElasticsearchDatabase(
+            ElasticsearchSettings(hosts=[url], index_prefix=prefix, refresh="wait_for")
+        )
     await db.start()
     try:
         yield db
     finally:
-        from elasticsearch import AsyncElasticsearch
-
-        client = AsyncElasticsearch(hosts=[ES_URL])
-        try:
-            found = await client.indices.get(index=f"{prefix}-*", allow_no_indices=True)
-            for index in found.body:
-                await client.indices.delete(index=index)
-        finally:
-            await client.close()
-            await db.stop()
+        await db._engine.request("DELETE", f"/{prefix}-*", params={"ignore_unavailable": "true"})
+        await db.stop()
 
 
 @pytest.fixture
@@ -104,7 +120,7 @@ def app() -> str:
     return f"app{secrets.token_hex(5)}"
 
 
-async def test_write_lifecycle_and_replay(es_db: ElasticsearchDatabase, app: str) -> None:
+async def test_write_lifecycle_and_replay(es_db: SearchEngineDatabase, app: str) -> None:
     [out] = await es_db.apply_writes([create(app, "c1", "o1", title="a", n=1)])
     assert out.error is None
     assert out.event is not None
@@ -131,13 +147,17 @@ async def test_write_lifecycle_and_replay(es_db: ElasticsearchDatabase, app: str
     assert gone.event is not None
     assert gone.event.kind == events_pb2.EVENT_KIND_DELETED
     assert await es_db.get_object(app, "task", "o1") is None
-    # A create after the delete starts a fresh object.
+    assert gone.event.version == 3
+    # A create after the delete continues from the tombstone's version.
     [again_created] = await es_db.apply_writes([create(app, "c5", "o1", title="b")])
     assert again_created.event is not None
-    assert again_created.event.version == 1
+    assert again_created.event.version == 4
+    obj = await es_db.get_object(app, "task", "o1")
+    assert obj is not None
+    assert (obj.version, obj.data) == (4, {"title": "b"})
 
 
-async def test_failed_command_is_recorded(es_db: ElasticsearchDatabase, app: str) -> None:
+async def test_failed_command_is_recorded(es_db: SearchEngineDatabase, app: str) -> None:
     [out] = await es_db.apply_writes([incr(app, "c1", "missing")])
     assert isinstance(out.error, NotFound)
     [replay] = await es_db.apply_writes([incr(app, "c1", "missing")])
@@ -146,7 +166,7 @@ async def test_failed_command_is_recorded(es_db: ElasticsearchDatabase, app: str
     assert await es_db.get_operation(app, "nope") is None
 
 
-async def test_search_agrees_with_matcher(es_db: ElasticsearchDatabase, app: str) -> None:
+async def test_search_agrees_with_matcher(es_db: SearchEngineDatabase, app: str) -> None:
     rows: list[dict[str, Any]] = [
         {"title": "a", "n": 1, "done": True},
         {"title": "b", "n": 2},
@@ -179,7 +199,7 @@ async def test_search_agrees_with_matcher(es_db: ElasticsearchDatabase, app: str
     assert [o.id for o in mine.objects] == ["oy"]
 
 
-async def test_sort_and_paging(es_db: ElasticsearchDatabase, app: str) -> None:
+async def test_sort_and_paging(es_db: SearchEngineDatabase, app: str) -> None:
     writes = [
         create(app, f"c{i}", f"o{i}", title=t, n=n)
         for i, (t, n) in enumerate([("a", 5), ("b", 1), ("c", 3), ("d", 3), ("e", 9)])
@@ -195,11 +215,11 @@ async def test_sort_and_paging(es_db: ElasticsearchDatabase, app: str) -> None:
             break
     assert ids == ["o4", "o0", "o2", "o3", "o1"]
     with pytest.raises(InvalidArgument) as info:
-        await es_db.search_objects(app, "task", None, [SortKey("title")], 2, token="bogus")
+        await es_db.search_objects(app, "task", None, [SortKey("title")], 2, "bogus")
     assert info.value.field == "page_token"
 
 
-async def test_delete_app_data(es_db: ElasticsearchDatabase, app: str) -> None:
+async def test_delete_app_data(es_db: SearchEngineDatabase, app: str) -> None:
     other = app + "z"
     await es_db.apply_writes([create(app, "c1", "o1", title="a"), create(other, "c1", "o1", title="b")])
     await es_db.delete_app_data(app)
@@ -208,3 +228,37 @@ async def test_delete_app_data(es_db: ElasticsearchDatabase, app: str) -> None:
     kept = await es_db.get_object(other, "task", "o1")
     assert kept is not None
     assert kept.data == {"title": "b"}
+
+
+async def test_trim_stays_under_its_prefix(
+    es_db: SearchEngineDatabase, engine_url: tuple[str, str], app: str
+) -> None:
+    """Trimming one deployment's tombstones never touches those of another whose
+    index prefix starts like it (``{prefix}-x``), nor its identity indices."""
+    engine, url = engine_url
+    longer = f"{es_db._prefix}-x"
+    other: SearchEngineDatabase
+    if engine == "opensearch":
+        other = OpenSearchDatabase(OpenSearchSettings(hosts=[url], index_prefix=longer, refresh="wait_for"))
+    else:
+        other = ElasticsearchDatabase(
+            ElasticsearchSettings(hosts=[url], index_prefix=longer, refresh="wait_for")
+        )
+    await other.start()
+    try:
+        for db in (es_db, other):
+            outs = await db.apply_writes([create(app, "c1", "o1", title="a"), delete(app, "c2", "o1")])
+            assert [o.event.version for o in outs if o.event] == [1, 2]
+        now = utcnow()
+        removed = await es_db.trim(
+            operations_before=now - timedelta(days=1), tombstones_before=now + timedelta(seconds=5)
+        )
+        assert removed >= 1
+        [mine] = await es_db.apply_writes([create(app, "c3", "o1", title="b")])
+        [theirs] = await other.apply_writes([create(app, "c3", "o1", title="b")])
+        assert mine.event is not None
+        assert theirs.event is not None
+        assert (mine.event.version, theirs.event.version) == (1, 3)
+        assert await es_db.get_operation(app, "c1") is not None  # younger than operations_before
+    finally:
+        await other.stop()
