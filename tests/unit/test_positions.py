@@ -44,10 +44,10 @@ def test_what_can_be_resumed() -> None:
     assert empty.can_resume(Position("e", 200))
 
 
-def _event(seq: int, oid: str = "o1", version: int = 1) -> tuple[int, bytes, str, tuple[str, str], int, int]:
+def _event(seq: int, oid: str = "o1", version: int = 1) -> tuple[int, bytes, int, str, tuple[str, str], int]:
     data = events_pb2.Event(event_id=f"e{seq}", object_id=oid, version=version, position=f"p.{seq}")
     raw = data.SerializeToString()
-    return seq, raw, f"p.{seq}", ("task", oid), version, len(raw)
+    return seq, raw, len(raw), f"p.{seq}", ("task", oid), version
 
 
 def _conn(max_bytes: int = 1 << 20) -> QueuedConnection:

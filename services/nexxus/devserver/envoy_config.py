@@ -65,6 +65,7 @@ SSE_PATH_REGEX = r"^/v1/apps/[^/]+/events/?$"
 # from the transport (so a stalled client's backlog stays in the transport's
 # bounded buffer, where it is counted).
 STREAM_UPSTREAM_BUFFER = 32 * 1024
+STREAM_UPSTREAM_RCVBUF = 128 * 1024
 EVENTS_GRPC_PREFIX = "/nexxus.v1.EventService/"
 
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
@@ -92,6 +93,10 @@ class EdgeConfig:
     transport_sse: tuple[str, int] = ("127.0.0.1", 8766)
     descriptor_path: str = str(DEFAULT_DESCRIPTOR)
     cors_allow_origins: Sequence[str] = field(default_factory=lambda: ("*",))
+    # How long a closing stream's last bytes may wait for a client that does not
+    # read (transport.close_grace_seconds): Envoy's delayed close of a finished
+    # response, so an error frame still queued for a stalled client is not lost.
+    close_grace_seconds: float = 30.0
     access_log_path: str = "/dev/stdout"
 
 
@@ -144,6 +149,20 @@ def _cluster(
     }
     if buffer_limit is not None:
         cluster["per_connection_buffer_limit_bytes"] = buffer_limit
+        # A fixed kernel receive buffer on Envoy's side of each stream's upstream
+        # connection (no autotuning to tens of MB): a stalled client's backlog
+        # backs up into the transport's own byte-bounded buffer quickly.
+        cluster["upstream_bind_config"] = {
+            "socket_options": [
+                {
+                    "description": "SO_RCVBUF",
+                    "level": 1,  # SOL_SOCKET
+                    "name": 8,  # SO_RCVBUF (Linux)
+                    "int_value": STREAM_UPSTREAM_RCVBUF,
+                    "state": "STATE_PREBIND",
+                }
+            ]
+        }
     if http2:
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
@@ -245,6 +264,7 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
         # Streams end only when the client or the server ends them (routes set timeout 0s too).
         stream_idle_timeout="0s",
         request_timeout="0s",
+        delayed_close_timeout=f"{edge.close_grace_seconds:g}s",
         http2_protocol_options={"max_concurrent_streams": 1000},
         upgrade_configs=[{"upgrade_type": "websocket", "enabled": False}],
         access_log=[
@@ -323,6 +343,7 @@ def envoy_config_for(settings: Settings, *, descriptor_path: Path | None = None)
             transport_sse=(s.transport.host, s.transport.sse_port),
             descriptor_path=str((descriptor_path or DEFAULT_DESCRIPTOR).resolve()),
             cors_allow_origins=tuple(s.envoy.cors_allow_origins),
+            close_grace_seconds=s.transport.close_grace_seconds,
         )
     )
 

@@ -2,34 +2,33 @@
 
 `QueuedConnection` is what the hub pushes to. The transport that owns it (gRPC
 stream, WebSocket, SSE) drains it with `next_event()` / `drain()` (Event
-objects), or, for an `encoded` connection (the gRPC stream), `next_encoded()` /
-`drain_encoded()` (serialized Events, which the hub pushes without building a
-message per device).
+objects), or, for an `encoded` connection, `next_encoded()` /
+`drain_encoded()` (serialized Events, which the hub pushes with
+`push_encoded()` without building a message per device).
 
-Pushing never blocks. The connection's buffer is what waits in its queue (and
-its hold list) plus what its socket has not sent yet (`unsent_bytes`, set by
-the drainer); when an event would take it past `max_bytes` (and something is
-already waiting: one event is always accepted, however large), the backlog is
-dropped and the connection is closed with RESOURCE_EXHAUSTED, reason
-SLOW_CONSUMER, and `position` = `sent_position`, the last event handed to the
-client's socket: what the client has once it reads what was sent. So a
-connection never holds more than `max_bytes` plus one event. Closing wakes the
-drainer (and `wait_closed()`), which then sends the error frame and ends the
-connection. One drainer at a time: a wait is one future (no asyncio.timeout /
-Event per event) and the idle timer is re-armed lazily, once per idle period
-rather than once per wait.
-
-Pushed events are shared between the connections of a device: treat them as
-read-only.
+Pushing never blocks. The connection's buffer is what waits in its queue plus
+what its socket has not sent yet (`unsent_bytes`, set by the drainer); when a
+push would take it past `max_bytes` (and the queue is not empty: one event is
+always accepted, however large), the queue is dropped and the connection is
+closed with RESOURCE_EXHAUSTED / reason SLOW_CONSUMER and `position`, the
+position of the last event the drainer took: what the client will have received
+once it reads what was sent. So a connection never holds more than `max_bytes`
+plus one event. Closing wakes the drainer (and `wait_closed()`), which then
+sends the error frame and ends the connection.
 
 Positions (docs/delivery.md). The hub `offer()`s each live event with its
 history sequence and position. The connection drops what it has already
 queued (a sequence it queued before: duplicates of a redelivery), and what a
 snapshot it sent already shows (same object at a version not newer). While it
 is *held* (opening with a resume, a snapshot being sent) live events wait in a
-hold list; `release(after_seq)` then queues those after `after_seq` (what the
-replay or snapshot covered is dropped) in arrival order. `sent_position` is the
-position of the last event handed to the client: the one an error frame names.
+hold list (bounded by `max_bytes` too); `release(after_seq)` then queues those
+after `after_seq` (what the replay or snapshot covered is dropped) in arrival
+order.
+
+One drainer at a time: a wait is one future (no asyncio.timeout / Event per
+event) and the idle timer is re-armed lazily, once per idle period rather than
+once per wait. Pushed events are shared between the connections of a device:
+treat them as read-only.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ from google.protobuf import struct_pb2
 from nexxus.core.ports import Connection
 from nexxus.v1 import events_pb2
 
-__all__ = ["SLOW_CONSUMER", "BufferStats", "ConnectionClosed", "QueuedConnection"]
+__all__ = ["BufferStats", "ConnectionClosed", "QueuedConnection"]
 
 log = logging.getLogger("nexxus.transport.connection")
 
@@ -57,17 +56,17 @@ _RECENT = 4096
 # How long a snapshot's object versions are used to drop events it already shows.
 SNAPSHOT_DEDUP_SECONDS = 60.0
 
-SLOW_CONSUMER = "SLOW_CONSUMER"
+# (sequence, event, its size, position, (model, object id), version) of a held live event.
+_Held = tuple[int, "events_pb2.Event | bytes", int, str, tuple[str, str], int]
 
-# (sequence, event, position, (model, object id), version, size) of a held live event.
-_Held = tuple[int, "events_pb2.Event | bytes", str, tuple[str, str], int, int]
+SLOW_CONSUMER = "SLOW_CONSUMER"
 
 
 class ConnectionClosed(Exception):
     """Raised by `next_event()` once the connection was closed server-side.
 
     `code` is a google.rpc.Code name, `reason` the human-readable message,
-    `error_reason` a machine-readable one (SLOW_CONSUMER, TOKEN_EXPIRED…) and
+    `error_reason` a machine-readable reason (SLOW_CONSUMER, TOKEN_EXPIRED…) and
     `position` the position of the last event handed to the client's socket."""
 
     def __init__(self, code: str, reason: str, error_reason: str = "", position: str = "") -> None:
@@ -78,11 +77,14 @@ class ConnectionClosed(Exception):
         self.position = position
 
     def stream_error(self) -> events_pb2.StreamError:
-        """The `error` frame: `position`, and `details.reason` when known."""
-        err = events_pb2.StreamError(code=self.code, message=self.reason, position=self.position)
+        """The `error` frame: `details` carries `reason` and `position` when known."""
+        details = struct_pb2.Struct()
         if self.error_reason:
-            details = struct_pb2.Struct()
             details["reason"] = self.error_reason
+        if self.position:
+            details["position"] = self.position
+        err = events_pb2.StreamError(code=self.code, message=self.reason, position=self.position)
+        if details.fields:
             err.details.CopyFrom(details)
         return err
 
@@ -91,18 +93,13 @@ class ConnectionClosed(Exception):
 class BufferStats:
     """Buffer figures of a node's connections (shared by them; read by tests and logs)."""
 
-    # The most bytes any one connection held at once (queue + hold + unsent socket bytes).
+    # The most bytes any one connection held at once (queue + unsent socket bytes).
     peak_bytes: int = 0
     # Connections closed because their buffer overflowed.
     slow_closed: int = 0
 
 
-def _no_unsent() -> int:
-    return 0
-
-
-def _size(item: events_pb2.Event | bytes) -> int:
-    return len(item) if isinstance(item, bytes) else item.ByteSize()
+_Item = tuple["events_pb2.Event | bytes", int, str]  # event, its size, its position
 
 
 def _as_event(item: events_pb2.Event | bytes) -> events_pb2.Event:
@@ -111,6 +108,10 @@ def _as_event(item: events_pb2.Event | bytes) -> events_pb2.Event:
 
 def _as_bytes(item: events_pb2.Event | bytes) -> bytes:
     return item if isinstance(item, bytes) else item.SerializeToString()
+
+
+def _no_unsent() -> int:
+    return 0
 
 
 class QueuedConnection(Connection):
@@ -137,23 +138,22 @@ class QueuedConnection(Connection):
         self.stats = stats if stats is not None else BufferStats()
         # Bytes the drainer's socket holds that the client has not read yet.
         self.unsent_bytes: Callable[[], int] = _no_unsent
+        # Position of the last event taken by the drainer.
+        self.last_position = ""
         # The credential the connection was opened with, and when it expires
         # (epoch seconds; 0: never): see tokens.py.
         self.authorization: str | None = None
         self.expires_at = 0.0
-        # (event, position, size)
-        self._queue: deque[tuple[events_pb2.Event | bytes, str, int]] = deque()
+        self._queue: deque[_Item] = deque()
         self._queued_bytes = 0
-        self._held_bytes = 0
         self._closed: ConnectionClosed | None = None
         self._closed_future: asyncio.Future[None] | None = None
-        # Positions: the newest sequence queued, recently queued sequences,
-        # the position of the last event handed to the client.
+        # Positions: the newest sequence queued, recently queued sequences.
         self.last_seq = 0
         self._recent: set[int] = set()
         self._recent_order: deque[int] = deque()
-        self.sent_position = ""
         self._held: list[_Held] | None = None
+        self._held_bytes = 0
         self._snapshot_versions: dict[tuple[str, str], int] = {}
         self._snapshot_until = 0.0
         self.dropped_duplicates = 0
@@ -176,22 +176,34 @@ class QueuedConnection(Connection):
 
     @property
     def buffered_bytes(self) -> int:
-        """Queued and held bytes plus what the socket still holds."""
-        return self._queued_bytes + self._held_bytes + self.unsent_bytes()
+        """Queued bytes plus what the socket still holds."""
+        return self._queued_bytes + self.unsent_bytes()
 
-    async def push(self, event: events_pb2.Event) -> None:
-        """Queue an event as is (no position bookkeeping)."""
+    async def push(self, event: events_pb2.Event, position: str = "") -> None:
         if self.encoded:
             data = event.SerializeToString()
-            self._push(data, event.position, len(data))
+            self._push(data, len(data), position or event.position or event.event_id)
         else:
-            self._push(event, event.position, event.ByteSize())
+            self._push(event, event.ByteSize(), position or event.position or event.event_id)
 
     def push_encoded(self, event: bytes, position: str = "") -> None:
         """Queue a serialized Event (parsed here unless the connection is `encoded`)."""
-        self._push(event if self.encoded else _Event.FromString(event), position, len(event))
+        self._push(event if self.encoded else _Event.FromString(event), len(event), position)
+
+    def push_parsed(self, event: events_pb2.Event, size: int, position: str) -> None:
+        """Queue an Event already parsed from `size` bytes (shared by a device's connections)."""
+        self._push(event.SerializeToString() if self.encoded else event, size, position)
 
     # ------------------------------------------------------------------ positions
+
+    @property
+    def sent_position(self) -> str:
+        """The position of the last event handed to the client (`last_position`)."""
+        return self.last_position
+
+    @sent_position.setter
+    def sent_position(self, position: str) -> None:
+        self.last_position = position
 
     @property
     def held(self) -> bool:
@@ -201,39 +213,46 @@ class QueuedConnection(Connection):
         """Keep live events aside (in order) until `release()`."""
         if self._held is None:
             self._held = []
+            self._held_bytes = 0
 
     def offer(
         self,
         seq: int,
         item: events_pb2.Event | bytes,
+        size: int,
         position: str,
         key: tuple[str, str],
         version: int,
-        size: int = 0,
     ) -> None:
-        """A live event: held, dropped as a duplicate, or queued. `size`: its
-        serialized size (computed when 0)."""
+        """A live event: held, dropped as a duplicate, or queued."""
         if self._closed is not None:
             return
-        size = size or _size(item)
         held = self._held
         if held is not None:
-            if held and self._over_budget(size):
-                self._overflow("events arrived faster than it caught up")
+            if self._held_bytes + size > self.max_bytes and held:
+                self._log_slow(self._held_bytes)
+                self._held = None
+                self.stats.slow_closed += 1
+                self._close(
+                    "RESOURCE_EXHAUSTED",
+                    f"client too slow: more than {self.max_bytes} bytes arrived while it caught up; "
+                    "resume from your last position",
+                    SLOW_CONSUMER,
+                )
                 return
-            held.append((seq, item, position, key, version, size))
+            held.append((seq, item, size, position, key, version))
             self._held_bytes += size
             return
-        self._queue_live(seq, item, position, key, version, size)
+        self._queue_live(seq, item, size, position, key, version)
 
     def _queue_live(
         self,
         seq: int,
         item: events_pb2.Event | bytes,
+        size: int,
         position: str,
         key: tuple[str, str],
         version: int,
-        size: int,
     ) -> None:
         if seq and seq in self._recent:
             self.dropped_duplicates += 1
@@ -244,22 +263,16 @@ class QueuedConnection(Connection):
             elif self._snapshot_versions.get(key, -1) >= version:
                 self.dropped_duplicates += 1
                 return
-        if not seq:  # no position (not from the router): nothing to order by
-            self._push(
-                item if self.encoded or not isinstance(item, bytes) else _Event.FromString(item),
-                position,
-                size,
-            )
-            return
-        if seq < self.last_seq:
-            log.warning(
-                "%r: event at %s arrives after a later one (%d); delivering it late",
-                self,
-                position,
-                self.last_seq,
-            )
-        self._remember(seq)
-        self._push(self._coerce(item), position, size)
+        if seq:
+            if seq < self.last_seq:
+                log.warning(
+                    "%r: event at %s arrives after a later one (%d); delivering it late",
+                    self,
+                    position,
+                    self.last_seq,
+                )
+            self._remember(seq)
+        self._push(self._coerce(item), size, position)
 
     def _coerce(self, item: events_pb2.Event | bytes) -> events_pb2.Event | bytes:
         """What this connection's drainer wants: bytes when `encoded`, else an Event."""
@@ -274,19 +287,10 @@ class QueuedConnection(Connection):
         if len(self._recent_order) > _RECENT:
             self._recent.discard(self._recent_order.popleft())
 
-    def push_replayed(self, seq: int, event: events_pb2.Event) -> None:
-        """Queue an event of a replay (bypasses the hold)."""
-        self._remember(seq)
-        if self.encoded:
-            data = event.SerializeToString()
-            self._push(data, event.position, len(data))
-        else:
-            self._push(event, event.position, event.ByteSize())
-
     def note_sent(self, seq: int, position: str) -> None:
         """An event sent to the client outside the queue (a replay streamed directly)."""
         self._remember(seq)
-        self.sent_position = position
+        self.last_position = position
 
     def note_snapshot(self, objects: dict[tuple[str, str], int], position: str) -> None:
         """A snapshot was sent: its object versions are not sent again as events."""
@@ -295,7 +299,7 @@ class QueuedConnection(Connection):
         self._snapshot_versions.update(objects)
         self._snapshot_until = time.monotonic() + SNAPSHOT_DEDUP_SECONDS
         if position:
-            self.sent_position = position
+            self.last_position = position
 
     async def wait_drained(self) -> None:
         """Until the drainer took every queued event (or the connection closed)."""
@@ -318,44 +322,41 @@ class QueuedConnection(Connection):
         if not held or self._closed is not None:
             return 0
         queued = 0
-        for seq, item, position, key, version, size in held:
+        for seq, item, size, position, key, version in held:
             if seq and seq <= after_seq:
                 continue
-            self._queue_live(seq, item, position, key, version, size)
+            self._queue_live(seq, item, size, position, key, version)
             queued += 1
         return queued
 
     # ------------------------------------------------------------------ queue
 
-    def push_parsed(self, event: events_pb2.Event, size: int, position: str) -> None:
-        """Queue an Event already parsed from `size` bytes (shared by a device's connections)."""
-        self._push(event.SerializeToString() if self.encoded else event, position, size)
-
-    def _over_budget(self, size: int) -> bool:
-        return self._queued_bytes + self._held_bytes + self.unsent_bytes() + size > self.max_bytes
-
-    def _overflow(self, why: str) -> None:
-        """Drop the backlog and close: the client resumes from `sent_position`."""
-        self._queue.clear()
-        self._queued_bytes = 0
-        self._held = None
-        self._held_bytes = 0
-        self.stats.slow_closed += 1
-        self._close(
-            "RESOURCE_EXHAUSTED",
-            f"client too slow ({why}): more than {self.max_bytes} bytes waiting; resume from position",
-            SLOW_CONSUMER,
+    def _log_slow(self, waiting: int) -> None:
+        log.warning(
+            "closing %r: slow consumer (%d bytes waiting, budget %d; last position sent %s)",
+            self,
+            waiting,
+            self.max_bytes,
+            self.last_position or "-",
         )
 
-    def _push(self, item: events_pb2.Event | bytes, position: str, size: int) -> None:
+    def _push(self, item: events_pb2.Event | bytes, size: int, position: str) -> None:
         if self._closed is not None:
             return
-        if self._queue and self._over_budget(size):
-            self._overflow("it does not read fast enough")
+        total = self._queued_bytes + self.unsent_bytes() + size
+        if total > self.max_bytes and self._queue:
+            self._log_slow(total - size)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.stats.slow_closed += 1
+            self._close(
+                "RESOURCE_EXHAUSTED",
+                f"client too slow: more than {self.max_bytes} bytes waiting; resume from your last position",
+                SLOW_CONSUMER,
+            )
             return
-        self._queue.append((item, position, size))
+        self._queue.append((item, size, position))
         self._queued_bytes += size
-        total = self._queued_bytes + self._held_bytes + self.unsent_bytes()
         if total > self.stats.peak_bytes:
             self.stats.peak_bytes = total
         waiter = self._waiter
@@ -371,7 +372,7 @@ class QueuedConnection(Connection):
 
     def _close(self, code: str, reason: str, error_reason: str = "") -> None:
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason, error_reason, self.sent_position)
+            self._closed = ConnectionClosed(code, reason, error_reason, self.last_position)
             self._wake_drained()
             waiter = self._waiter
             if waiter is not None and not waiter.done():
@@ -380,32 +381,31 @@ class QueuedConnection(Connection):
                 self._closed_future.set_result(None)
 
     async def wait_closed(self) -> ConnectionClosed:
-        """Wait until the connection is closed server-side; returns why (with
-        the position of the last event handed to the client)."""
+        """Wait until the connection is closed server-side; returns why."""
         if self._closed is None:
             if self._closed_future is None:
                 self._closed_future = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._closed_future)
         assert self._closed is not None
-        self._closed.position = self.sent_position
+        self._closed.position = self.last_position
         return self._closed
 
-    def _pop(self) -> events_pb2.Event | bytes:
-        item, position, size = self._queue.popleft()
+    def _take(self) -> events_pb2.Event | bytes:
+        item, size, position = self._queue.popleft()
         self._queued_bytes -= size
         if not self._queue:
             self._wake_drained()
         if position:
-            self.sent_position = position
+            self.last_position = position
         return item
 
     async def _next(self, idle_seconds: float) -> events_pb2.Event | bytes | None:
         while True:
             if self._closed is not None:
-                self._closed.position = self.sent_position
+                self._closed.position = self.last_position
                 raise self._closed
             if self._queue:
-                return self._pop()
+                return self._take()
             if not await self._wait(idle_seconds):
                 return None
 
@@ -451,12 +451,12 @@ class QueuedConnection(Connection):
     def drain(self, max_events: int) -> list[events_pb2.Event]:
         """Up to `max_events` more events that are already queued (no waiting)."""
         count = min(max_events, len(self._queue))
-        return [_as_event(self._pop()) for _ in range(count)]
+        return [_as_event(self._take()) for _ in range(count)]
 
     def drain_encoded(self, max_events: int) -> list[bytes]:
         """`drain()`, serialized."""
         count = min(max_events, len(self._queue))
-        return [_as_bytes(self._pop()) for _ in range(count)]
+        return [_as_bytes(self._take()) for _ in range(count)]
 
     def __repr__(self) -> str:
         return (

@@ -225,7 +225,7 @@ class ConnectionHub:
                         item: events_pb2.Event | bytes = data
                     else:
                         item = event = event or events_pb2.Event.FromString(data)
-                    conn.offer(seq, item, position, key, version, size)
+                    conn.offer(seq, item, size, position, key, version)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
                 pushed += 1
@@ -266,6 +266,9 @@ class ConnectionHub:
             log.error("dropping an undecodable delivery (sequence %d of the deliveries)", seq)
             return
         await self.deliver(delivery)
+        # Let the connections' drainers run between deliveries: a fetched batch
+        # pushed in one go would fill every queue at once, healthy clients' too.
+        await asyncio.sleep(0)
 
     async def _on_control(self, msg: BusMessage) -> None:
         control = internal_pb2.TransportControl()

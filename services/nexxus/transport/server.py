@@ -65,7 +65,17 @@ def bind_ws_socket(host: str, port: int) -> socket.socket:
 
 async def start_ws_server(bridge: WebSocketBridge[Any], sock: socket.socket) -> Server:
     """Start serving the bridge on a socket from `bind_ws_socket`."""
-    return await serve(bridge.handler, sock=sock, process_request=bridge.process_request)
+    settings = bridge.hub.settings
+    # Protocol pings detect dead peers; not more often than the stream's own heartbeats.
+    ping = max(20.0, float(settings.heartbeat_seconds))
+    return await serve(
+        bridge.handler,
+        sock=sock,
+        process_request=bridge.process_request,
+        close_timeout=settings.close_grace_seconds,
+        ping_interval=ping,
+        ping_timeout=ping,
+    )
 
 
 async def start_sse_server(sse: SseServer[Any], sock: socket.socket) -> asyncio.Server:

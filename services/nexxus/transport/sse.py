@@ -2,24 +2,24 @@
 
 ``GET /v1/apps/{app_id}/events[?heartbeatSeconds=N&maxBatch=N&access_token=…]``
 with ``Authorization: Bearer <device token>`` (or the `access_token` query
-parameter, for `EventSource`, which cannot set headers). Resume: the
-``Last-Event-ID`` header (what `EventSource` sends when it reconnects) or the
-`lastEventId` parameter is the position to resume after (it is also stored as
-the device's acknowledged position); `resumeFromAck=true` resumes from the
-stored one. Then come the missed events and ``{"resumed": …}``, or
-``{"gap": …}``, ``{"snapshot": …}`` pages and ``{"resumed": …}`` (see
-docs/delivery.md). Envoy only proxies
+parameter, for `EventSource`, which cannot set headers). Envoy only proxies
 this route (HTTP/1.1 upstream, so every SSE client has its own upstream
 connection: a client that stops reading stalls nobody else).
 
 The body is ``text/event-stream``: each frame is a `StreamEventsResponse` in
 the proto JSON mapping (the same JSON the transcoded stream used to send):
 ``data: {"ready": …}``, then ``id: <position>`` + ``data: {"event": …}`` (or
-``{"batch": …}`` with `maxBatch` > 1, whose `id` is its last event's; a
-snapshot's last page and `resumed` carry an `id` too),
+``{"batch": …}`` with `maxBatch` > 1, whose `id` is its last event's),
 ``data: {"heartbeat": …}``, and ``data: {"error": …}`` before any server-side
 close (slow consumer, expired or revoked token, shutdown), with
 `details.reason` and `details.position`.
+
+Resuming: the `Last-Event-ID` header (which `EventSource` sends by itself on
+reconnect: every event's `id:` is its position), `lastEventId` / `resumeFrom`,
+or `resumeFromAck=true`: the missed events follow `ready` (then `resumed`), or a
+`gap`, `snapshot`s and `resumed` (see positioning.py); `resumed` and the last
+`snapshot` page carry an `id:` too. A `Last-Event-ID` is also stored as the
+device's acknowledged position.
 
 Errors before the stream starts are HTTP errors with a JSON `google.rpc.Status`
 body, as the rest of the REST surface (401 bad token, 400 bad parameter, …).
@@ -33,7 +33,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from google.protobuf import json_format
 
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, Unavailable
+from nexxus.core.positions import Position
 from nexxus.rpc.errors import DOMAIN, grpc_status_code
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
 from nexxus.transport.hub import ConnectionHub
@@ -58,8 +59,6 @@ MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 # The socket's send buffer (asyncio) above which the pump waits for the client.
 WRITE_HIGH_WATER = 64 * 1024
-# Seconds a closing stream's last frames may wait for a client that does not read.
-CLOSE_GRACE = 10.0
 MAX_BATCH = 1000
 
 # google.rpc.Code name → HTTP status (the mapping Envoy's transcoder applies).
@@ -89,6 +88,8 @@ _QUERY_KEYS = {
     "accessToken": "access_token",
     "lastEventId": "last_event_id",
     "last_event_id": "last_event_id",
+    "resumeFrom": "last_event_id",
+    "resume_from": "last_event_id",
     "resumeFromAck": "resume_from_ack",
     "resume_from_ack": "resume_from_ack",
     "snapshotPageSize": "snapshot_page_size",
@@ -137,17 +138,9 @@ def parse_sse_target(target: str, headers: dict[str, str]) -> SseTarget:
         max_batch=max_batch,
         access_token=values.get("access_token") or None,
         last_event_id=headers.get("last-event-id", "") or values.get("last_event_id", ""),
-        resume_from_ack=_bool("resume_from_ack", values.get("resume_from_ack", "false")),
+        resume_from_ack=values.get("resume_from_ack", "").lower() in ("1", "true", "yes"),
         snapshot_page_size=_int("snapshot_page_size", values.get("snapshot_page_size", "0")),
     )
-
-
-def _bool(name: str, raw: str) -> bool:
-    if raw.lower() in ("true", "1"):
-        return True
-    if raw.lower() in ("false", "0", ""):
-        return False
-    raise InvalidArgument(f"{name} must be true or false", field=name)
 
 
 def error_body(err: NexxusError) -> tuple[int, bytes]:
@@ -180,17 +173,6 @@ def sse_frame(frame: events_pb2.StreamEventsResponse, event_id: str = "") -> byt
     return f"{head}data: {_frame_json(frame)}\n\n".encode()
 
 
-def frame_response(frame: Frame) -> tuple[events_pb2.StreamEventsResponse, str]:
-    """A resume / snapshot frame as a `StreamEventsResponse`, with its SSE `id` ("" for none)."""
-    if isinstance(frame, events_pb2.Event):
-        return events_pb2.StreamEventsResponse(event=frame), frame.position
-    if isinstance(frame, events_pb2.Gap):
-        return events_pb2.StreamEventsResponse(gap=frame), ""
-    if isinstance(frame, events_pb2.Snapshot):
-        return events_pb2.StreamEventsResponse(snapshot=frame), frame.position
-    return events_pb2.StreamEventsResponse(resumed=frame), frame.position
-
-
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -205,26 +187,17 @@ def _response_head(status: int, content_type: str, extra: str = "") -> bytes:
 class _Stream:
     """One SSE response: frames out through a bounded socket buffer."""
 
-    def __init__(self, writer: asyncio.StreamWriter, conn: QueuedConnection) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, conn: QueuedConnection, close_grace: float) -> None:
         self.writer = writer
         self.conn = conn
+        self.close_grace = close_grace
 
     async def send(self, data: bytes) -> None:
         self.writer.write(_chunk(data))
         await self.writer.drain()
 
-    async def pump(self, heartbeat: int, max_batch: int, opening: AsyncIterator[Frame] | None) -> None:
-        """The opening frames (a resume), then events and heartbeats, until the
-        connection is closed server-side."""
+    async def pump(self, heartbeat: int, max_batch: int) -> None:
         conn = self.conn
-        if opening is not None:
-            try:
-                async for opened in opening:
-                    response, event_id = frame_response(opened)
-                    await self.send(sse_frame(response, event_id))
-            except NexxusError as err:
-                conn.close_now(grpc_status_code(err).name, err.message, err.reason)
-                return
         while True:
             try:
                 event = await conn.next_event(heartbeat)
@@ -235,27 +208,31 @@ class _Stream:
             elif max_batch > 1 and conn.queued:
                 events = [event, *conn.drain(max_batch - 1)]
                 frame = events_pb2.StreamEventsResponse(batch=events_pb2.EventBatch(events=events))
-                await self.send(sse_frame(frame, conn.sent_position))
+                await self.send(sse_frame(frame, conn.last_position))
             else:
-                await self.send(sse_frame(events_pb2.StreamEventsResponse(event=event), conn.sent_position))
+                await self.send(sse_frame(events_pb2.StreamEventsResponse(event=event), conn.last_position))
 
-    async def finish(self, closed: ConnectionClosed | None) -> None:
-        """The error frame (if closed server-side) and the end of the body, then
-        close; a client that does not read gets `CLOSE_GRACE` seconds."""
+    async def finish(self, closed: ConnectionClosed | None, reader: asyncio.StreamReader) -> None:
+        """The error frame (if closed server-side) and the end of the body. The
+        response says `connection: close`, so the peer (Envoy, or the client)
+        closes once it has read it all: closing first could make a proxy that
+        has not read everything yet reset the stream (losing the error frame).
+        A peer that does not read gets `close_grace` seconds."""
         writer = self.writer
         if writer.is_closing():
             return
         if closed is not None:
             writer.write(_chunk(sse_frame(events_pb2.StreamEventsResponse(error=closed.stream_error()))))
         writer.write(b"0\r\n\r\n")
-        writer.close()
         try:
-            async with asyncio.timeout(CLOSE_GRACE):
-                await writer.wait_closed()
+            async with asyncio.timeout(self.close_grace):
+                await _until_eof(reader)
+            writer.close()
+            await writer.wait_closed()
         except TimeoutError:
             writer.transport.abort()
         except (ConnectionError, OSError):
-            pass
+            writer.transport.abort()
 
 
 class SseServer(Generic[CallerT]):
@@ -265,8 +242,8 @@ class SseServer(Generic[CallerT]):
         self,
         hub: ConnectionHub,
         authenticate: Authenticate[CallerT],
-        positions: StreamPositions,
         stats: Callable[[], dict[str, Any]] | None = None,
+        positions: StreamPositions | None = None,
     ) -> None:
         self.hub = hub
         self.authenticate = authenticate
@@ -333,30 +310,26 @@ class SseServer(Generic[CallerT]):
             caller = await self.authenticate(sse.app_id, authorization)
             device_id = require_device(caller)
             page_size = resolve_page_size(sse.snapshot_page_size)
-            start = await self.positions.start_position(
-                sse.app_id, device_id, sse.last_event_id, sse.resume_from_ack, field="last_event_id"
-            )
-            if sse.last_event_id:  # what the client has: its acknowledged position
-                await self.positions.ack(sse.app_id, device_id, sse.last_event_id, field="last_event_id")
+            start: Position | None = None
+            if self.positions is not None:
+                start = await self.positions.start_position(
+                    sse.app_id, device_id, sse.last_event_id, sse.resume_from_ack, field="Last-Event-ID"
+                )
+                if sse.last_event_id:  # what the client received: its acknowledged position
+                    await self.positions.ack(sse.app_id, device_id, sse.last_event_id, field="Last-Event-ID")
         except NexxusError as err:
             await self._respond(writer, *error_body(err))
             return
         conn = self.hub.connection(sse.app_id, caller.user_id or "", device_id, transport="sse")
         conn.authorization, conn.expires_at = authorization, caller.expires_at
+        if start is not None:
+            conn.hold()
         transport = writer.transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         conn.unsent_bytes = transport.get_write_buffer_size
-        if start is not None:
-            conn.hold()
         await self.hub.register(conn)
         try:
-            try:
-                head = start or (await self.positions.head()).head
-            except NexxusError as err:
-                await self._respond(writer, *error_body(err))
-                return
-            opening = None if start is None else self.positions.open_frames(conn, start, (), page_size)
-            await self._stream(reader, writer, conn, heartbeat, sse.max_batch, str(head), opening)
+            await self._stream(reader, writer, conn, heartbeat, sse.max_batch, start, page_size)
         finally:
             await self.hub.unregister(conn)
 
@@ -367,10 +340,10 @@ class SseServer(Generic[CallerT]):
         conn: QueuedConnection,
         heartbeat: int,
         max_batch: int,
-        position: str,
-        opening: AsyncIterator[Frame] | None,
+        start: Position | None = None,
+        page_size: int = 0,
     ) -> None:
-        stream = _Stream(writer, conn)
+        stream = _Stream(writer, conn, self.hub.settings.close_grace_seconds)
         head = _response_head(
             200,
             "text/event-stream",
@@ -378,15 +351,25 @@ class SseServer(Generic[CallerT]):
         )
         writer.write(head + b"\r\n")
         node = self.hub.node_id
+        from_position = start
+        if from_position is None and self.positions is not None:
+            try:
+                from_position = (await self.positions.head()).head
+            except NexxusError as err:
+                conn.close_now(err.code, err.message, err.reason)
         ready = events_pb2.StreamEventsResponse(
             ready=events_pb2.StreamReady(
-                device_id=conn.device_id, user_id=conn.user_id, node=node, position=position
+                device_id=conn.device_id, user_id=conn.user_id, node=node, position=str(from_position or "")
             )
         )
         await stream.send(sse_frame(ready))
-        pump = asyncio.create_task(
-            stream.pump(heartbeat, max_batch, opening), name=f"sse-pump-{conn.connection_id}"
-        )
+        if start is not None and self.positions is not None:
+            try:
+                async for frame in self.positions.open_frames(conn, start, (), page_size):
+                    await stream.send(_positioned_frame(frame))
+            except NexxusError as err:
+                conn.close_now(err.code, err.message, err.reason)
+        pump = asyncio.create_task(stream.pump(heartbeat, max_batch), name=f"sse-pump-{conn.connection_id}")
         gone = asyncio.create_task(_until_eof(reader), name=f"sse-eof-{conn.connection_id}")
         closed = asyncio.create_task(conn.wait_closed(), name=f"sse-closed-{conn.connection_id}")
         tasks = (pump, gone, closed)
@@ -397,12 +380,24 @@ class SseServer(Generic[CallerT]):
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
         if gone.cancelled():  # the client is still there: end the body properly
-            await stream.finish(conn.closed)
+            await stream.finish(conn.closed, reader)
         error = results[0]
         if isinstance(error, BaseException) and not isinstance(
             error, ConnectionError | asyncio.CancelledError
         ):
             raise error
+
+
+def _positioned_frame(frame: Frame) -> bytes:
+    """An SSE event for a frame of `open_frames`, with the `id:` (position) a
+    client resumes from when it has one."""
+    if isinstance(frame, events_pb2.Event):
+        return sse_frame(events_pb2.StreamEventsResponse(event=frame), frame.position)
+    if isinstance(frame, events_pb2.Gap):
+        return sse_frame(events_pb2.StreamEventsResponse(gap=frame))
+    if isinstance(frame, events_pb2.Snapshot):
+        return sse_frame(events_pb2.StreamEventsResponse(snapshot=frame), frame.position)
+    return sse_frame(events_pb2.StreamEventsResponse(resumed=frame), frame.position)
 
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:

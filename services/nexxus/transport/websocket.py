@@ -50,8 +50,6 @@ __all__ = ["CLOSE_CODES", "WebSocketBridge", "close_code_for", "parse_ws_target"
 
 log = logging.getLogger("nexxus.transport.websocket")
 
-# Seconds a closing connection's error frame may wait for a client that does not read.
-CLOSE_GRACE = 10.0
 # Seconds live events wait after `ready` for a possible `resume` first frame.
 RESUME_WINDOW = 1.0
 
@@ -190,9 +188,10 @@ class _Session(Generic[CallerT]):
 
     async def close_with(self, closed: ConnectionClosed) -> None:
         """The error frame, then the close code. A client that does not read gets
-        `CLOSE_GRACE` seconds for the frame, then the close handshake's timeout."""
+        `transport.close_grace_seconds` for the frame, then as long for the close
+        handshake (the server's `close_timeout`)."""
         with contextlib.suppress(SocketClosed, TimeoutError):
-            async with asyncio.timeout(CLOSE_GRACE):
+            async with asyncio.timeout(self.bridge.hub.settings.close_grace_seconds):
                 await self.send(events_pb2.ServerFrame(error=closed.stream_error()))
         await self.ws.close(close_code_for(closed.code), closed.reason[:120])
 

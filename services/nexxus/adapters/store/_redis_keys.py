@@ -46,6 +46,10 @@ class Keys:
     def nodes(self, app_id: str) -> str:
         return f"{self.app(app_id)}:nodes"
 
+    def acks(self, app_id: str) -> str:
+        """Hash device id → the device's acknowledged position."""
+        return f"{self.app(app_id)}:acks"
+
     def node_conns(self, app_id: str, node: str) -> str:
         """Hash connection id → device of the connections `node` holds in the app."""
         return f"{self.app(app_id)}:node:{node}:conns"
@@ -53,10 +57,6 @@ class Keys:
     def conn_subs(self, app_id: str, connection_id: str) -> str:
         """Set of the volatile subscription ids a connection created (they go with it)."""
         return f"{self.app(app_id)}:conn:{connection_id}:subs"
-
-    def acks(self, app_id: str) -> str:
-        """Hash device id → the device's acknowledged position."""
-        return f"{self.app(app_id)}:acks"
 
     def changes(self, app_id: str) -> str:
         return f"{self.app(app_id)}:changes"

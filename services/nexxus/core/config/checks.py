@@ -42,6 +42,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "transport.heartbeat_seconds": (1, None),
     "transport.max_buffer_bytes": (1024, None),
     "transport.lease_seconds": (1, None),
+    "transport.close_grace_seconds": (0, None),
     "transport.token_check_seconds": (1, None),
 }
 

@@ -143,6 +143,9 @@ class TransportSettings:
     # Bytes of events buffered per connection (queue + socket send buffer)
     # before a slow client gets an error frame with its position and is closed.
     max_buffer_bytes: int = 2 * 1024 * 1024
+    # Seconds a closing stream's last frames (the error frame) may wait for a
+    # client that does not read before the connection is cut.
+    close_grace_seconds: float = 30.0
     # The node's connection lease in the store: renewed every third of it; when
     # the node dies its connections (and their volatile subscriptions) are
     # removed by another node within about this many seconds.
