@@ -1,5 +1,6 @@
 """The JS client (clients/js/src/nexxus.js) in Node 20, through Envoy: REST
-calls, WebSocket events, errors, and re-subscription after a transport restart."""
+calls, WebSocket events, errors, and re-subscription and resume after a
+transport kill -9 (what was written while it was down arrives)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ async def test_js_client_in_node(mesh: Mesh, edge: Edge, operator: Api, task_app
     async with node_script(node, JS / "test" / "client-node.mjs", [json.dumps(args)], JS) as script:
         await script.expect("RECONNECT-ME")
         await mesh.processes["transport"].kill()
+        await server.create(task_app.app_id, "task", {"title": "m", "status": "todo"}, object_id="m")
         await mesh.start_service("transport")
         await script.send("restarted")
         await script.expect("RESUBSCRIBED")
@@ -49,3 +51,7 @@ async def test_js_client_in_node(mesh: Mesh, edge: Edge, operator: Api, task_app
     assert result["resubscribed"]["newId"] is True
     assert result["resubscribed"]["connections"] >= 2
     assert result["afterReconnect"] == {"kind": "EVENT_KIND_CREATED", "title": "n2"}
+    # Resumed from its position: the write made while the transport was down arrived, nothing twice.
+    assert result["missedWhileDown"] == {"kind": "EVENT_KIND_CREATED", "title": "m"}
+    assert len(result["eventIds"]) == len(set(result["eventIds"]))
+    assert result["position"]

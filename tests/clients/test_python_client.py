@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from nexxus.auth.tokens import TokenService
+from nexxus.core.config.settings import AuthSettings
 from nexxus.devserver.mesh import Mesh
 from tests.clients.conftest import TaskApp
 
@@ -28,8 +30,9 @@ def client_for(mesh: Mesh, app: TaskApp, token: str) -> NexxusClient:
 
 
 async def pump(stream: EventStream, out: asyncio.Queue[v1.Event]) -> None:
-    async for event in stream:
-        out.put_nowait(event)
+    async for item in stream:
+        assert isinstance(item, v1.Event), item
+        out.put_nowait(item)
 
 
 async def test_calls_and_errors(mesh: Mesh, task_app: TaskApp) -> None:
@@ -97,8 +100,10 @@ async def test_subscribe_write_receive_and_survive_transport_restart(mesh: Mesh,
             assert got[0].object.data is not None
             assert got[0].object.data.to_dict()["title"] == "before"
 
-            # kill -9 the transport holding the stream, then start it again
+            # kill -9 the transport holding the stream; a write while it is down;
+            # then start it again: the stream resumes from its position.
             await mesh.processes["transport"].kill()
+            await client.create_object("task", {"title": "missed", "status": "todo"}, object_id="m")
             await mesh.start_service("transport")
             second_ready = await asyncio.wait_for(stream.wait_connected(2), STEP)
             assert stream.connections == 2
@@ -116,12 +121,85 @@ async def test_subscribe_write_receive_and_survive_transport_restart(mesh: Mesh,
                 assert asyncio.get_running_loop().time() < deadline, await subscription_ids()
                 await asyncio.sleep(0.2)
 
+            missed = await asyncio.wait_for(events.get(), STEP)
+            assert (missed.kind, missed.object_id) == (v1.EventKind.CREATED, "m")
             await client.create_object("task", {"title": "after", "status": "todo"}, object_id="c")
             after = await asyncio.wait_for(events.get(), STEP)
             assert (after.kind, after.object_id) == (v1.EventKind.CREATED, "c")
+            assert events.empty()  # nothing twice
             assert second_ready.subscriptions[0].id in after.subscription_ids
             assert not consumer.done()
         finally:
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
+
+
+async def test_expired_token_is_refreshed_and_the_stream_resumes(mesh: Mesh, task_app: TaskApp) -> None:
+    """The stream's access token expires after 2 s: the server closes it
+    (TOKEN_EXPIRED), the client gets a fresh token from `get_token` and resumes
+    from its position — the write made meanwhile arrives, nothing twice."""
+    s = mesh.settings
+    short = TokenService(AuthSettings(access_token_ttl_seconds=2), signing_key=s.auth.signing_key)
+    user = task_app.user
+    fresh_tokens: list[str] = []
+
+    async def get_token() -> str:
+        fresh_tokens.append(user.token)
+        return user.token  # the fixture's long-lived device token
+
+    expiring = short.issue(task_app.app_id, user.user_id, user.device_id).access_token
+    client = NexxusClient(
+        "127.0.0.1",
+        s.api.port,
+        task_app.app_id,
+        expiring,
+        events_port=s.transport.grpc_port,
+        get_token=get_token,
+    )
+    async with client:
+        writer = NexxusClient("127.0.0.1", s.api.port, task_app.app_id, user.token)
+        stream = client.subscribe(model="task", heartbeat_seconds=2)
+        events: asyncio.Queue[v1.Event] = asyncio.Queue()
+        consumer = asyncio.create_task(pump(stream, events))
+        try:
+            await asyncio.wait_for(stream.wait_connected(1), STEP)
+            await writer.create_object("task", {"title": "one", "status": "todo"}, object_id="e1")
+            assert (await asyncio.wait_for(events.get(), STEP)).object_id == "e1"
+            await asyncio.wait_for(stream.wait_connected(2), STEP)  # reopened after the expiry
+            assert fresh_tokens == [user.token]
+            assert client.token == user.token
+            await writer.create_object("task", {"title": "two", "status": "todo"}, object_id="e2")
+            assert (await asyncio.wait_for(events.get(), STEP)).object_id == "e2"
+            assert events.empty()
+        finally:
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            await writer.close()
+
+
+async def test_too_late_a_resume_surfaces_a_gap_and_a_snapshot(mesh: Mesh, task_app: TaskApp) -> None:
+    """A position the server cannot resume from (another epoch): the stream
+    yields a Gap, then Snapshot pages of what the subscription matches now,
+    then live events."""
+    async with client_for(mesh, task_app, task_app.user.token) as client:
+        await client.create_object("task", {"title": "there", "status": "todo"}, object_id="s1")
+        stream = client.subscribe(model="task", filter={"status": {"eq": "todo"}}, heartbeat_seconds=2)
+        stream.position = "zzzzzz.7"  # as if saved from an older server
+        items = []
+        async with asyncio.timeout(STEP):
+            async for item in stream:
+                items.append(item)
+                if isinstance(item, v1.Snapshot) and item.done:
+                    break
+        assert isinstance(items[0], v1.Gap)
+        assert items[0].requested_position == "zzzzzz.7"
+        snapshot_ids = [o.id for page in items[1:] if isinstance(page, v1.Snapshot) for o in page.objects]
+        assert snapshot_ids == ["s1"]
+        assert stream.position == items[-1].position  # live events continue after the snapshot
+        await client.create_object("task", {"title": "live", "status": "todo"}, object_id="s2")
+        live = await asyncio.wait_for(stream.__anext__(), STEP)
+        assert isinstance(live, v1.Event)
+        assert live.object_id == "s2"
+        await stream.aclose()

@@ -498,3 +498,45 @@ def _now(value: bool) -> Awaitable[bool]:
 async def _consumers(js: object, stream: str) -> Any:
     for info in await js.consumers_info(stream):  # type: ignore[attr-defined]
         yield info
+
+
+async def test_a_reader_that_falls_behind_the_limits_reports_the_loss(
+    nats_settings: NatsSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nexxus.adapters.bus import _nats_reader
+
+    monkeypatch.setattr(_nats_reader, "LOSS_CHECK_SECONDS", 0.1)
+    nats_settings.deliveries_max_bytes = 4096
+    bus = NatsBus(nats_settings)
+    await bus.start()
+    release = asyncio.Event()
+    got: list[int] = []
+    lost: list[tuple[int, int]] = []
+
+    entered = asyncio.Event()
+
+    async def slow(seq: int, data: bytes) -> None:
+        entered.set()
+        await release.wait()
+        got.append(seq)
+
+    async def on_loss(first: int, last: int) -> None:
+        lost.append((first, last))
+
+    try:
+        sub = await bus.consume_deliveries("n1", slow, on_loss=on_loss)
+        await bus.publish_deliveries([("n1", b"first", "m-first")])
+        await asyncio.wait_for(entered.wait(), 10)
+        # The reader is busy: beyond what its pending pull request takes, these
+        # pile up in the stream, past its byte limit.
+        await bus.publish_deliveries([("n1", b"x" * 200, f"m{i}") for i in range(600)])
+        release.set()
+        await until(lambda: _now(bool(lost)), within=15)
+        await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):
+            await bus.delete_streams()
+        await bus.stop()
+    first, last = lost[0]
+    assert first <= last
+    assert not any(first <= seq <= last for seq in got)

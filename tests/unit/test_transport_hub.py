@@ -99,7 +99,9 @@ class FakeBus(MessageBus):
         self.subs[id(key)] = (subject, handler)
         return FakeSub(self, key)
 
-    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+    async def consume_deliveries(
+        self, node: str, handler: SequencedHandler, *, on_loss: object = None
+    ) -> BusSubscription:
         """Deliveries published (volatile) on `<prefix>.transport.<node>`, numbered."""
         count = 0
 
@@ -453,6 +455,17 @@ async def test_control_closes_the_listed_devices_of_that_app(hub: ConnectionHub)
     assert a.closed.reason == "token revoked"
     assert b.closed is None
     assert elsewhere.closed is None
+
+
+async def test_lost_deliveries_close_every_connection_so_clients_resume(hub: ConnectionHub) -> None:
+    a, b = conn("dA"), conn("dB")
+    for c in (a, b):
+        await hub.register(c)
+    await hub._on_deliveries_lost(10, 20)
+    for c in (a, b):
+        assert c.closed is not None
+        assert c.closed.code == "UNAVAILABLE"
+        assert c.closed.error_reason == "DELIVERIES_LOST"
 
 
 async def test_stop_closes_and_unregisters_every_connection() -> None:

@@ -87,10 +87,34 @@ async function start(client, filter) {
   client.on("state", (/** @type {string} */ s) => setState(s === "open" ? "live" : s));
   client.on("error", (/** @type {Error} */ err) => log(`error: ${err.message}`));
   const off = client.subscribe({ model: "task", ...(filter ? { filter } : {}) }, onEvent);
-  // Re-read after every (re)subscription: events missed while offline are not replayed.
+  // The first subscription loads the board; after a reconnection the client
+  // resumes from its position (the missed events arrive as events), or — when
+  // that is too late — says "gap" and sends a snapshot that replaces the board.
+  let loaded = false;
+  let replaceOnSnapshot = false;
   client.on("subscribed", async () => {
+    if (loaded) return;
+    loaded = true;
     const { objects } = await client.search("task", filter ? { filter, pageSize: 200 } : { pageSize: 200 });
     objects.forEach(upsert);
+  });
+  client.on("gap", (/** @type {any} */ gap) => {
+    log(`gap (${String(gap.reason ?? "").replace("GAP_REASON_", "").toLowerCase()}): reloading from a snapshot`);
+    setState("resyncing");
+    replaceOnSnapshot = true;
+  });
+  client.on("snapshot", (/** @type {any} */ page) => {
+    if (replaceOnSnapshot) {
+      replaceOnSnapshot = false;
+      document.querySelectorAll(".task-card").forEach((card) => card.remove());
+      versions.clear();
+    }
+    (page.objects ?? []).forEach(upsert);
+    if (page.done) log(`snapshot loaded at ${page.position}`);
+  });
+  client.on("resumed", (/** @type {any} */ r) => {
+    log(`resumed at ${r.position}: ${r.replayed ?? 0} missed events replayed`);
+    setState("live");
   });
   await off.ready;
   setState("live");

@@ -13,9 +13,14 @@
  *   await client.createObject("task", { title: "hello", status: "todo" });
  *   off();
  *
- * The WebSocket reconnects with exponential backoff (full jitter) and
- * re-sends its subscriptions after every reconnection. Events are delivered at
- * most once: re-read objects after a reconnection to catch up.
+ * The WebSocket reconnects with exponential backoff (full jitter), re-sends
+ * its subscriptions and resumes from the position of the last event it
+ * delivered: what was committed meanwhile arrives, in order, nothing twice
+ * (duplicates are dropped by event id). When the server cannot resume from
+ * there (too old, or another epoch) the client emits "gap", then "snapshot"
+ * pages (the objects the subscriptions match now: replace what you show),
+ * then "resumed". An access token that expires is refreshed (`getToken`, or
+ * the refresh token with `autoRefreshToken`) and the stream resumes.
  */
 
 /** @typedef {{[key: string]: any}} Json */
@@ -28,7 +33,7 @@
  * @typedef {{eventId: string, operationId?: string,
  *   kind: "EVENT_KIND_CREATED"|"EVENT_KIND_UPDATED"|"EVENT_KIND_DELETED"|"EVENT_KIND_ENTERED"|"EVENT_KIND_LEFT",
  *   model: string, objectId: string, version: string, object?: NexxusObject,
- *   patch?: JsonPatchOperation[], subscriptionIds?: string[], time?: string}} NexxusEvent
+ *   patch?: JsonPatchOperation[], subscriptionIds?: string[], time?: string, position?: string}} NexxusEvent
  */
 /**
  * @typedef {{id: string, model: string, userId?: string, objectId?: string, filter?: Json,
@@ -47,6 +52,9 @@
  * @property {number} [backoffMaxMs]  largest reconnection delay (default 10000)
  * @property {typeof fetch} [fetch]
  * @property {any} [WebSocket]  a WebSocket constructor (default: globalThis.WebSocket, else the `ws` package)
+ * @property {() => Promise<string>} [getToken]  returns a fresh access token when the current one expired
+ * @property {string} [refreshToken]  used to refresh the access token (kept up to date by login())
+ * @property {boolean} [autoRefreshToken]  refresh with the refresh token when no getToken (default true)
  */
 /**
  * @typedef {(() => void) & {ready: Promise<Subscription>}} Unsubscribe
@@ -62,6 +70,8 @@ const GRPC_CODES = [
 
 /** Close codes after which reconnecting cannot help (docs/websocket.md). */
 const FATAL_CLOSE_CODES = new Set([4401, 4403, 4404, 4412, 4400]);
+/** event ids remembered to drop duplicates after a resume */
+const SEEN_EVENTS = 10000;
 
 /** An error from the server (REST status, WebSocket error frame or close). */
 export class NexxusError extends Error {
@@ -127,6 +137,18 @@ export class NexxusClient {
     this.baseUrl = (options.baseUrl ?? "").replace(/\/+$/, "");
     this.appId = options.appId;
     this.token = options.token ?? "";
+    this.getToken = options.getToken;
+    this.refreshToken = options.refreshToken ?? "";
+    this.autoRefreshToken = options.autoRefreshToken ?? true;
+    /** the position of the last event delivered: where a reconnection resumes */
+    this.position = "";
+    /** events dropped because they had been delivered already */
+    this.duplicates = 0;
+    /** @type {Set<string>} */
+    this._seen = new Set();
+    /** @type {string[]} */
+    this._seenOrder = [];
+    this._refreshing = false;
     this.heartbeatSeconds = options.heartbeatSeconds ?? 15;
     this.backoffInitialMs = options.backoffInitialMs ?? 250;
     this.backoffMaxMs = options.backoffMaxMs ?? 10000;
@@ -162,8 +184,12 @@ export class NexxusClient {
   /**
    * Listens to "event" (every NexxusEvent), "ready" (StreamReady), "state"
    * (ConnectionState), "subscribed" (a Subscription made or re-made after a
-   * reconnection), "heartbeat", "error" (NexxusError not tied to a call).
-   * @param {"event"|"ready"|"state"|"subscribed"|"heartbeat"|"error"} name
+   * reconnection), "gap" (a resume came too late: {requestedPosition, reason}),
+   * "snapshot" (a page of the objects a subscription matches now, after a gap:
+   * {subscriptionId, objects, done, position}), "resumed" (caught up after a
+   * reconnection: {position, replayed}), "heartbeat", "error" (NexxusError not
+   * tied to a call).
+   * @param {"event"|"ready"|"state"|"subscribed"|"gap"|"snapshot"|"resumed"|"heartbeat"|"error"} name
    * @param {(arg: any) => void} listener
    * @returns {() => void} removes the listener
    */
@@ -248,8 +274,32 @@ export class NexxusClient {
    */
   async login(login, password, extra = {}) {
     const resp = await this.request("POST", "/auth:login", { login, password, ...extra });
-    this.token = resp.tokens.accessToken;
+    this._takeTokens(resp.tokens);
     return resp;
+  }
+
+  /** @param {{accessToken: string, refreshToken?: string} | undefined} tokens */
+  _takeTokens(tokens) {
+    if (!tokens) return;
+    this.token = tokens.accessToken;
+    if (tokens.refreshToken) this.refreshToken = tokens.refreshToken;
+  }
+
+  /**
+   * A fresh access token from `getToken`, else the refresh token; the client uses it from now on.
+   * @returns {Promise<string>}
+   */
+  async refreshAccessToken() {
+    if (this.getToken) {
+      this.token = await this.getToken();
+      return this.token;
+    }
+    if (!this.autoRefreshToken || !this.refreshToken) {
+      throw new NexxusError("UNAUTHENTICATED", "the access token expired and cannot be refreshed");
+    }
+    const resp = await this.request("POST", "/auth:refresh", { refreshToken: this.refreshToken });
+    this._takeTokens(resp.tokens);
+    return this.token;
   }
 
   /**
@@ -259,7 +309,7 @@ export class NexxusClient {
    */
   async registerDevice(name, extra = {}) {
     const resp = await this.request("POST", "/devices", { name, platform: "web", ...extra });
-    this.token = resp.tokens.accessToken;
+    this._takeTokens(resp.tokens);
     return resp;
   }
 
@@ -403,6 +453,20 @@ export class NexxusClient {
       this._failPending(new NexxusError("UNAVAILABLE", "connection closed", { closeCode: ev.code }));
       for (const sub of this._subs.values()) sub.serverId = "";
       if (this.state === "closed") return;
+      const expired = ev.code === 4401 && this._lastError?.details?.reason === "TOKEN_EXPIRED";
+      if (expired && !this._refreshing && (this.getToken || (this.autoRefreshToken && this.refreshToken))) {
+        // The access token expired on a long stream: refresh it, then resume.
+        this._refreshing = true;
+        this.refreshAccessToken().then(
+          () => this._scheduleReconnect(),
+          (/** @type {any} */ err) => {
+            this._setState("closed");
+            this._opening = null;
+            this._emit("error", err);
+          },
+        );
+        return;
+      }
       if (FATAL_CLOSE_CODES.has(ev.code)) {
         const err = this._lastError ?? new NexxusError("UNAUTHENTICATED", ev.reason || "closed by server");
         err.closeCode = ev.code;
@@ -485,16 +549,55 @@ export class NexxusClient {
     if (frame.ready) {
       this._lastError = undefined;
       this._attempt = 0;
+      this._refreshing = false;
       this.connections += 1;
       this._setState("open");
       this._opening = null;
-      for (const sub of this._subs.values()) this._sendSubscribe(sub);
+      const resumeFrom = this.position;
+      if (!this.position) this.position = frame.ready.position ?? "";
+      // Re-make the subscriptions, then resume: the missed events are matched
+      // against them (the server holds live events meanwhile).
+      const made = [...this._subs.values()].map((sub) => this._sendSubscribe(sub));
       this._emit("ready", frame.ready);
+      if (resumeFrom) {
+        Promise.all(made).then(() => {
+          this._call({ resume: { position: resumeFrom } }).catch((/** @type {any} */ err) => {
+            if (err.code !== "UNAVAILABLE") this._emit("error", err);
+          });
+        });
+      }
+      return;
+    }
+    if (frame.gap) {
+      this._emit("gap", frame.gap);
+      return;
+    }
+    if (frame.snapshot) {
+      if (frame.snapshot.position) this.position = frame.snapshot.position;
+      this._emit("snapshot", frame.snapshot);
+      return;
+    }
+    if (frame.resumed) {
+      if (frame.resumed.position) this.position = frame.resumed.position;
+      this._emit("resumed", frame.resumed);
+      const pending = frame.replyTo ? this._pending.get(frame.replyTo) : undefined;
+      if (pending) {
+        this._pending.delete(frame.replyTo);
+        pending.resolve(frame);
+      }
       return;
     }
     if (frame.event) {
       /** @type {NexxusEvent} */
       const event = frame.event;
+      if (this._seen.has(event.eventId)) {
+        this.duplicates += 1;
+        return;
+      }
+      this._seen.add(event.eventId);
+      this._seenOrder.push(event.eventId);
+      if (this._seenOrder.length > SEEN_EVENTS) this._seen.delete(/** @type {string} */ (this._seenOrder.shift()));
+      if (event.position) this.position = event.position;
       const ids = new Set(event.subscriptionIds ?? []);
       for (const sub of this._subs.values()) {
         if (sub.active && sub.serverId && ids.has(sub.serverId)) {
@@ -521,7 +624,7 @@ export class NexxusClient {
 
   /** @param {LocalSubscription} sub */
   _sendSubscribe(sub) {
-    this._call({ subscribe: sub.options }).then(
+    return this._call({ subscribe: sub.options }).then(
       (reply) => {
         /** @type {Subscription} */
         const s = reply.subscribed.subscription;

@@ -3,7 +3,8 @@
  * Drives the JS client in Node 20 (`ws` for the WebSocket) through Envoy,
  * for tests/clients/test_js_client.py. Line protocol on stdout/stdin:
  *   → "STEP <name>"            progress
- *   → "RECONNECT-ME"           the test may now kill and restart the transport
+ *   → "RECONNECT-ME"           the test may now kill the transport, write task "m" (todo)
+ *                              while it is down, and restart it
  *   ← "restarted"              (stdin) it did
  *   → "RESUBSCRIBED"           reconnected and re-subscribed; the test writes task "n2"
  *   → "RESULT <json>"          what happened; exit code 0
@@ -97,8 +98,12 @@ if (line.value !== "restarted") throw new Error(`unexpected input ${line.value}`
 const again = /** @type {any} */ (await resubscribed);
 result.resubscribed = { model: again.model, newId: again.id !== sub.id, connections: client.connections };
 say("RESUBSCRIBED");
+const missed = await nextEvent((e) => e.objectId === "m" && e.kind === "EVENT_KIND_CREATED");
+result.missedWhileDown = { kind: missed.kind, title: missed.object?.data?.title };
 const ev3 = await nextEvent((e) => e.objectId === "n2" && e.kind === "EVENT_KIND_CREATED");
 result.afterReconnect = { kind: ev3.kind, title: ev3.object?.data?.title };
+result.eventIds = events.map((e) => e.eventId);
+result.position = client.position;
 
 off();
 client.close();

@@ -13,7 +13,7 @@ import asyncio
 import collections
 import contextlib
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,9 +26,14 @@ from nexxus_client_proto.nexxus import v1
 
 from nexxus_client.errors import NexxusClientError, from_grpc_error
 
-__all__ = ["Backoff", "EventStream", "NexxusClient", "Patch", "patch"]
+__all__ = ["Backoff", "EventStream", "GetToken", "NexxusClient", "Patch", "StreamItem", "patch"]
 
 T = TypeVar("T")
+
+GetToken = Callable[[], Awaitable[str]]
+# What an EventStream yields: events, and the gap / snapshot frames of a resume
+# that came too late (the application replaces its state with the snapshot).
+StreamItem = v1.Event | v1.Gap | v1.Snapshot
 
 Patch = v1.JsonPatchOperation | Mapping[str, Any]
 
@@ -61,6 +66,10 @@ def _struct(data: Mapping[str, Any] | None) -> Struct | None:
 
 # Events per stream frame under load (the server batches what is queued).
 MAX_BATCH = 64
+# Event ids remembered per stream to drop duplicates after a resume.
+SEEN_EVENTS = 10_000
+# Why a stream or a call was refused that a fresh access token cures.
+REFRESHABLE = frozenset({"TOKEN_EXPIRED"})
 
 
 @dataclass(slots=True)
@@ -100,11 +109,21 @@ class NexxusClient:
         events_port: int | None = None,
         timeout: float | None = 30.0,
         backoff: Backoff | None = None,
+        get_token: GetToken | None = None,
+        refresh_token: str = "",
+        auto_refresh_token: bool = True,
     ) -> None:
         self.host = host
         self.port = port
         self.app_id = app_id
         self.token = token
+        # Where a fresh access token comes from when the current one expires:
+        # `get_token()` (an async callable, as centrifuge-js's getToken), else
+        # the refresh token (`auto_refresh_token`, as supabase-js), which
+        # login / register_device / refresh_access_token keep up to date.
+        self.get_token = get_token
+        self.refresh_token = refresh_token
+        self.auto_refresh_token = auto_refresh_token
         self.events_host = events_host or host
         self.events_port = events_port or port
         self.timeout = timeout
@@ -160,9 +179,28 @@ class NexxusClient:
         stub = v1.UserServiceStub(self.channel, timeout=self.timeout)
         req = v1.LoginRequest(app_id=self.app_id, login=login, password=password, device_id=device_id)
         resp: v1.LoginResponse = await self._call(stub.login(req))
-        if resp.tokens is not None:
-            self.token = resp.tokens.access_token
+        self._take_tokens(resp.tokens)
         return resp
+
+    def _take_tokens(self, tokens: v1.TokenPair | None) -> None:
+        if tokens is not None:
+            self.token = tokens.access_token
+            if tokens.refresh_token:
+                self.refresh_token = tokens.refresh_token
+
+    async def refresh_access_token(self) -> str:
+        """A fresh access token (from `get_token`, else the refresh token); the
+        client uses it from now on. Raises NexxusClientError when neither works."""
+        if self.get_token is not None:
+            self.token = await self.get_token()
+            return self.token
+        if not (self.auto_refresh_token and self.refresh_token):
+            raise NexxusClientError("UNAUTHENTICATED", "the access token expired and cannot be refreshed", {})
+        stub = v1.UserServiceStub(self.channel, timeout=self.timeout)
+        req = v1.RefreshTokenRequest(app_id=self.app_id, refresh_token=self.refresh_token)
+        resp: v1.RefreshTokenResponse = await self._call(stub.refresh_token(req))
+        self._take_tokens(resp.tokens)
+        return self.token
 
     async def register_device(self, name: str, *, platform: str = "python") -> v1.RegisterDeviceResponse:
         """Registers a device of the logged-in user; the client then uses the
@@ -172,8 +210,7 @@ class NexxusClient:
         resp: v1.RegisterDeviceResponse = await self._call(
             stub.register_device(req, metadata=self._metadata())
         )
-        if resp.tokens is not None:
-            self.token = resp.tokens.access_token
+        self._take_tokens(resp.tokens)
         return resp
 
     # ------------------------------------------------------------------ objects
@@ -334,14 +371,22 @@ class NexxusClient:
 
 
 class EventStream:
-    """An async iterator of `v1.Event`s that survives transport failures:
+    """An async iterator that survives transport failures and lost events:
     after a lost connection it reopens the stream (fresh HTTP/2 connection,
-    exponential backoff with jitter), re-creating its subscriptions.
+    exponential backoff with jitter), re-creating its subscriptions and
+    resuming from the position of the last event it handed out, so the events
+    committed meanwhile arrive then, in order. Events seen already (a resume
+    overlapping what arrived) are dropped by event id.
 
-    Events are delivered at most once: what happens while disconnected is not
-    replayed (re-read objects to catch up; `version` orders events per object).
-    Errors the server means (bad token, bad subscription) raise
-    `NexxusClientError` and end the iteration.
+    It yields `v1.Event`s, and — when a resume came too late for the server's
+    history (or the server changed) — a `v1.Gap` followed by `v1.Snapshot`
+    pages: the objects the subscriptions match now, which replace what the
+    application holds; events continue after the snapshot's position.
+
+    An expired or revoked access token is refreshed (`NexxusClient.get_token`
+    or the refresh token) and the stream resumes. Errors the server means (bad
+    subscription, a token that cannot be refreshed) raise `NexxusClientError`
+    and end the iteration.
     """
 
     def __init__(
@@ -354,6 +399,12 @@ class EventStream:
         self.ready: v1.StreamReady | None = None
         # How many times the stream has been (re)opened successfully.
         self.connections = 0
+        # Where the stream resumes from: the last position handed out.
+        self.position = ""
+        # Events dropped because they had been handed out already.
+        self.duplicates = 0
+        self._seen: set[str] = set()
+        self._seen_order: collections.deque[str] = collections.deque()
         self._connected = asyncio.Condition()
         self._channel: Channel | None = None
         self._frames: AsyncIterator[v1.StreamEventsResponse] | None = None
@@ -361,6 +412,8 @@ class EventStream:
         self._pending: collections.deque[v1.Event] = collections.deque()
         self._attempt = 0
         self._closed = False
+        # A token was refreshed since the last successful open.
+        self._refreshed = False
 
     @property
     def subscription_ids(self) -> list[str]:
@@ -377,10 +430,25 @@ class EventStream:
         assert self.ready is not None
         return self.ready
 
-    async def __anext__(self) -> v1.Event:
+    def _fresh(self, event: v1.Event) -> bool:
+        """Remember a handed-out event (its id, its position); False for a duplicate."""
+        if event.event_id in self._seen:
+            self.duplicates += 1
+            return False
+        self._seen.add(event.event_id)
+        self._seen_order.append(event.event_id)
+        if len(self._seen_order) > SEEN_EVENTS:
+            self._seen.discard(self._seen_order.popleft())
+        if event.position:
+            self.position = event.position
+        return True
+
+    async def __anext__(self) -> StreamItem:
         while not self._closed:
-            if self._pending:
-                return self._pending.popleft()
+            while self._pending:
+                event = self._pending.popleft()
+                if self._fresh(event):
+                    return event
             try:
                 if self._frames is None:
                     await self._open()
@@ -391,10 +459,7 @@ class EventStream:
                 continue
             except GRPCError as err:
                 await self._drop()
-                error = from_grpc_error(err)
-                if not error.retryable:
-                    raise error from None
-                await self._sleep()
+                await self._recover(from_grpc_error(err))
                 continue
             except _TRANSPORT_ERRORS:
                 await self._drop()
@@ -403,22 +468,45 @@ class EventStream:
             which, value = _which(frame)
             if which == "event":
                 assert isinstance(value, v1.Event)
-                return value
-            if which == "batch":
+                if self._fresh(value):
+                    return value
+            elif which == "batch":
                 assert isinstance(value, v1.EventBatch)
                 self._pending.extend(value.events)
-                continue
-            if which == "error":
+            elif which == "gap":
+                assert isinstance(value, v1.Gap)
+                return value
+            elif which == "snapshot":
+                assert isinstance(value, v1.Snapshot)
+                if value.position:
+                    self.position = value.position
+                return value
+            elif which == "resumed":
+                assert isinstance(value, v1.Resumed)
+                if value.position:
+                    self.position = value.position
+            elif which == "error":
                 assert isinstance(value, v1.StreamError)
-                error = NexxusClientError(
-                    value.code, value.message, value.details.to_dict() if value.details else {}
-                )
+                details = value.details.to_dict() if value.details else {}
                 await self._drop()
-                if not error.retryable:
-                    raise error
-                await self._sleep()
+                await self._recover(NexxusClientError(value.code, value.message, details))
             # heartbeat (and a stray ready): keep reading
         raise StopAsyncIteration
+
+    async def _recover(self, error: NexxusClientError) -> None:
+        """After the server ended the stream with `error`: refresh the token
+        (UNAUTHENTICATED), back off (retryable), or raise."""
+        reason = error.details.get("reason")
+        can_refresh = self.client.get_token is not None or bool(self.client.refresh_token)
+        if error.code == "UNAUTHENTICATED" and (reason in REFRESHABLE or (not reason and can_refresh)):
+            if self._refreshed:  # a fresh token did not help: give up
+                raise error
+            self._refreshed = True
+            await self.client.refresh_access_token()  # raises when it cannot
+            return
+        if not error.retryable:
+            raise error
+        await self._sleep()
 
     def _idle_timeout(self) -> float:
         # Heartbeats arrive every heartbeat_seconds on an idle stream: two missed
@@ -434,6 +522,7 @@ class EventStream:
             subscriptions=self.subscriptions,
             heartbeat_seconds=self.heartbeat_seconds,
             max_batch=MAX_BATCH,
+            resume_from=self.position,
         )
         frames = stub.stream_events(req, metadata=client._metadata())
         self._frames = frames
@@ -446,7 +535,10 @@ class EventStream:
             raise ProtocolError(f"expected a ready frame, got {which}")
         assert isinstance(value, v1.StreamReady)
         self.ready = value
+        if not self.position:  # the first connection: resume from here on
+            self.position = value.position
         self._attempt = 0
+        self._refreshed = False
         async with self._connected:
             self.connections += 1
             self._connected.notify_all()

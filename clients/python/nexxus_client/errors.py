@@ -8,9 +8,10 @@ from grpclib.exceptions import GRPCError
 
 __all__ = ["RETRYABLE_CODES", "NexxusClientError", "from_grpc_error"]
 
-# Codes after which reopening the event stream may succeed.
+# Codes after which reopening the event stream may succeed (RESOURCE_EXHAUSTED:
+# the client was too slow; it resumes from its position).
 RETRYABLE_CODES = frozenset(
-    {"UNAVAILABLE", "INTERNAL", "UNKNOWN", "ABORTED", "DEADLINE_EXCEEDED", "CANCELLED"}
+    {"UNAVAILABLE", "INTERNAL", "UNKNOWN", "ABORTED", "DEADLINE_EXCEEDED", "CANCELLED", "RESOURCE_EXHAUSTED"}
 )
 
 

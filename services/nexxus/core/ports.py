@@ -413,10 +413,18 @@ class MessageBus(Lifecycle):
         returns once all are stored (deduplicated by msg_id)."""
         raise NotImplementedError(f"{type(self).__name__} has no delivery streams")
 
-    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+    async def consume_deliveries(
+        self,
+        node: str,
+        handler: SequencedHandler,
+        *,
+        on_loss: Callable[[int, int], Awaitable[None]] | None = None,
+    ) -> BusSubscription:
         """Every Delivery published for `node` from now on, in order, exactly
         once per process (the reader resumes after its last message across
-        server restarts and reconnections)."""
+        server restarts and reconnections). `on_loss(first, last)`: deliveries
+        were discarded before the reader got to them (it fell behind the
+        stream's limits)."""
         raise NotImplementedError(f"{type(self).__name__} has no delivery streams")
 
 

@@ -73,7 +73,11 @@ class ConnectionHub:
     async def start(self) -> None:
         if self._started:
             return
-        self._subscriptions.append(await self.bus.consume_deliveries(self.node_id, self._on_delivery_data))
+        self._subscriptions.append(
+            await self.bus.consume_deliveries(
+                self.node_id, self._on_delivery_data, on_loss=self._on_deliveries_lost
+            )
+        )
         self._subscriptions.append(await self.bus.subscribe(self.control_subject, self._on_control))
         await self.tokens.start()
         self._started = True
@@ -237,6 +241,22 @@ class ConnectionHub:
                 await conn.close(code, reason, error_reason)
                 closed += 1
         return closed
+
+    async def _on_deliveries_lost(self, first: int, last: int) -> None:
+        """Deliveries were discarded unread: every connection may have missed
+        events. Close them all; their clients resume from their positions and
+        the history fills the hole."""
+        log.error(
+            "node %s lost deliveries %d..%d: closing its connections so they resume",
+            self.node_id,
+            first,
+            last,
+        )
+        await self.close_all(
+            "UNAVAILABLE",
+            "the server fell behind: reconnect and resume from your last position",
+            "DELIVERIES_LOST",
+        )
 
     async def _on_delivery_data(self, seq: int, data: bytes) -> None:
         delivery = internal_pb2.Delivery()

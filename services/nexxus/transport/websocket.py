@@ -9,7 +9,9 @@ on the upgrade request, or an `auth` first frame within `auth_timeout` seconds
 Positions: `resume_from` / `resume_from_ack` query parameters resume at once
 (like StreamEventsRequest); otherwise live events are held for up to
 `RESUME_WINDOW` seconds after `ready`, so that a `resume` first frame loses
-nothing; any other first frame (or the window's end) releases them. A
+nothing; `subscribe` frames before it (a reconnecting client re-making its
+volatile subscriptions, which the replay then matches) keep the window open;
+any other frame (or the window's end) releases them. A
 `subscribe` with `initial_state` holds the live events while its snapshot is
 sent. `ack` frames with a position store the device's acknowledged position.
 """
@@ -146,6 +148,8 @@ class _Session(Generic[CallerT]):
         self._window_timer: asyncio.TimerHandle | None = None
 
     def open_resume_window(self, seconds: float) -> None:
+        if self._window_timer is not None:
+            self._window_timer.cancel()
         self.resume_window = True
         self._window_timer = asyncio.get_running_loop().call_later(seconds, self.close_resume_window)
 
@@ -203,8 +207,13 @@ class _Session(Generic[CallerT]):
             except BadFrame as err:
                 await self.send_error(err, err.frame_id)
                 continue
-            resuming = self.resume_window and frame.WhichOneof("frame") == "resume"
-            if not resuming:
+            kind = frame.WhichOneof("frame")
+            resuming = self.resume_window and kind == "resume"
+            if self.resume_window and kind == "subscribe" and not frame.subscribe.initial_state:
+                # Re-making its subscriptions before a `resume` (a reconnecting
+                # client): the window stays open, for as long again.
+                self.open_resume_window(self.bridge.resume_window)
+            elif not resuming:
                 self.close_resume_window()
             try:
                 await self.handle(frame)

@@ -192,6 +192,10 @@ class PullConsumer(BusSubscription):
 
     async def _run(self) -> None:
         backoff = 0.05
+        if self._recovering:
+            # Read what a previous holder left before fetching anything ourselves.
+            with contextlib.suppress(Exception):
+                await self._recover([])
         while not self._closing:
             try:
                 msgs = await self._psub.fetch(self._batch, timeout=self._fetch_timeout)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats.errors
 import nats.js.errors
@@ -31,6 +32,7 @@ log = logging.getLogger("nexxus.bus.nats")
 
 FETCH_BATCH = 256
 INACTIVE_THRESHOLD = 30.0
+LOSS_CHECK_SECONDS = 5.0
 
 
 def _config(subject_filter: str, start_seq: int) -> ConsumerConfig:
@@ -95,7 +97,12 @@ async def read_range(
 class OrderedReader(BusSubscription):
     """Handles every message of `subject_filter` from `start_seq` on, in order,
     in a background task (see the module docstring). A handler error is logged
-    and the message skipped (the handler owns its errors)."""
+    and the message skipped (the handler owns its errors).
+
+    The stream's limits may discard messages the reader has not read yet (it
+    fell too far behind): every `LOSS_CHECK_SECONDS` it compares the stream's
+    first sequence with its own next one and, when messages after its position
+    are gone, calls `on_loss` (then carries on from what is left)."""
 
     def __init__(
         self,
@@ -106,8 +113,11 @@ class OrderedReader(BusSubscription):
         handler: SequencedHandler,
         *,
         fetch_timeout: float = 1.0,
+        on_loss: Callable[[int, int], Awaitable[None]] | None = None,
     ) -> None:
         self._js = js
+        self._on_loss = on_loss
+        self._checked_at = time.monotonic()
         self._stream = stream
         self._filter = subject_filter
         self.next_seq = start_seq
@@ -131,10 +141,30 @@ class OrderedReader(BusSubscription):
         self.recreated += 1
         log.warning("reader of %s resumed at sequence %d (%s)", self._filter, self.next_seq, why)
 
+    async def _check_loss(self) -> None:
+        """Whether the stream discarded messages after our position (see the class docstring)."""
+        now = time.monotonic()
+        if now - self._checked_at < LOSS_CHECK_SECONDS:
+            return
+        self._checked_at = now
+        info = await self._js.stream_info(self._stream)
+        first = info.state.first_seq
+        if first > self.next_seq:
+            lost_from, self.next_seq = self.next_seq, first
+            log.error(
+                "reader of %s fell behind the stream's limits: %d..%d discarded unread",
+                self._filter,
+                lost_from,
+                first - 1,
+            )
+            if self._on_loss is not None:
+                await self._on_loss(lost_from, first - 1)
+
     async def _run(self) -> None:
         backoff = 0.05
         while not self._closing:
             try:
+                await self._check_loss()
                 if self._psub is None:
                     await self._recreate("consumer lost")
                 assert self._psub is not None

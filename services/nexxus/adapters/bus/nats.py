@@ -46,7 +46,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import nats
@@ -556,7 +556,13 @@ class NatsBus(MessageBus):
     async def publish_deliveries(self, items: Sequence[tuple[str, bytes, str]]) -> None:
         await self.publish_many([(self.delivery_subject(node), data, msg_id) for node, data, msg_id in items])
 
-    async def consume_deliveries(self, node: str, handler: SequencedHandler) -> BusSubscription:
+    async def consume_deliveries(
+        self,
+        node: str,
+        handler: SequencedHandler,
+        *,
+        on_loss: Callable[[int, int], Awaitable[None]] | None = None,
+    ) -> BusSubscription:
         js = self._require_js()
         stream = self.stream_names["deliveries"]
         try:
@@ -568,6 +574,7 @@ class NatsBus(MessageBus):
                 info.state.last_seq + 1,
                 handler,
                 fetch_timeout=self._fetch_timeout,
+                on_loss=on_loss,
             )
             await reader.start()
         except (nats.errors.Error, TimeoutError) as exc:
