@@ -105,10 +105,6 @@ class EdgeConfig:
     transport_sse: tuple[str, int] = ("127.0.0.1", 8766)
     descriptor_path: str = str(DEFAULT_DESCRIPTOR)
     cors_allow_origins: Sequence[str] = field(default_factory=lambda: ("*",))
-    # How long a closing stream's last bytes may wait for a client that does not
-    # read (transport.close_grace_seconds): Envoy's delayed close of a finished
-    # response, so an error frame still queued for a stalled client is not lost.
-    close_grace_seconds: float = 30.0
     access_log_path: str = "/dev/stdout"
 
 
@@ -407,7 +403,10 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
         # Streams end only when the client or the server ends them (routes set timeout 0s too).
         stream_idle_timeout="0s",
         request_timeout="0s",
-        delayed_close_timeout=f"{edge.close_grace_seconds:g}s",
+        # 0s: close a finished response's connection once its bytes are flushed,
+        # never before (the default, 1 s, discards what a slow reader has not
+        # read yet: a stalled client's last frames, its error frame).
+        delayed_close_timeout="0s",
         http2_protocol_options={"max_concurrent_streams": 1000},
         max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         local_reply_config=_local_reply_config(),
@@ -505,7 +504,6 @@ def envoy_config_for(settings: Settings, *, descriptor_path: Path | None = None)
             transport_sse=(s.transport.host, s.transport.sse_port),
             descriptor_path=str((descriptor_path or DEFAULT_DESCRIPTOR).resolve()),
             cors_allow_origins=tuple(s.envoy.cors_allow_origins),
-            close_grace_seconds=s.transport.close_grace_seconds,
         )
     )
 
