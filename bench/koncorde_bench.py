@@ -8,11 +8,13 @@ filters and documents, written to a temporary JSON file. Per workload it prints,
 for both engines in the same run: registration time (Nexxus: parse_filter +
 ModelIndex.add, as the router does), memory growth, docs/s and distinct
 matches/s of the bare match (Koncorde `test()`, Nexxus `ModelIndex.match`;
-the fastest of --rounds passes over the documents, as the machine may be shared),
-removal time, and the Nexxus/Koncorde ratios. Beside the bare match it prints
-the full route path: `route_event_bytes` on UPDATED ModelEvents (Struct
-conversion, before and after matched, enter/leave, device → node grouping,
-Delivery encoding).
+the fastest of --rounds passes over the documents), removal time, and the
+Nexxus/Koncorde ratios. Times are CPU seconds of each engine's process (Node's
+process.cpuUsage, Python's process_time), so that time spent descheduled on a
+shared machine does not count; ratios of one run are the figures to compare.
+Beside the bare match it prints the full route path: `route_event_bytes` on
+UPDATED ModelEvents (Struct conversion, before and after matched, enter/leave,
+device → node grouping, Delivery encoding).
 
 The two engines must find the same filters on every document (as sets of the
 generated filters: identical filters count once per engine, each engine
@@ -223,10 +225,10 @@ def run_nexxus(
     states = [ObjectState(f"o{i}", "", d) for i, d in enumerate(docs)]
     base = settle_rss()
     index = ModelIndex()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for sub, raw in zip(subs, filters, strict=True):
         index.add(sub, parse_filter(raw, SCHEMA))
-    register_s = time.perf_counter() - t0
+    register_s = time.process_time() - t0
     grown = settle_rss() - base
 
     match = index.match
@@ -234,9 +236,9 @@ def run_nexxus(
         match(st)
     match_s = math.inf
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         matches = [match(st) for st in states]
-        match_s = min(match_s, time.perf_counter() - t0)
+        match_s = min(match_s, time.process_time() - t0)
 
     # The full route path: UPDATED events, `before` another document.
     nodes = {f"d{i}": (f"node-{i % NODES}",) for i in range(DEVICES)}
@@ -249,11 +251,11 @@ def run_nexxus(
         ev.before.CopyFrom(Object(id=f"o{i}", data=dict_to_struct(before)))
         ev.after.CopyFrom(Object(id=f"o{i}", data=dict_to_struct(d)))
         events.append(ev)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     deliveries = 0
     for ev in events:
         deliveries += len(route_event_bytes(index, ev, nodes))
-    route_s = time.perf_counter() - t0
+    route_s = time.process_time() - t0
 
     distinct = index.predicate_count
     # Which generated filters each matched predicate stands for (removal empties it).
@@ -261,10 +263,10 @@ def run_nexxus(
     members = {p: tuple(index_of[sid] for sid in p.subs) for p in set().union(*matches)}
     order = list(range(len(subs)))
     rng.shuffle(order)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in order:
         index.remove(subs[i].id)
-    remove_s = time.perf_counter() - t0
+    remove_s = time.process_time() - t0
     assert len(index) == 0
     assert index.predicate_count == 0
     return NexxusRun(
