@@ -201,6 +201,7 @@ def run_koncorde(filters: list[dict[str, Any]], docs: list[dict[str, Any]], roun
 class NexxusRun:
     register_s: float
     match_s: float
+    match_wall_s: float
     remove_s: float
     rss_bytes: int
     distinct: int
@@ -234,11 +235,12 @@ def run_nexxus(
     match = index.match
     for st in states[:200]:
         match(st)
-    match_s = math.inf
+    match_s = match_wall_s = math.inf
     for _ in range(rounds):
-        t0 = time.process_time()
+        t0, w0 = time.process_time(), time.perf_counter()
         matches = [match(st) for st in states]
         match_s = min(match_s, time.process_time() - t0)
+        match_wall_s = min(match_wall_s, time.perf_counter() - w0)
 
     # The full route path: UPDATED events, `before` another document.
     nodes = {f"d{i}": (f"node-{i % NODES}",) for i in range(DEVICES)}
@@ -272,6 +274,7 @@ def run_nexxus(
     return NexxusRun(
         register_s,
         match_s,
+        match_wall_s,
         remove_s,
         grown,
         distinct,
@@ -323,6 +326,11 @@ def report(
     )
     print(f"{'':24}{'Koncorde 4.7':>16}{'Nexxus':>16}{'Nexxus/Koncorde':>18}")
     print(f"{'match docs/s':24}{fmt_rate(k_docs):>16}{fmt_rate(n_rate):>16}{ratio(n_rate, k_docs):>18}")
+    k_wall, n_wall = n_docs / theirs["test_wall_s"], n_docs / ours.match_wall_s
+    print(
+        f"{'match docs/s (wall)':24}{fmt_rate(k_wall):>16}{fmt_rate(n_wall):>16}{ratio(n_wall, k_wall):>18}"
+        "  (elapsed time, best round: noisier)"
+    )
     print(
         f"{'matches/s':24}{fmt_rate(total / theirs['test_s']):>16}{fmt_rate(total / ours.match_s):>16}"
         f"{ratio(n_rate, k_docs):>18}"
