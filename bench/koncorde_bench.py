@@ -36,7 +36,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import random
 import shutil
 import statistics
@@ -44,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,14 +158,21 @@ def document(rng: random.Random) -> dict[str, Any]:
 # ---------------------------------------------------------------------- engines
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def settle_rss() -> int:
+def heap_growth(filters: list[dict[str, Any]], subs: list[Subscription]) -> int:
+    """Python heap growth (tracemalloc) of a second, untimed index of the same
+    filters: the analogue of V8's heapUsed (RSS deltas of a process that has
+    freed earlier workloads are not)."""
+    index = ModelIndex()
     gc.collect()
-    return rss_bytes()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for sub, raw in zip(subs, filters, strict=True):
+        index.add(sub, parse_filter(raw, SCHEMA))
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    del index
+    return grown
 
 
 def ensure_koncorde() -> None:
@@ -203,7 +210,7 @@ class NexxusRun:
     match_s: float
     match_wall_s: float
     remove_s: float
-    rss_bytes: int
+    heap_bytes: int
     distinct: int
     matches: list[set[Predicate]]
     members: dict[Predicate, tuple[int, ...]]
@@ -224,13 +231,12 @@ def run_nexxus(
         for i in range(len(filters))
     ]
     states = [ObjectState(f"o{i}", "", d) for i, d in enumerate(docs)]
-    base = settle_rss()
     index = ModelIndex()
     t0 = time.process_time()
     for sub, raw in zip(subs, filters, strict=True):
         index.add(sub, parse_filter(raw, SCHEMA))
     register_s = time.process_time() - t0
-    grown = settle_rss() - base
+    grown = heap_growth(filters, subs)
 
     match = index.match
     for st in states[:200]:
@@ -339,10 +345,10 @@ def report(
     print(f"{'register µs/filter':24}{k_reg:>16.1f}{n_reg:>16.1f}{ratio(k_reg, n_reg):>18}  (speed)")
     k_rm, n_rm = theirs["remove_s"] / n * 1e6, ours.remove_s / n * 1e6
     print(f"{'remove µs/filter':24}{k_rm:>16.1f}{n_rm:>16.1f}{ratio(k_rm, n_rm):>18}  (speed)")
-    k_mem, n_mem = theirs["heap_bytes"] / n, ours.rss_bytes / n
+    k_mem, n_mem = theirs["heap_bytes"] / n, ours.heap_bytes / n
     print(
         f"{'memory bytes/filter':24}{k_mem:>16,.0f}{n_mem:>16,.0f}{ratio(k_mem, n_mem):>18}  "
-        f"(Koncorde heap, Nexxus RSS; Koncorde RSS {theirs['rss_bytes'] / n:,.0f})"
+        f"(V8 / Python heap growth; Koncorde RSS growth {theirs['rss_bytes'] / n:,.0f})"
     )
     route_rate = ours.route_events / ours.route_s
     print(

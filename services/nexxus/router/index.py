@@ -379,7 +379,8 @@ class ModelIndex:
                     if not ranges:
                         setattr(pidx, attr, None)
                 pidx.refresh()
-            self._drop_if_empty(pidx)
+            if add or not pidx.buckets:
+                self._drop_if_empty(pidx)
         for atom in conj.negatives:
             pidx = self._path(atom.path)
             for key in atom.keys:
@@ -427,8 +428,9 @@ class ModelIndex:
             for i, conj in enumerate(pred.plan):
                 branch = pred.branches[i] if pred.branches else None
                 self._post(conj, branch or pred, False)
-            self._branches.difference_update(b for b in pred.branches if b is not None)
-            pred.branches = ()
+            if pred.branches:
+                self._branches.difference_update(b for b in pred.branches if b is not None)
+                pred.branches = ()
             pred.plan = None
         elif filed == "value":
             assert node is not None
