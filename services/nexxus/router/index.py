@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from nexxus.core.filterquery import FilterNode, compile_matcher
+from nexxus.core.filterquery import Compare, FilterNode, compile_matcher
 from nexxus.router.anchors import (
     Atom,
     Conjunction,
@@ -280,7 +280,9 @@ class ModelIndex:
         conjs = plain_conjunctions(node) if pred.matcher is None else None
         if conjs is not None:
             pred.filed = "plain"
-            conjs = pred.plan = [self._order(c) for c in conjs]
+            conjs = [self._order(c) for c in conjs]
+            # Kept for removal, except a lone eq's (cheap to re-plan; saves memory).
+            pred.plan = None if isinstance(node, Compare) and node.op == "eq" else conjs
             # The predicate is the token of all its conjunctions unless that could
             # mix them up: two 2-atom conjunctions (their atoms would pair across),
             # or a `ne` (it would exclude the other conjunctions' hits too).
@@ -424,8 +426,12 @@ class ModelIndex:
         elif filed == "residual":
             del self._residual[id(pred)]
         elif filed == "plain":
-            assert pred.plan is not None
-            for i, conj in enumerate(pred.plan):
+            plan = pred.plan
+            if plan is None:
+                assert node is not None
+                plan = plain_conjunctions(node)
+                assert plan is not None
+            for i, conj in enumerate(plan):
                 branch = pred.branches[i] if pred.branches else None
                 self._post(conj, branch or pred, False)
             if pred.branches:
