@@ -8,11 +8,13 @@ filters and documents, written to a temporary JSON file. Per workload it prints,
 for both engines in the same run: registration time (Nexxus: parse_filter +
 ModelIndex.add, as the router does), memory growth, docs/s and distinct
 matches/s of the bare match (Koncorde `test()`, Nexxus `ModelIndex.match`;
-the fastest of --rounds passes over the documents, as the machine may be shared),
-removal time, and the Nexxus/Koncorde ratios. Beside the bare match it prints
-the full route path: `route_event_bytes` on UPDATED ModelEvents (Struct
-conversion, before and after matched, enter/leave, device → node grouping,
-Delivery encoding).
+the fastest of --rounds passes over the documents), removal time, and the
+Nexxus/Koncorde ratios. Times are CPU seconds of each engine's process (Node's
+process.cpuUsage, Python's process_time), so that time spent descheduled on a
+shared machine does not count; ratios of one run are the figures to compare.
+Beside the bare match it prints the full route path: `route_event_bytes` on
+UPDATED ModelEvents (Struct conversion, before and after matched, enter/leave,
+device → node grouping, Delivery encoding).
 
 The two engines must find the same filters on every document (as sets of the
 generated filters: identical filters count once per engine, each engine
@@ -34,7 +36,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import random
 import shutil
 import statistics
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,14 +158,21 @@ def document(rng: random.Random) -> dict[str, Any]:
 # ---------------------------------------------------------------------- engines
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def settle_rss() -> int:
+def heap_growth(filters: list[dict[str, Any]], subs: list[Subscription]) -> int:
+    """Python heap growth (tracemalloc) of a second, untimed index of the same
+    filters: the analogue of V8's heapUsed (RSS deltas of a process that has
+    freed earlier workloads are not)."""
+    index = ModelIndex()
     gc.collect()
-    return rss_bytes()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for sub, raw in zip(subs, filters, strict=True):
+        index.add(sub, parse_filter(raw, SCHEMA))
+    gc.collect()
+    grown = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    del index
+    return grown
 
 
 def ensure_koncorde() -> None:
@@ -199,8 +208,9 @@ def run_koncorde(filters: list[dict[str, Any]], docs: list[dict[str, Any]], roun
 class NexxusRun:
     register_s: float
     match_s: float
+    match_wall_s: float
     remove_s: float
-    rss_bytes: int
+    heap_bytes: int
     distinct: int
     matches: list[set[Predicate]]
     members: dict[Predicate, tuple[int, ...]]
@@ -221,22 +231,22 @@ def run_nexxus(
         for i in range(len(filters))
     ]
     states = [ObjectState(f"o{i}", "", d) for i, d in enumerate(docs)]
-    base = settle_rss()
     index = ModelIndex()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for sub, raw in zip(subs, filters, strict=True):
         index.add(sub, parse_filter(raw, SCHEMA))
-    register_s = time.perf_counter() - t0
-    grown = settle_rss() - base
+    register_s = time.process_time() - t0
+    grown = heap_growth(filters, subs)
 
     match = index.match
     for st in states[:200]:
         match(st)
-    match_s = math.inf
+    match_s = match_wall_s = math.inf
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0, w0 = time.process_time(), time.perf_counter()
         matches = [match(st) for st in states]
-        match_s = min(match_s, time.perf_counter() - t0)
+        match_s = min(match_s, time.process_time() - t0)
+        match_wall_s = min(match_wall_s, time.perf_counter() - w0)
 
     # The full route path: UPDATED events, `before` another document.
     nodes = {f"d{i}": (f"node-{i % NODES}",) for i in range(DEVICES)}
@@ -249,11 +259,11 @@ def run_nexxus(
         ev.before.CopyFrom(Object(id=f"o{i}", data=dict_to_struct(before)))
         ev.after.CopyFrom(Object(id=f"o{i}", data=dict_to_struct(d)))
         events.append(ev)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     deliveries = 0
     for ev in events:
         deliveries += len(route_event_bytes(index, ev, nodes))
-    route_s = time.perf_counter() - t0
+    route_s = time.process_time() - t0
 
     distinct = index.predicate_count
     # Which generated filters each matched predicate stands for (removal empties it).
@@ -261,15 +271,16 @@ def run_nexxus(
     members = {p: tuple(index_of[sid] for sid in p.subs) for p in set().union(*matches)}
     order = list(range(len(subs)))
     rng.shuffle(order)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for i in order:
         index.remove(subs[i].id)
-    remove_s = time.perf_counter() - t0
+    remove_s = time.process_time() - t0
     assert len(index) == 0
     assert index.predicate_count == 0
     return NexxusRun(
         register_s,
         match_s,
+        match_wall_s,
         remove_s,
         grown,
         distinct,
@@ -321,6 +332,11 @@ def report(
     )
     print(f"{'':24}{'Koncorde 4.7':>16}{'Nexxus':>16}{'Nexxus/Koncorde':>18}")
     print(f"{'match docs/s':24}{fmt_rate(k_docs):>16}{fmt_rate(n_rate):>16}{ratio(n_rate, k_docs):>18}")
+    k_wall, n_wall = n_docs / theirs["test_wall_s"], n_docs / ours.match_wall_s
+    print(
+        f"{'match docs/s (wall)':24}{fmt_rate(k_wall):>16}{fmt_rate(n_wall):>16}{ratio(n_wall, k_wall):>18}"
+        "  (elapsed time, best round: noisier)"
+    )
     print(
         f"{'matches/s':24}{fmt_rate(total / theirs['test_s']):>16}{fmt_rate(total / ours.match_s):>16}"
         f"{ratio(n_rate, k_docs):>18}"
@@ -329,10 +345,10 @@ def report(
     print(f"{'register µs/filter':24}{k_reg:>16.1f}{n_reg:>16.1f}{ratio(k_reg, n_reg):>18}  (speed)")
     k_rm, n_rm = theirs["remove_s"] / n * 1e6, ours.remove_s / n * 1e6
     print(f"{'remove µs/filter':24}{k_rm:>16.1f}{n_rm:>16.1f}{ratio(k_rm, n_rm):>18}  (speed)")
-    k_mem, n_mem = theirs["heap_bytes"] / n, ours.rss_bytes / n
+    k_mem, n_mem = theirs["heap_bytes"] / n, ours.heap_bytes / n
     print(
         f"{'memory bytes/filter':24}{k_mem:>16,.0f}{n_mem:>16,.0f}{ratio(k_mem, n_mem):>18}  "
-        f"(Koncorde heap, Nexxus RSS; Koncorde RSS {theirs['rss_bytes'] / n:,.0f})"
+        f"(V8 / Python heap growth; Koncorde RSS growth {theirs['rss_bytes'] / n:,.0f})"
     )
     route_rate = ours.route_events / ours.route_s
     print(

@@ -13,20 +13,23 @@ share one `Predicate`. Each predicate is filed once, by its most selective part:
 A *plain* filter is an OR of conjunctions of one or two positive atoms (eq / in
 on a path, a numeric interval on a path) and any number of `ne` (see
 `plain_conjunctions`). Each conjunction has a token (the predicate itself, or a
-`Branch` of it when the predicate has several conjunctions of different shapes)
-posted in the path index of each of its atoms:
+`Branch` of it when sharing one token could mix its conjunctions up) posted in
+the path index of each of its atoms, by role:
 
-    paths[path].buckets[key].one / .two   tokens of 1- / 2-atom conjunctions
-    paths[path].buckets[key].neg          tokens a `ne key` excludes
-    paths[path].one_ranges / two_ranges   intervals (ranges.IntervalIndex, exact)
+    paths[path].buckets[key].one             tokens of 1-atom conjunctions
+    paths[path].buckets[key].first / second  the primary / secondary atom of
+                                             2-atom conjunctions (rarer first)
+    paths[path].buckets[key].neg             tokens a `ne key` excludes
+    paths[path].{one,first,second}_ranges    intervals (ranges.IntervalIndex, exact)
 
-Matching one object state looks up, per indexed path, the bucket of its value
-and stabs the intervals with it. A 1-atom token in any hit posting matches
-(set union); a 2-atom token matches when it is in two hit postings (counting
-by set intersection: one hit posting per atom, since an object has one value per
-path); then the tokens of every hit `neg` posting are removed. All of it runs
-in C set operations; no matcher is called for plain filters. Only the checked
-predicates found by their anchor (and the residual list) call their matcher.
+Matching one object state reads the value of each indexed path once, looks up
+its bucket and stabs its intervals. A `one` token in any hit posting matches
+(set union); a 2-atom token matches when it is among the primary hits and in a
+hit secondary posting (set intersections: an object has one value per path, so
+each atom has at most one hit posting); then the tokens of every hit `neg`
+posting are removed. All of it runs in C set operations; no matcher is called
+for plain filters. Only the checked predicates found by their anchor (and the
+residual list) call their matcher.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from nexxus.core.filterquery import FilterNode, compile_matcher
+from nexxus.core.filterquery import Compare, FilterNode, compile_matcher
 from nexxus.router.anchors import (
     Atom,
     Conjunction,
@@ -277,7 +280,9 @@ class ModelIndex:
         conjs = plain_conjunctions(node) if pred.matcher is None else None
         if conjs is not None:
             pred.filed = "plain"
-            conjs = pred.plan = [self._order(c) for c in conjs]
+            conjs = [self._order(c) for c in conjs]
+            # Kept for removal, except a lone eq's (cheap to re-plan; saves memory).
+            pred.plan = None if isinstance(node, Compare) and node.op == "eq" else conjs
             # The predicate is the token of all its conjunctions unless that could
             # mix them up: two 2-atom conjunctions (their atoms would pair across),
             # or a `ne` (it would exclude the other conjunctions' hits too).
@@ -376,7 +381,8 @@ class ModelIndex:
                     if not ranges:
                         setattr(pidx, attr, None)
                 pidx.refresh()
-            self._drop_if_empty(pidx)
+            if add or not pidx.buckets:
+                self._drop_if_empty(pidx)
         for atom in conj.negatives:
             pidx = self._path(atom.path)
             for key in atom.keys:
@@ -420,12 +426,17 @@ class ModelIndex:
         elif filed == "residual":
             del self._residual[id(pred)]
         elif filed == "plain":
-            assert pred.plan is not None
-            for i, conj in enumerate(pred.plan):
+            plan = pred.plan
+            if plan is None:
+                assert node is not None
+                plan = plain_conjunctions(node)
+                assert plan is not None
+            for i, conj in enumerate(plan):
                 branch = pred.branches[i] if pred.branches else None
                 self._post(conj, branch or pred, False)
-            self._branches.difference_update(b for b in pred.branches if b is not None)
-            pred.branches = ()
+            if pred.branches:
+                self._branches.difference_update(b for b in pred.branches if b is not None)
+                pred.branches = ()
             pred.plan = None
         elif filed == "value":
             assert node is not None

@@ -1,4 +1,7 @@
-"""A small stabbing index for numeric range anchors (the residual list's helper).
+"""Interval indexes on one numeric field.
+
+`IntervalIndex` (below) is exact and serves plain filters. `RangeIndex` is a
+small stabbing index for the range *anchors* of checked filters:
 
 Three sorted lists per field path:
 
