@@ -19,7 +19,15 @@ from nexxus.core.errors import FailedPrecondition, Unauthenticated, Unavailable
 
 ISSUER = "https://accounts.example.com"
 AUDIENCE = "client-123"
-NOW = datetime.now(UTC)  # PyJWT checks exp / iat against the real clock
+
+
+# PyJWT checks exp / iat against the real clock: tokens are made relative to it, per use.
+class _Now:
+    def timestamp(self) -> float:
+        return datetime.now(UTC).timestamp()
+
+
+NOW = _Now()
 
 
 @pytest.fixture(scope="module")

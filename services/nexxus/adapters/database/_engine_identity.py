@@ -52,6 +52,8 @@ from nexxus.core.errors import AlreadyExists, InvalidArgument, NotFound, Unavail
 from nexxus.core.models import AppRecord, DeviceRecord, RefreshTokenRecord, UserRecord
 from nexxus.core.ports import IdentityStore
 
+from ._unique import key_taken
+
 __all__ = ["IDENTITY_KINDS", "EngineIdentity"]
 
 IDENTITY_KINDS = ("apps", "schemas", "users", "user-keys", "devices", "tokens")
@@ -326,8 +328,7 @@ class EngineIdentity(EngineBase, IdentityStore):
         for key in sorted(keys):
             if not await self._claim(app_id, user_id, key):
                 await self._release(app_id, user_id, claimed)
-                what = {"u": "username", "e": "e-mail", "x": "external id"}[key[0]]
-                raise AlreadyExists(f"{what} {key[1]!r} is taken")
+                raise key_taken({"u": "username", "e": "email", "x": "external_id"}[key[0]])
             claimed.add(key)
 
     async def create_user(self, user: UserRecord) -> None:

@@ -39,6 +39,8 @@ from nexxus.core.models import (
     UserRecord,
 )
 
+from ._unique import key_taken
+
 __all__ = [
     "SCHEMA_VERSION",
     "Dialect",
@@ -63,11 +65,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PLACEHOLDER = re.compile(r"\?")
 
 
-# A unique index or key (as the drivers name it) → (field, what the client is told).
+# A unique index or key (as the drivers name it) → the field it guards.
 _UNIQUE_FIELDS = (
-    (("users_username", "users.username_lc"), "username", "this username is already taken"),
-    (("users_email", "users.email_lc"), "email", "this e-mail address is already taken"),
-    (("user_external_ids",), "external_id", "this external identity is already linked to a user"),
+    (("users_username", "users.username_lc"), "username"),
+    (("users_email", "users.email_lc"), "email"),
+    (("user_external_ids",), "external_id"),
 )
 
 
@@ -80,9 +82,9 @@ def db_unavailable(internal: str) -> Unavailable:
 
 def unique_violation(detail: str) -> AlreadyExists:
     """AlreadyExists for a driver's unique-violation text, naming the field, never the SQL."""
-    for markers, field, message in _UNIQUE_FIELDS:
+    for markers, field in _UNIQUE_FIELDS:
         if any(marker in detail for marker in markers):
-            return AlreadyExists(message, field=field)
+            return key_taken(field)
     return AlreadyExists("it already exists")
 
 
