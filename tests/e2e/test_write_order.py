@@ -89,6 +89,18 @@ async def _partition_keys(kv: KeyValue) -> list[str]:
     return [k for k in keys if k.startswith("partition.")]
 
 
+async def _partition_holders(kv: KeyValue) -> dict[str, str]:
+    """partition key → holder, for the leases held right now."""
+    out = {}
+    for key in await _partition_keys(kv):
+        try:
+            entry = await kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            continue  # expired since it was listed
+        out[key] = (entry.value or b"").decode()
+    return out
+
+
 def _holder_of(pid: int | None) -> str:
     return f"-{pid}-"
 
@@ -102,9 +114,8 @@ async def _kill_mid_batch(mesh: Mesh, name: str, js: JetStreamContext, stream: s
     caught = False
     while time.monotonic() < deadline and not caught:
         mine: set[str] = set()
-        for key in await _partition_keys(kv):
-            entry = await kv.get(key)
-            if entry.value and _holder_of(proc.pid) in entry.value.decode():
+        for key, holder in (await _partition_holders(kv)).items():
+            if _holder_of(proc.pid) in holder:
                 mine.add("." + key.split(".", 1)[1])
         for info in await js.consumers_info(stream):
             partition = "." + (info.config.filter_subject or "").rsplit(".", 1)[-1]
@@ -267,10 +278,7 @@ async def test_two_writer_copies_one_killed_mid_batch(
             kv = await js.key_value(bucket)
 
             async def holders() -> dict[str, str]:
-                out = {}
-                for key in await _partition_keys(kv):
-                    out[key] = ((await kv.get(key)).value or b"").decode()
-                return out
+                return await _partition_holders(kv)
 
             async def both_hold_partitions() -> bool:
                 return len({h.rsplit("-", 1)[0] for h in (await holders()).values()}) == 2

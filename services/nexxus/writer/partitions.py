@@ -54,7 +54,10 @@ class PartitionOwner:
         return self._leases.ttl / 3
 
     async def start(self) -> None:
-        await self.tick()
+        try:
+            await self.tick()
+        except NexxusError as exc:  # the loop tries again
+            log.warning("partition leases: %s", exc)
         self._task = asyncio.create_task(self._run(), name="writer-partitions")
 
     async def _run(self) -> None:

@@ -60,13 +60,19 @@ class KvLeaseTable(LeaseTable):
         self.ttl = ttl
 
     async def acquire(self, key: str, holder: str) -> Lease | None:
-        try:
-            revision = await self._kv.create(key, holder.encode())
-        except nats.js.errors.KeyWrongLastSequenceError:
-            return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise Unavailable(f"cannot acquire lease {key}: {exc!r}") from exc
-        return KvLease(self._kv, key, holder, revision)
+        for _attempt in range(2):
+            try:
+                revision = await self._kv.create(key, holder.encode())
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return None
+            except nats.js.errors.KeyNotFoundError:
+                # nats-py's create() looks the key up after a refused create: it
+                # expired in between. Free now: try once more.
+                continue
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise Unavailable(f"cannot acquire lease {key}: {exc!r}") from exc
+            return KvLease(self._kv, key, holder, revision)
+        return None
 
     async def count(self, prefix: str) -> int:
         # Unfiltered: nats-py applies `filters` again as substrings on the client,
