@@ -18,6 +18,7 @@ from nexxus.core.errors import FailedPrecondition, NexxusError, Unavailable
 
 __all__ = [
     "ENGINE_ERRORS",
+    "REQUEST_TIMEOUT",
     "EngineBase",
     "EngineClient",
     "EngineError",
@@ -42,6 +43,10 @@ class EngineUnreachable(Exception):
 
 
 ENGINE_ERRORS = (EngineError, EngineUnreachable)
+# Seconds to wait for a new index's shards (the health API answers 408 past it).
+INDEX_WAIT = 60
+# The drivers' default per-request timeout, in seconds.
+REQUEST_TIMEOUT = 30.0
 
 
 class EngineClient(ABC):
@@ -49,9 +54,16 @@ class EngineClient(ABC):
 
     @abstractmethod
     async def request(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """The decoded JSON answer of a 2xx response ({} when it has no body)."""
+        """The decoded JSON answer of a 2xx response ({} when it has no body).
+        `timeout` (seconds) replaces the client's default for this request."""
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -63,7 +75,7 @@ def translate_engine_error(exc: Exception, engine: str = "search engine") -> Nex
         return Unavailable(f"{engine} unreachable: {exc}", reason="DATABASE_UNAVAILABLE")
     if isinstance(exc, EngineError):
         status, kind = exc.status, exc.kind
-        if status == 429 or status >= 500:
+        if status in (408, 429) or status >= 500:
             return Unavailable(f"{engine} unavailable ({status} {kind})", reason="DATABASE_UNAVAILABLE")
         if status in (401, 403):
             return Unavailable(f"{engine} refused the credentials ({kind})", reason="DATABASE_UNAVAILABLE")
@@ -100,13 +112,14 @@ class EngineBase:
     @staticmethod
     async def _create_index(client: EngineClient, index: str, mappings: dict[str, Any]) -> None:
         try:
-            await client.request("PUT", f"/{index}", body={"mappings": mappings})
+            await client.request("PUT", f"/{index}", body={"mappings": mappings}, timeout=INDEX_WAIT + 30)
         except EngineError as exc:
             if "resource_already_exists" not in exc.kind:
                 raise
-            # Created by another process just now: wait until its primary shards are active.
-            params = {"wait_for_status": "yellow"}
-            await client.request("GET", f"/_cluster/health/{index}", params=params)
+        # Created just now (here or by another process): reads fail until its primary
+        # shards are active, which on a loaded node can outlast the create request.
+        params = {"wait_for_status": "yellow", "timeout": f"{INDEX_WAIT}s"}
+        await client.request("GET", f"/_cluster/health/{index}", params=params, timeout=INDEX_WAIT + 30)
 
     async def _get_doc(self, index: str, doc_id: str) -> dict[str, Any] | None:
         """A document with its metadata, or None (no such document or index)."""

@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from nexxus.adapters.database._engine import SearchEngineDatabase
-from nexxus.adapters.database._engine_client import EngineClient, EngineError, EngineUnreachable
+from nexxus.adapters.database._engine_client import (
+    REQUEST_TIMEOUT,
+    EngineClient,
+    EngineError,
+    EngineUnreachable,
+)
 from nexxus.core.config.settings import OpenSearchSettings
 
 if TYPE_CHECKING:
@@ -40,10 +45,19 @@ class _OpenSearchClient(EngineClient):
         self._client = client
 
     async def request(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         try:
-            resp = await self._client.transport.perform_request(method, path, params=params, body=body)
+            # An explicit timeout also keeps a `timeout` query parameter for the server.
+            resp = await self._client.transport.perform_request(
+                method, path, params=params, body=body, timeout=timeout or REQUEST_TIMEOUT
+            )
         except Exception as exc:
             raise engine_exception(exc) from exc
         return resp if isinstance(resp, dict) else {}
@@ -71,5 +85,7 @@ class OpenSearchDatabase(SearchEngineDatabase):
             ) from exc
         s = self._settings
         auth = (s.username, s.password) if s.username else None
-        client = AsyncOpenSearch(hosts=list(s.hosts), http_auth=auth, verify_certs=s.verify_certs)
+        client = AsyncOpenSearch(
+            hosts=list(s.hosts), http_auth=auth, verify_certs=s.verify_certs, timeout=REQUEST_TIMEOUT
+        )
         return _OpenSearchClient(client)
