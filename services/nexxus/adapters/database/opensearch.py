@@ -8,6 +8,7 @@ for no answer). Verified against OpenSearch 2.19 (see the README).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,19 @@ if TYPE_CHECKING:
     from opensearchpy import AsyncOpenSearch
 
 __all__ = ["OpenSearchDatabase", "engine_exception"]
+
+
+class _ExpectedAnswers(logging.Filter):
+    """Drops opensearch-py's warning for a 404 or 409 answer: the adapter asks for
+    documents that may not exist and creates documents that may exist (replays,
+    uniqueness claims) and handles both; every other failed request still logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.levelno == logging.WARNING and len(args) >= 3 and args[2] in (404, 409))
+
+
+_FILTER = _ExpectedAnswers()
 
 
 def engine_exception(exc: Exception) -> Exception:
@@ -83,6 +97,9 @@ class OpenSearchDatabase(SearchEngineDatabase):
             raise RuntimeError(
                 "the opensearch database adapter needs `pip install nexxus[opensearch]`"
             ) from exc
+        driver_log = logging.getLogger("opensearch")
+        if _FILTER not in driver_log.filters:
+            driver_log.addFilter(_FILTER)
         s = self._settings
         auth = (s.username, s.password) if s.username else None
         client = AsyncOpenSearch(
