@@ -9,6 +9,7 @@ that the object half (`_engine`) and the identity half (`_engine_identity`) shar
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -23,6 +24,7 @@ __all__ = [
     "EngineClient",
     "EngineError",
     "EngineUnreachable",
+    "RetryingClient",
     "doc_path",
     "translate_engine_error",
 ]
@@ -67,6 +69,42 @@ class EngineClient(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+
+# 503 answers that only mean "a shard is not ready yet" (a new index's primary still
+# recovering): the request was not executed and is retried.
+_TRANSIENT = ("no_shard_available_action_exception", "unavailable_shards_exception")
+
+
+class RetryingClient(EngineClient):
+    """Retries the transient shard answers of `_TRANSIENT` a few times with a short
+    backoff (at most ~6 s in all); every other answer passes through."""
+
+    def __init__(self, inner: EngineClient, *, attempts: int = 10, delay: float = 0.05) -> None:
+        self._inner = inner
+        self._attempts = attempts
+        self._delay = delay
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        for attempt in range(self._attempts):
+            try:
+                return await self._inner.request(method, path, params=params, body=body, timeout=timeout)
+            except EngineError as exc:
+                if exc.status != 503 or exc.kind not in _TRANSIENT or attempt == self._attempts - 1:
+                    raise
+            await asyncio.sleep(min(self._delay * 2**attempt, 1.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def translate_engine_error(exc: Exception, engine: str = "search engine") -> NexxusError:
