@@ -38,6 +38,7 @@ from nexxus.adapters.database._engine_client import (
     EngineClient,
     EngineError,
     EngineUnreachable,
+    RetryingClient,
     doc_path,
     translate_engine_error,
 )
@@ -142,7 +143,7 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
     async def start(self) -> None:
         if self._client is not None:
             return
-        client = await self._connect()
+        client = RetryingClient(await self._connect())
         try:
             await client.request("GET", "/")
             await self._create_index(
