@@ -215,7 +215,7 @@ def build() -> tuple[Path, JavaProgram]:
         generate(go_bin, java_home)
         if not go_out.exists():
             go_out.parent.mkdir(parents=True, exist_ok=True)
-            _run([go, "build", "-o", str(go_out), "."], cwd=GO_DIR)
+            _run([go, "build", "-buildvcs=false", "-o", str(go_out), "."], cwd=GO_DIR)
         if not java_out.exists():
             staged = java_out.with_name("classes.tmp")
             shutil.rmtree(staged, ignore_errors=True)

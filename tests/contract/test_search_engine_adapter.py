@@ -23,7 +23,7 @@ from nexxus.core.config.settings import ElasticsearchSettings, OpenSearchSetting
 from nexxus.core.convert import dict_to_struct, py_to_value
 from nexxus.core.errors import InvalidArgument, NotFound, VersionConflict
 from nexxus.core.filterquery import compile_matcher, parse_filter
-from nexxus.core.models import SortKey, utcnow
+from nexxus.core.models import SortKey, UserRecord, utcnow
 from nexxus.core.schema import ModelSchema
 from nexxus.v1 import common_pb2, events_pb2, internal_pb2
 
@@ -228,6 +228,32 @@ async def test_delete_app_data(es_db: SearchEngineDatabase, app: str) -> None:
     kept = await es_db.get_object(other, "task", "o1")
     assert kept is not None
     assert kept.data == {"title": "b"}
+
+
+async def test_an_app_named_like_an_identity_index(es_db: SearchEngineDatabase, app: str) -> None:
+    """Application "user" with a model "keys" has its own index: neither writing
+    it nor deleting the application's data touches the identity store."""
+    keys = ModelSchema.from_dict({"fields": {"title": {"type": "string"}}}, name="keys")
+    await es_db.create_user(
+        UserRecord(app_id=app, id="u1", username="alice", email="", display_name="A", password_hash="h")
+    )
+    cmd = internal_pb2.WriteCommand(
+        command_id="c1",
+        app_id="user",
+        model="keys",
+        op=internal_pb2.WRITE_OP_CREATE,
+        object_id="o1",
+        data=dict_to_struct({"title": "x"}),
+        actor=common_pb2.Actor(user_id="u1"),
+    )
+    [out] = await es_db.apply_writes([(cmd, keys)])
+    assert out.error is None
+    assert await es_db.get_object("user", "keys", "o1") is not None
+    await es_db.delete_app_data("user")
+    assert await es_db.get_object("user", "keys", "o1") is None
+    found = await es_db.find_user_by_login(app, "alice")
+    assert found is not None
+    assert found.id == "u1"
 
 
 async def test_trim_stays_under_its_prefix(

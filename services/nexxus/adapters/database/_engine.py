@@ -38,6 +38,7 @@ from nexxus.adapters.database._engine_client import (
     EngineClient,
     EngineError,
     EngineUnreachable,
+    RetryingClient,
     doc_path,
     translate_engine_error,
 )
@@ -119,6 +120,11 @@ def _record(
     )
 
 
+def _is_object_index(info: dict[str, Any]) -> bool:
+    """Whether an index (its description, with mappings) holds objects."""
+    return "last_event" in info.get("mappings", {}).get("properties", {})
+
+
 class _Retry(Exception):
     """A concurrent writer changed the object: re-read and re-plan."""
 
@@ -142,7 +148,7 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
     async def start(self) -> None:
         if self._client is not None:
             return
-        client = await self._connect()
+        client = RetryingClient(await self._connect())
         try:
             await client.request("GET", "/")
             await self._create_index(
@@ -349,9 +355,7 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
         return sorted(
             name
             for name, info in found.items()
-            if name.startswith(head)
-            and name[len(head) :].count("-") == 1
-            and "last_event" in info.get("mappings", {}).get("properties", {})
+            if name.startswith(head) and name[len(head) :].count("-") == 1 and _is_object_index(info)
         )
 
     # -------------------------------------------------------------- tenancy
@@ -361,7 +365,7 @@ class SearchEngineDatabase(EngineIdentity, DatabaseAdapter):
         params = {"ignore_unavailable": "true", "allow_no_indices": "true"}
         try:
             found = await self._engine.request("GET", f"/{pattern}", params=params)
-            for index in sorted(found):
+            for index in sorted(name for name, info in found.items() if _is_object_index(info)):
                 await self._engine.request("DELETE", f"/{index}", params={"ignore_unavailable": "true"})
                 self._mapped.pop(index, None)
             await self._delete_by_query([self._ops_index], {"term": {"app_id": app_id}})

@@ -9,6 +9,7 @@ that the object half (`_engine`) and the identity half (`_engine_identity`) shar
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -18,10 +19,12 @@ from nexxus.core.errors import FailedPrecondition, NexxusError, Unavailable
 
 __all__ = [
     "ENGINE_ERRORS",
+    "REQUEST_TIMEOUT",
     "EngineBase",
     "EngineClient",
     "EngineError",
     "EngineUnreachable",
+    "RetryingClient",
     "doc_path",
     "translate_engine_error",
 ]
@@ -42,6 +45,10 @@ class EngineUnreachable(Exception):
 
 
 ENGINE_ERRORS = (EngineError, EngineUnreachable)
+# Seconds to wait for a new index's shards (the health API answers 408 past it).
+INDEX_WAIT = 60
+# The drivers' default per-request timeout, in seconds.
+REQUEST_TIMEOUT = 30.0
 
 
 class EngineClient(ABC):
@@ -49,12 +56,55 @@ class EngineClient(ABC):
 
     @abstractmethod
     async def request(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """The decoded JSON answer of a 2xx response ({} when it has no body)."""
+        """The decoded JSON answer of a 2xx response ({} when it has no body).
+        `timeout` (seconds) replaces the client's default for this request."""
 
     @abstractmethod
     async def close(self) -> None: ...
+
+
+# 503 answers that only mean "a shard is not ready yet" (a new index's primary still
+# recovering): the request was not executed and is retried.
+_TRANSIENT = ("no_shard_available_action_exception", "unavailable_shards_exception")
+
+
+class RetryingClient(EngineClient):
+    """Retries the transient shard answers of `_TRANSIENT` a few times with a short
+    backoff (at most ~6 s in all); every other answer passes through."""
+
+    def __init__(self, inner: EngineClient, *, attempts: int = 10, delay: float = 0.05) -> None:
+        self._inner = inner
+        self._attempts = attempts
+        self._delay = delay
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        for attempt in range(self._attempts):
+            try:
+                return await self._inner.request(method, path, params=params, body=body, timeout=timeout)
+            except EngineError as exc:
+                if exc.status != 503 or exc.kind not in _TRANSIENT or attempt == self._attempts - 1:
+                    raise
+            await asyncio.sleep(min(self._delay * 2**attempt, 1.0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def translate_engine_error(exc: Exception, engine: str = "search engine") -> NexxusError:
@@ -63,7 +113,7 @@ def translate_engine_error(exc: Exception, engine: str = "search engine") -> Nex
         return Unavailable(f"{engine} unreachable: {exc}", reason="DATABASE_UNAVAILABLE")
     if isinstance(exc, EngineError):
         status, kind = exc.status, exc.kind
-        if status == 429 or status >= 500:
+        if status in (408, 429) or status >= 500:
             return Unavailable(f"{engine} unavailable ({status} {kind})", reason="DATABASE_UNAVAILABLE")
         if status in (401, 403):
             return Unavailable(f"{engine} refused the credentials ({kind})", reason="DATABASE_UNAVAILABLE")
@@ -100,17 +150,24 @@ class EngineBase:
     @staticmethod
     async def _create_index(client: EngineClient, index: str, mappings: dict[str, Any]) -> None:
         try:
-            await client.request("PUT", f"/{index}", body={"mappings": mappings})
+            await client.request("PUT", f"/{index}", body={"mappings": mappings}, timeout=INDEX_WAIT + 30)
         except EngineError as exc:
             if "resource_already_exists" not in exc.kind:
                 raise
-            # Created by another process just now: wait until its primary shards are active.
-            # (A new index is "yellow" while its primaries still initialize, hence the
-            # second condition; reads of a shard still recovering fail with 503.)
-            params = {"wait_for_status": "yellow", "wait_for_no_initializing_shards": "true"}
-            health = await client.request("GET", f"/_cluster/health/{index}", params=params)
-            if health.get("timed_out"):
-                raise EngineError(503, "index_not_ready", f"index {index} has no active primary yet") from exc
+        # Created just now (here or by another process): reads fail until its primary
+        # shards are active, which on a loaded node can outlast the create request.
+        # A new index is "yellow" while its primaries still initialize, hence the
+        # second condition (past INDEX_WAIT the health API answers 408: Unavailable).
+        params = {
+            "wait_for_status": "yellow",
+            "wait_for_no_initializing_shards": "true",
+            "timeout": f"{INDEX_WAIT}s",
+        }
+        health = await client.request(
+            "GET", f"/_cluster/health/{index}", params=params, timeout=INDEX_WAIT + 30
+        )
+        if health.get("timed_out"):
+            raise EngineError(408, "index_not_ready", f"index {index} has no active primary yet")
 
     async def _get_doc(self, index: str, doc_id: str) -> dict[str, Any] | None:
         """A document with its metadata, or None (no such document or index)."""

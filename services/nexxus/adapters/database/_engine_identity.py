@@ -8,7 +8,7 @@ an ``app_id`` keyword:
     {prefix}-apps        id = app id
     {prefix}-schemas     id = app/name; the schema dict under ``schema`` (not indexed)
     {prefix}-users       id = app/user id
-    {prefix}-user-keys   the unique keys of users: lower-cased username and e-mail,
+    {prefix}-userkeys    the unique keys of users: lower-cased username and e-mail,
                          external ids; id = a hash of (app, kind, key), body = its user
     {prefix}-devices     id = app/device id
     {prefix}-tokens      id = app/token hash
@@ -56,13 +56,16 @@ from ._unique import key_taken
 
 __all__ = ["IDENTITY_KINDS", "EngineIdentity"]
 
-IDENTITY_KINDS = ("apps", "schemas", "users", "user-keys", "devices", "tokens")
+# One word each: an object index is ``{prefix}-{app}-{model}``, so a name with a
+# ``-`` could be an application's index (app "user", model "keys") and fall under
+# its ``{prefix}-{app}-*`` pattern when that application's data is deleted.
+IDENTITY_KINDS = ("apps", "schemas", "users", "userkeys", "devices", "tokens")
 _KEYWORD = {"type": "keyword"}
 _EXTRA_FIELDS: dict[str, dict[str, Any]] = {
     "apps": {},
     "schemas": {"name": _KEYWORD, "schema": {"type": "object", "enabled": False}},
     "users": {"id": _KEYWORD, "profile": {"type": "object", "enabled": False}},
-    "user-keys": {"user_id": _KEYWORD},
+    "userkeys": {"user_id": _KEYWORD},
     "devices": {"id": _KEYWORD, "user_id": _KEYWORD},
     "tokens": {
         "user_id": _KEYWORD,
@@ -288,7 +291,7 @@ class EngineIdentity(EngineBase, IdentityStore):
 
     async def _claim(self, app_id: str, user_id: str, key: tuple[str, str]) -> bool:
         """Make `key` this user's; False when another user holds it."""
-        index, key_id = self._idx("user-keys"), self._key_id(app_id, key)
+        index, key_id = self._idx("userkeys"), self._key_id(app_id, key)
         body = {"app_id": app_id, "user_id": user_id}
         if await self._create_doc(index, key_id, body, ""):
             return True
@@ -313,7 +316,7 @@ class EngineIdentity(EngineBase, IdentityStore):
 
     async def _release(self, app_id: str, user_id: str, keys: set[tuple[str, str]]) -> None:
         for key in keys:
-            index, key_id = self._idx("user-keys"), self._key_id(app_id, key)
+            index, key_id = self._idx("userkeys"), self._key_id(app_id, key)
             doc = await self._get_doc(index, key_id)
             if doc is not None and doc["_source"]["user_id"] == user_id:
                 guard = _guard(doc)
@@ -348,7 +351,7 @@ class EngineIdentity(EngineBase, IdentityStore):
         return None if src is None else _doc_user(src)
 
     async def _by_key(self, app_id: str, key: tuple[str, str]) -> UserRecord | None:
-        claim = await self._source("user-keys", self._key_id(app_id, key))
+        claim = await self._source("userkeys", self._key_id(app_id, key))
         if claim is None:
             return None
         user = await self.get_user(app_id, claim["user_id"])

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nexxus.adapters.database._engine import SearchEngineDatabase
 from nexxus.adapters.database._engine_client import (
+    REQUEST_TIMEOUT,
     EngineClient,
     EngineError,
     EngineUnreachable,
@@ -78,11 +79,18 @@ class _ElasticsearchClient(EngineClient):
         self._client = client
 
     async def request(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         headers = _JSON if body is not None else {"accept": "application/json"}
+        client = self._client.options(request_timeout=timeout) if timeout else self._client
         try:
-            resp = await self._client.perform_request(method, path, params=params, headers=headers, body=body)
+            resp = await client.perform_request(method, path, params=params, headers=headers, body=body)
         except Exception as exc:
             raise engine_exception(exc) from exc
         return resp.body if isinstance(resp.body, dict) else {}
@@ -109,4 +117,7 @@ class ElasticsearchDatabase(SearchEngineDatabase):
                 "the elasticsearch database adapter needs `pip install nexxus[elasticsearch]`"
             ) from exc
         s = self._settings
-        return _ElasticsearchClient(AsyncElasticsearch(hosts=list(s.hosts), api_key=s.api_key or None))
+        client = AsyncElasticsearch(
+            hosts=list(s.hosts), api_key=s.api_key or None, request_timeout=REQUEST_TIMEOUT
+        )
+        return _ElasticsearchClient(client)

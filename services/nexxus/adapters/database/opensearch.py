@@ -8,17 +8,36 @@ for no answer). Verified against OpenSearch 2.19 (see the README).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from nexxus.adapters.database._engine import SearchEngineDatabase
-from nexxus.adapters.database._engine_client import EngineClient, EngineError, EngineUnreachable
+from nexxus.adapters.database._engine_client import (
+    REQUEST_TIMEOUT,
+    EngineClient,
+    EngineError,
+    EngineUnreachable,
+)
 from nexxus.core.config.settings import OpenSearchSettings
 
 if TYPE_CHECKING:
     from opensearchpy import AsyncOpenSearch
 
 __all__ = ["OpenSearchDatabase", "engine_exception"]
+
+
+class _ExpectedAnswers(logging.Filter):
+    """Drops opensearch-py's warning for a 404 or 409 answer: the adapter asks for
+    documents that may not exist and creates documents that may exist (replays,
+    uniqueness claims) and handles both; every other failed request still logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.levelno == logging.WARNING and len(args) >= 3 and args[2] in (404, 409))
+
+
+_FILTER = _ExpectedAnswers()
 
 
 def engine_exception(exc: Exception) -> Exception:
@@ -40,10 +59,19 @@ class _OpenSearchClient(EngineClient):
         self._client = client
 
     async def request(
-        self, method: str, path: str, *, params: Mapping[str, str] | None = None, body: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         try:
-            resp = await self._client.transport.perform_request(method, path, params=params, body=body)
+            # An explicit timeout also keeps a `timeout` query parameter for the server.
+            resp = await self._client.transport.perform_request(
+                method, path, params=params, body=body, timeout=timeout or REQUEST_TIMEOUT
+            )
         except Exception as exc:
             raise engine_exception(exc) from exc
         return resp if isinstance(resp, dict) else {}
@@ -69,7 +97,12 @@ class OpenSearchDatabase(SearchEngineDatabase):
             raise RuntimeError(
                 "the opensearch database adapter needs `pip install nexxus[opensearch]`"
             ) from exc
+        driver_log = logging.getLogger("opensearch")
+        if _FILTER not in driver_log.filters:
+            driver_log.addFilter(_FILTER)
         s = self._settings
         auth = (s.username, s.password) if s.username else None
-        client = AsyncOpenSearch(hosts=list(s.hosts), http_auth=auth, verify_certs=s.verify_certs)
+        client = AsyncOpenSearch(
+            hosts=list(s.hosts), http_auth=auth, verify_certs=s.verify_certs, timeout=REQUEST_TIMEOUT
+        )
         return _OpenSearchClient(client)
