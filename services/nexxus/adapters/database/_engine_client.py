@@ -202,6 +202,12 @@ class EngineBase:
         return True
 
     async def _delete_by_query(self, indices: Sequence[str], query: dict[str, Any]) -> int:
+        """Delete what `query` matches, including documents written just before (a
+        delete-by-query works on a search snapshot: without the refresh first, a user
+        created a moment ago would survive the deletion of its application)."""
+        await self._engine.request(
+            "POST", f"/{','.join(indices)}/_refresh", params={"ignore_unavailable": "true"}
+        )
         resp = await self._engine.request(
             "POST",
             f"/{','.join(indices)}/_delete_by_query",
