@@ -357,16 +357,21 @@ class ModelIndex:
             pidx = self._path(atom.path)
             if isinstance(atom, EqAtom):
                 for key in atom.keys:
-                    postings = self._bucket(pidx, key)
-                    target: set[Any] | None = getattr(postings, role)
                     if add:
+                        postings = self._bucket(pidx, key)
+                        target: set[Any] | None = getattr(postings, role)
                         if target is None:
                             target = set()
                             setattr(postings, role, target)
                         target.add(token)
-                    elif target is not None:
-                        target.discard(token)
-                        self._prune(pidx, key, postings)
+                        continue
+                    # Removal never creates a bucket: two atoms of one filter may share a
+                    # key (eq true, in [true, false]), and the first removal pruned it.
+                    found = pidx.buckets.get(key)
+                    if found is not None:
+                        if (target := getattr(found, role)) is not None:
+                            target.discard(token)
+                        self._prune(pidx, key, found)
             else:
                 attr = role + "_ranges"
                 ranges: IntervalIndex[Any] | None = getattr(pidx, attr)
@@ -386,14 +391,15 @@ class ModelIndex:
         for atom in conj.negatives:
             pidx = self._path(atom.path)
             for key in atom.keys:
-                postings = self._bucket(pidx, key)
-                if postings.neg is None:
-                    postings.neg = set()
                 if add:
+                    postings = self._bucket(pidx, key)
+                    if postings.neg is None:
+                        postings.neg = set()
                     postings.neg.add(token)
-                else:
-                    postings.neg.discard(token)
-                    self._prune(pidx, key, postings)
+                elif (found := pidx.buckets.get(key)) is not None:
+                    if found.neg is not None:
+                        found.neg.discard(token)
+                    self._prune(pidx, key, found)
             self._drop_if_empty(pidx)
 
     @staticmethod
