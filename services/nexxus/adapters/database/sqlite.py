@@ -196,8 +196,13 @@ class SqliteDatabase(SqlDatabase):
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
-        await conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            await conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            # Not a database file, say: close it, or its worker thread keeps the process alive.
+            await conn.close()
+            raise
         return conn
 
     async def stop(self) -> None:
