@@ -63,11 +63,12 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> N
 def test_subject_helpers(nats_settings: NatsSettings) -> None:
     bus = NatsBus(nats_settings)
     p = nats_settings.subject_prefix
-    assert bus.subject("app1", "write") == f"{p}.app1.write"
-    assert bus.write_subject("a", 3) == f"{p}.a.write.3"
-    assert bus.write_partition_filter(3) == f"{p}.*.write.3"
-    assert bus.events_subject("a", "task") == f"{p}.a.events.task"
-    assert bus.parked_subject("a") == f"{p}.a.parked"
+    assert bus.write_subject("a", 3) == f"{p}.app.a.write.3"
+    assert bus.write_partition_filter(3) == f"{p}.app.*.write.3"
+    assert bus.events_subject("a", "task") == f"{p}.app.a.events.task"
+    assert bus.parked_subject("a") == f"{p}.app.a.parked"
+    assert bus.delivery_subject("node 1") == f"{p}.sys.transport.node_1"
+    assert bus.subjects.control("a") == f"{p}.sys.control.a"
     assert bus.stream_names["writes"] == f"{nats_settings.stream_prefix}_WRITES"
 
 
@@ -96,7 +97,7 @@ async def test_streams_created_idempotently(bus: NatsBus, nats_url: str) -> None
         parked = await js.stream_info(bus.stream_names["parked"])
     finally:
         await nc.close()
-    assert writes.config.subjects == [bus.subject("*", "write", "*")]
+    assert writes.config.subjects == [bus.subjects.writes]
     assert writes.config.duplicate_window == 120
     # The write queue: acked commands leave it, nothing expires, full → refuse new ones.
     assert writes.config.retention == RetentionPolicy.WORK_QUEUE
@@ -108,7 +109,7 @@ async def test_streams_created_idempotently(bus: NatsBus, nats_url: str) -> None
 
 async def test_publish_and_consume(bus: NatsBus) -> None:
     got = Collector()
-    sub = await bus.consume(bus.subject("*", "events", ">"), "writer", got, batch=10)
+    sub = await bus.consume(bus.subjects.all_events, "writer", got, batch=10)
     for i in range(3):
         await bus.publish(bus.events_subject("app1", "m"), f"m{i}".encode(), headers={"x-k": "v"})
     await got.wait_count(3)
@@ -121,7 +122,7 @@ async def test_publish_and_consume(bus: NatsBus) -> None:
 
 async def test_consume_filters_by_subject(bus: NatsBus) -> None:
     got = Collector()
-    await bus.consume(bus.subject("*", "events", "task"), "router-task", got)
+    await bus.consume(bus.subjects.model_events("task"), "router-task", got)
     await bus.publish(bus.events_subject("a", "note"), b"note")
     await bus.publish(bus.events_subject("a", "task"), b"task")
     await got.wait_count(1)
@@ -137,7 +138,7 @@ async def test_redelivery_after_nak(bus: NatsBus) -> None:
         for msg in batch:
             await (msg.nak(0) if msg.num_delivered == 1 else msg.ack())
 
-    await bus.consume(bus.subject("*", "events", ">"), "w", handler)
+    await bus.consume(bus.subjects.all_events, "w", handler)
     await bus.publish(bus.events_subject("a", "m"), b"again")
     await got.wait_count(2)
     assert got.seen == [(b"again", 1), (b"again", 2)]
@@ -152,7 +153,7 @@ async def test_redelivery_after_ack_wait(bus: NatsBus) -> None:
             if msg.num_delivered > 1:
                 await msg.ack()  # first delivery left unacked: expires after ack_wait
 
-    await bus.consume(bus.subject("*", "events", ">"), "w", handler, ack_wait=0.5)
+    await bus.consume(bus.subjects.all_events, "w", handler, ack_wait=0.5)
     await bus.publish(bus.events_subject("a", "m"), b"slow")
     await got.wait_count(2, within=5)
     assert got.seen == [(b"slow", 1), (b"slow", 2)]
@@ -171,7 +172,7 @@ async def test_handler_exception_naks_with_delay(nats_settings: NatsSettings, bu
             await msg.ack()
 
     try:
-        await flaky.consume(flaky.subject("*", "events", ">"), "w", handler)
+        await flaky.consume(flaky.subjects.all_events, "w", handler)
         await flaky.publish(flaky.events_subject("a", "m"), b"x")
         await got.wait_count(2)
         assert got.seen == [(b"x", 1), (b"x", 2)]
@@ -192,8 +193,8 @@ async def test_work_sharing_between_consumers(nats_settings: NatsSettings, bus: 
         return handler
 
     try:
-        await bus.consume(bus.subject("*", "events", ">"), "shared", await slow(a), batch=1)
-        await other.consume(bus.subject("*", "events", ">"), "shared", await slow(b), batch=1)
+        await bus.consume(bus.subjects.all_events, "shared", await slow(a), batch=1)
+        await other.consume(bus.subjects.all_events, "shared", await slow(b), batch=1)
         await bus.publish_many([(bus.events_subject("a", "m"), str(i).encode(), None) for i in range(40)])
         await a.wait_for(lambda: len(a.seen) + len(b.seen) >= 40, within=10)
         data = sorted(int(d) for d, _ in a.seen + b.seen)
@@ -206,7 +207,7 @@ async def test_work_sharing_between_consumers(nats_settings: NatsSettings, bus: 
 
 async def test_max_deliver(bus: NatsBus) -> None:
     got = Collector(settle="nak")
-    await bus.consume(bus.subject("*", "events", ">"), "w", got, max_deliver=2)
+    await bus.consume(bus.subjects.all_events, "w", got, max_deliver=2)
     await bus.publish(bus.events_subject("a", "m"), b"poison")
     await got.wait_count(2)
     await asyncio.sleep(0.5)
@@ -215,7 +216,7 @@ async def test_max_deliver(bus: NatsBus) -> None:
 
 async def test_msg_id_deduplication(bus: NatsBus) -> None:
     got = Collector()
-    await bus.consume(bus.subject("*", "events", ">"), "w", got)
+    await bus.consume(bus.subjects.all_events, "w", got)
     await bus.publish(bus.events_subject("a", "m"), b"one", msg_id="cmd-1")
     await bus.publish(bus.events_subject("a", "m"), b"one-again", msg_id="cmd-1")
     await bus.publish_many(
@@ -232,7 +233,7 @@ async def test_msg_id_deduplication(bus: NatsBus) -> None:
 
 async def test_publish_many_keeps_order(bus: NatsBus) -> None:
     got = Collector()
-    await bus.consume(bus.subject("*", "events", ">"), "r", got, batch=500)
+    await bus.consume(bus.subjects.all_events, "r", got, batch=500)
     items = [(bus.events_subject("a", "task"), str(i).encode(), f"e{i}") for i in range(500)]
     await bus.publish_many(items)
     await got.wait_count(500)
@@ -241,7 +242,7 @@ async def test_publish_many_keeps_order(bus: NatsBus) -> None:
 
 async def test_publish_without_stream_is_unavailable(bus: NatsBus) -> None:
     with pytest.raises(Unavailable):
-        await bus.publish(bus.subject("nostream"), b"x")
+        await bus.publish(bus.subjects.sys("nostream"), b"x")
 
 
 async def test_volatile_pubsub_with_queue_groups(bus: NatsBus) -> None:
@@ -256,7 +257,7 @@ async def test_volatile_pubsub_with_queue_groups(bus: NatsBus) -> None:
 
         return handler
 
-    subject = bus.subject("transport", "node1")
+    subject = bus.subjects.delivery("node1")
     s1 = await bus.subscribe(subject, recorder(q1), queue="q")
     await bus.subscribe(subject, recorder(q2), queue="q")
     await bus.subscribe(subject, recorder(everyone))
@@ -285,10 +286,10 @@ async def test_request_reply(bus: NatsBus) -> None:
         assert isinstance(msg, CoreMessage)
         await msg.respond(b"pong:" + msg.data)
 
-    await bus.subscribe(bus.subject("rpc"), responder, queue="rpc")
-    assert await bus.request(bus.subject("rpc"), b"ping", timeout=2) == b"pong:ping"
+    await bus.subscribe(bus.subjects.sys("rpc"), responder, queue="rpc")
+    assert await bus.request(bus.subjects.sys("rpc"), b"ping", timeout=2) == b"pong:ping"
     with pytest.raises(Unavailable) as info:
-        await bus.request(bus.subject("nobody"), b"x", timeout=1)
+        await bus.request(bus.subjects.sys("nobody"), b"x", timeout=1)
     assert info.value.reason == "NO_RESPONDERS"
 
 
@@ -299,7 +300,7 @@ async def test_consumer_survives_server_restart(tmp_path: Path) -> None:
     got = Collector()
     try:
         await bus.start()
-        await bus.consume(bus.subject("*", "events", ">"), "writer", got)
+        await bus.consume(bus.subjects.all_events, "writer", got)
         await bus.publish(bus.events_subject("a", "m"), b"before")
         await got.wait_count(1)
 
@@ -465,7 +466,7 @@ async def test_in_order_consumer_handles_what_a_crashed_holder_left_first(
             ConsumerConfig(
                 name="ordered",
                 durable_name="ordered",
-                filter_subject=bus.subject("ordered", "events", ">"),
+                filter_subject=bus.subjects.app_events("ordered"),
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=2.0,
@@ -480,7 +481,7 @@ async def test_in_order_consumer_handles_what_a_crashed_holder_left_first(
         await bus.publish(subject, f"e{i}".encode())
     got = Collector()
     sub = await bus.consume(
-        bus.subject("ordered", "events", ">"), "ordered", got, ack_wait=2.0, max_deliver=-1, in_order=True
+        bus.subjects.app_events("ordered"), "ordered", got, ack_wait=2.0, max_deliver=-1, in_order=True
     )
     try:
         await got.wait_count(6, within=20)

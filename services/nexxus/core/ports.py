@@ -29,6 +29,7 @@ from nexxus.core.models import (
     StoredObject,
     UserRecord,
 )
+from nexxus.core.subjects import Subjects
 
 if TYPE_CHECKING:
     from nexxus.core.filterquery import FilterNode
@@ -305,11 +306,17 @@ SequencedHandler = Callable[[int, bytes], Awaitable[None]]
 class MessageBus(Lifecycle):
     """Durable streams (JetStream) and volatile pub/sub (core NATS).
 
-    Streams (created by `start`, idempotently):
-      NEXXUS_WRITES  subjects nexxus.*.write.*        (api → writer, one subject per partition)
-      NEXXUS_EVENTS  subjects nexxus.*.events.>       (writer → router, custom workers)
-      NEXXUS_PARKED  subjects nexxus.*.parked[.>]     (poison commands with their reason)
+    Streams (created by `start`, idempotently; subjects from `nexxus.core.subjects`):
+      NEXXUS_WRITES      nexxus.app.*.write.*     (api → writer, one subject per partition)
+      NEXXUS_EVENTS      nexxus.app.*.events.>    (writer → router, custom workers)
+      NEXXUS_PARKED      nexxus.app.*.parked[.>]  (poison commands with their reason)
+      NEXXUS_DELIVERIES  nexxus.sys.transport.*   (router → transport)
     """
+
+    @property
+    def subjects(self) -> Subjects:
+        """Every subject this bus carries (tenant and internal namespaces apart)."""
+        return Subjects()
 
     @abstractmethod
     async def publish(
@@ -329,23 +336,19 @@ class MessageBus(Lifecycle):
         for subject, data, msg_id in items:
             await self.publish(subject, data, msg_id=msg_id)
 
-    def subject(self, *parts: str) -> str:
-        """A subject under the configured prefix: subject("app1", "write") → "nexxus.app1.write"."""
-        return ".".join(("nexxus", *parts))
-
     def parked_subject(self, app_id: str) -> str:
         """Where poison messages of an application are parked, with their reason."""
-        return self.subject(app_id, "parked")
+        return self.subjects.parked(app_id)
 
     # ---- the write queue: partitions consumed in order (writer)
 
     def write_subject(self, app_id: str, partition: int) -> str:
         """Where the api queues a write command of `partition` (see `nexxus.core.partitions`)."""
-        return self.subject(app_id, "write", str(partition))
+        return self.subjects.write(app_id, partition)
 
     def write_partition_filter(self, partition: int) -> str:
         """Every application's commands of one partition."""
-        return self.subject("*", "write", str(partition))
+        return self.subjects.write_partition(partition)
 
     async def consume_ordered(
         self, subject_filter: str, name: str, handler: BatchHandler, *, batch: int = 256

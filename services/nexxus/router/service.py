@@ -12,7 +12,7 @@ Loop, per batch of the durable consumer "router" on ``nexxus.*.events.>``:
 4. match each event in order and stamp each Delivery with the event's position
    (``<epoch>.<stream sequence>`` of the EVENTS stream);
 5. publish the batch's Deliveries durably, in order (the DELIVERIES stream,
-   subject ``nexxus.<node>.transport``; message id ``<position>:<node>``, so a
+   subject ``nexxus.sys.transport.<node>``; message id ``<position>:<node>``, so a
    redelivered event's deliveries are stored once), then ack the batch.
 
 On a store or bus failure the batch is retried in place (so later events never
@@ -80,7 +80,7 @@ class RouterService:
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        subject = self._bus.subject("*", "events", ">")
+        subject = self._bus.subjects.all_events
         self._stopping = False
         rsettings = self._settings.router
         self._consumer = await self._bus.consume(

@@ -11,7 +11,7 @@ The hub:
     by `bus.consume_deliveries`) and offers each target's Event, stamped with
     its position, to every local connection of that device (which drops
     duplicates by position, see `QueuedConnection.offer`);
-  * obeys `nexxus.v1.TransportControl` on `<prefix>.control.<app>`: closes the
+  * obeys `nexxus.v1.TransportControl` on `<prefix>.sys.control.<app>`: closes the
     listed devices' connections (token revoked, device deleted).
 """
 
@@ -68,7 +68,7 @@ class ConnectionHub:
 
     @property
     def control_subject(self) -> str:
-        return self.bus.subject("control", "*")
+        return self.bus.subjects.all_control
 
     async def start(self) -> None:
         if self._started:

@@ -107,7 +107,7 @@ class WriterService:
             "writer %s consuming %d partitions of %s (holds %s)",
             self.holder,
             self._settings.partitions,
-            self._bus.subject("*", "write", "*"),
+            self._bus.subjects.writes,
             sorted(self.partitions.owned),
         )
 
@@ -246,7 +246,7 @@ class WriterService:
             await self._bus.publish_many(batch)
 
     def event_subject(self, event: ModelEvent) -> str:
-        return self._bus.subject(event.app_id, "events", event.model)
+        return self._bus.subjects.events(event.app_id, event.model)
 
     async def _reply(self, cmd: WriteCommand, outcome: WriteOutcome) -> None:
         if not cmd.reply_subject:
@@ -265,11 +265,9 @@ class WriterService:
         except NexxusError as exc:  # the caller falls back to PENDING; the write is done
             log.warning("could not answer %s: %s", cmd.command_id, exc)
 
-    @staticmethod
-    def _app_of(msg: BusMessage) -> str:
-        """The application a write subject names (<prefix>.<app>.write.<partition>)."""
-        parts = msg.subject.split(".")
-        return parts[-3] if len(parts) >= 4 else "unknown"
+    def _app_of(self, msg: BusMessage) -> str:
+        """The application a write subject names (<prefix>.app.<app>.write.<partition>)."""
+        return self._bus.subjects.app_of(msg.subject) or "unknown"
 
     async def _park(self, msg: BusMessage, reason: str, *, app_id: str) -> None:
         log.error("parking message on %s: %s", msg.subject, reason)

@@ -1,13 +1,15 @@
 """NATS JetStream implementation of the `MessageBus` port.
 
 Streams (created or updated idempotently by `start()`, file storage, names and
-subjects from `NatsSettings`; `P` = stream_prefix, `s` = subject_prefix):
+subjects from `NatsSettings`; `P` = stream_prefix, `s` = subject_prefix; every
+subject is built by `nexxus.core.subjects.Subjects`: tenant data under `s.app.`,
+internal traffic under `s.sys.`, so no application id can reach an internal subject):
 
-    P_WRITES   s.*.write.*                   work queue, no age limit,   api → writer
-                                             writes_max_bytes, discard new
-    P_EVENTS   s.*.events.>                  max_age 24h   writer → router, custom workers
-    P_PARKED   s.*.parked, s.*.parked.>      max_age 7d    poison commands with their reason
-    P_DELIVERIES  s.*.transport              max_age 1h    router → transport (`s.<node>.transport`)
+    P_WRITES      s.app.*.write.*               work queue, no age limit,   api → writer
+                                                writes_max_bytes, discard new
+    P_EVENTS      s.app.*.events.>              max_age 24h   writer → router, custom workers
+    P_PARKED      s.app.*.parked, s.app.*.parked.>  max_age 7d  poison commands with their reason
+    P_DELIVERIES  s.sys.transport.*             max_age 1h    router → transport (`s.sys.transport.<node>`)
 
 EVENTS is also the event history devices resume from (docs/delivery.md): its
 age and byte limits are `events_max_age_seconds` / `events_max_bytes`; its epoch
@@ -22,18 +24,14 @@ All three keep a 2-minute duplicate window: a publish with `msg_id` (header
 `Nats-Msg-Id`) is stored once however often it is retried.
 
 P_WRITES holds one subject per application and write partition
-(`s.<app>.write.<p>`). A command leaves it when a writer acks it (work-queue
+(`s.app.<app>.write.<p>`). A command leaves it when a writer acks it (work-queue
 retention) and never because of its age; when the stream is full a publish
 fails (discard new) and the api answers RESOURCE_EXHAUSTED. Writers consume
 each partition in order (`consume_ordered`, `_nats_ordered`), holding a lease
 on it (`leases`, a key-value bucket P_WRITER_LEASES, `_nats_leases`).
 
-PARKED is scoped per application (`s.<app>.parked`), not `s.parked.>`: JetStream
-refuses streams whose subjects overlap, and `s.parked.>` overlaps both `s.*.write`
-(`s.parked.write`) and `s.*.events.>` (`s.parked.events.x`).
-
-Services build subjects with `bus.subject(...)` / `write_subject(app)` /
-`events_subject(app, model)` / `parked_subject(app)`, never with a literal "nexxus.".
+Services build subjects with `bus.subjects` (`nexxus.core.subjects`), never with a
+literal "nexxus.".
 
 Durable consumers are pull consumers named by `durable` and shared by every process
 using the name (work queue). Core NATS (`subscribe`, `publish_volatile`, `request`)
@@ -85,6 +83,7 @@ from nexxus.core.ports import (
     SequencedHandler,
 )
 from nexxus.core.positions import HistoryBounds, epoch_of
+from nexxus.core.subjects import Subjects
 
 __all__ = ["CoreMessage", "JetStreamMessage", "NatsBus"]
 
@@ -129,22 +128,16 @@ class NatsBus(MessageBus):
 
     # ------------------------------------------------------------------ names
 
-    def subject(self, *parts: str) -> str:
-        """`subject("app1", "write")` → "nexxus.app1.write" (with the configured prefix)."""
-        return ".".join((self.settings.subject_prefix, *parts))
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.settings.subject_prefix)
 
     def events_subject(self, app_id: str, model: str) -> str:
-        return self.subject(app_id, "events", model)
-
-    def parked_subject(self, app_id: str) -> str:
-        return self.subject(app_id, "parked")
+        return self.subjects.events(app_id, model)
 
     def delivery_subject(self, node: str) -> str:
-        """Where the router publishes a transport node's deliveries (the node
-        id as one subject token: characters other than letters, digits, `-`
-        and `_` become `_`)."""
-        token = "".join(c if c.isalnum() or c in "-_" else "_" for c in node) or "_"
-        return self.subject(token, "transport")
+        """Where the router publishes a transport node's deliveries (the node id as one token)."""
+        return self.subjects.delivery(node)
 
     @property
     def stream_names(self) -> dict[str, str]:
@@ -162,7 +155,7 @@ class NatsBus(MessageBus):
         limit that refuses new commands when reached (never drops stored ones)."""
         return StreamConfig(
             name=self.stream_names["writes"],
-            subjects=[self.subject("*", "write", "*")],
+            subjects=[self.subjects.writes],
             max_age=0,
             max_bytes=self.settings.writes_max_bytes,
             discard=DiscardPolicy.NEW,
@@ -181,21 +174,21 @@ class NatsBus(MessageBus):
             self.writes_stream_config(common),
             StreamConfig(
                 name=names["events"],
-                subjects=[self.subject("*", "events", ">")],
+                subjects=[self.subjects.all_events],
                 max_age=self.settings.events_max_age_seconds,
                 max_bytes=self.settings.events_max_bytes,
                 **{**common, "duplicate_window": min(DUPLICATE_WINDOW, self.settings.events_max_age_seconds)},
             ),
             StreamConfig(
                 name=names["deliveries"],
-                subjects=[self.subject("*", "transport")],
+                subjects=[self.subjects.deliveries],
                 max_age=self.settings.deliveries_max_age_seconds,
                 max_bytes=self.settings.deliveries_max_bytes,
                 **common,
             ),
             StreamConfig(
                 name=names["parked"],
-                subjects=[self.subject("*", "parked"), self.subject("*", "parked", ">")],
+                subjects=self.subjects.all_parked,
                 max_age=7 * DAY,
                 **common,
             ),
@@ -544,7 +537,7 @@ class NatsBus(MessageBus):
         async for item in read_range(
             js,
             self.stream_names["events"],
-            self.subject(app_id, "events", ">"),
+            self.subjects.app_events(app_id),
             after_seq,
             up_to_seq,
             timeout=self._request_timeout,

@@ -69,7 +69,7 @@ def _walk(obj: object, path: str = "") -> Iterator[tuple[str, str, Any]]:
 
 
 def _check_adapters(settings: Settings, problems: Problems) -> None:
-    from nexxus.adapters.registry import BUS, DATABASE, STORE, known_adapters
+    from nexxus.core.plugins import BUS, DATABASE, STORE, known_adapters
 
     for key, group, name in (
         ("database.adapter", DATABASE, settings.database.adapter),
