@@ -43,6 +43,15 @@ class SubscriptionManager:
             )
         return caller.device_id
 
+    @staticmethod
+    def _object_id(request: CreateSubscriptionRequest) -> str:
+        """`object_id`, or the seed's alias `model_id` (never silently dropped)."""
+        if request.model_id and request.object_id and request.model_id != request.object_id:
+            raise InvalidArgument(
+                "model_id is the seed's name of object_id: give one of them, or the same id", field="model_id"
+            )
+        return request.object_id or request.model_id
+
     async def create(self, caller: Caller, request: CreateSubscriptionRequest) -> Subscription:
         device_id = self._device_of(caller)
         app_id = caller.app_id
@@ -50,7 +59,8 @@ class SubscriptionManager:
         rules = RuleSet.from_schema(schema)
         if request.user_id:
             rules.check_subscription(caller, request.user_id)
-        if request.object_id and not is_valid_id(request.object_id):
+        object_id = self._object_id(request)
+        if object_id and not is_valid_id(object_id):
             raise InvalidArgument("object_id is not a valid object id", field="object_id")
         canonical_filter: struct_pb2.Struct | None = None
         if request.HasField("filter"):  # `{}` is an error (docs/filterquery.md), not "everything"
@@ -72,7 +82,7 @@ class SubscriptionManager:
             id=new_id(),
             model=request.model,
             user_id=request.user_id,
-            object_id=request.object_id,
+            object_id=object_id,
             device_id=device_id,
             persistent=request.persistent,
             subscriber_user_id=caller.user_id,

@@ -776,6 +776,12 @@ class CreateSubscriptionRequest(betterproto2.Message):
     CreateSubscription refuses it (INVALID_ARGUMENT): it has no stream.
     """
 
+    model_id: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    The seed's name of `object_id` (its channel field `modelId`), accepted as
+    an alias: set either, or both to the same id.
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "CreateSubscriptionRequest", CreateSubscriptionRequest)
 
@@ -1514,6 +1520,16 @@ class PutModelSchemaRequest(betterproto2.Message):
     schema: "ModelSchema | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The schema; its `name` is taken from `model`.
+    """
+
+    document: "__google__protobuf__.Struct | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The same schema as a JSON document, in the form docs/schema.md shows:
+    short type and access-kind names (`"string"`, `"owner"`) or the enum
+    names (`"FIELD_TYPE_STRING"`), camelCase or snake_case keys. The REST
+    route's body is this document; set `schema` or `document`, not both.
     """
 
 
