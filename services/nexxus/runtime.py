@@ -34,6 +34,7 @@ from nexxus.auth.passwords import PasswordHasher
 from nexxus.auth.rules import RouterReadGate
 from nexxus.auth.throttle import LoginThrottle
 from nexxus.auth.tokens import TokenService, ensure_secret
+from nexxus.core import limits
 from nexxus.core.config.settings import Settings
 from nexxus.core.errors import NexxusError
 from nexxus.core.ids import new_id
@@ -116,6 +117,7 @@ class Runtime:
             choices = ", ".join([*SERVICES, *known_workers])
             raise ValueError(f"unknown services {unknown}; choose from {choices}")
         resolve_secrets(settings)
+        limits.configure(limits.limits_of(settings))
         self.settings = settings
         self.services = list(services)
         self.worker_names = workers

@@ -11,11 +11,13 @@ from google.protobuf import struct_pb2
 
 from nexxus.auth.caller import Caller
 from nexxus.auth.rules import RuleSet
+from nexxus.core import limits
 from nexxus.core.convert import dict_to_struct, stored_to_proto, struct_to_dict
 from nexxus.core.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from nexxus.core.filterquery import And, FilterNode, compile_matcher, filter_to_dict, parse_filter
 from nexxus.core.ids import is_valid_id, new_id
 from nexxus.core.models import SortKey
+from nexxus.core.pages import search_page
 from nexxus.core.ports import DatabaseAdapter, SubscriptionStore
 from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.v1.common_pb2 import Object
@@ -125,10 +127,17 @@ class SubscriptionManager:
         owner_id = sub.user_id or scope.owner_id
         if sub.user_id and scope.owner_id is not None and scope.owner_id != sub.user_id:
             return [], ""
-        page = await self.db.search_objects(
-            app_id, sub.model, node, _SNAPSHOT_SORT, page_size, page_token, owner_id=owner_id or None
+        return await search_page(
+            self.db,
+            app_id,
+            sub.model,
+            node,
+            _SNAPSHOT_SORT,
+            page_size,
+            page_token,
+            budget=limits.current().page_bytes,
+            owner_id=owner_id or None,
         )
-        return [stored_to_proto(o) for o in page.objects], page.next_page_token
 
     async def delete(self, caller: Caller, subscription_id: str) -> None:
         device_id = self._device_of(caller)

@@ -16,8 +16,9 @@ import yaml
 
 from nexxus.core.config.loader import load_settings
 from nexxus.core.config.settings import Settings
+from nexxus.core.limits import limits_of
 from nexxus.devserver.envoy_config import compose_envoy_config, render_yaml
-from nexxus.devserver.servers import envoy_binary
+from nexxus.devserver.servers import envoy_binary, nats_server_binary
 from nexxus.runtime import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,3 +215,24 @@ def test_elasticsearch_image_matches_the_client_major() -> None:
     server_major = image.rsplit(":", 1)[1].split(".")[0]
     client_major = importlib.metadata.version("elasticsearch").split(".")[0]
     assert server_major == client_major, (image, client_major)
+
+
+def test_nats_takes_the_largest_message_of_every_service(services: dict[str, dict[str, Any]]) -> None:
+    """nats-server's max_payload (nats/nats-server.conf, mounted by the compose file) is at
+    or above what the services' limits send, and the file is valid for nats-server."""
+    conf = ROOT / "nats" / "nats-server.conf"
+    mounted = [
+        v for v in services["nats"].get("volumes", []) if str(v).startswith("./nats/nats-server.conf:")
+    ]
+    assert mounted, "the nats service does not mount nats/nats-server.conf"
+    target = str(mounted[0]).split(":")[1]
+    assert services["nats"]["command"][:2] == ["--config", target]
+    found = re.search(r"^max_payload:\s*(\d+)\s*$", conf.read_text(), re.MULTILINE)
+    assert found, "nats/nats-server.conf sets no max_payload"
+    for name in SERVICES:
+        settings = _settings_of(services, name)
+        assert int(found[1]) >= limits_of(settings).nats_max_payload, name
+    checked = subprocess.run(
+        [str(nats_server_binary()), "-c", str(conf), "-t"], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stderr

@@ -16,6 +16,7 @@ from typing import Any
 
 from nexxus.core.config.dump import settings_to_dict
 from nexxus.core.config.settings import Settings
+from nexxus.core.limits import limits_of
 from nexxus.devserver.envoy_config import (
     DEFAULT_DESCRIPTOR,
     envoy_config_for,
@@ -42,7 +43,8 @@ class Mesh:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).resolve()
         settings.data_dir = str(self.data_dir)
-        self.nats = NatsServer(self.data_dir / "nats") if start_nats else None
+        max_payload = limits_of(settings).nats_max_payload
+        self.nats = NatsServer(self.data_dir / "nats", max_payload=max_payload) if start_nats else None
         self.valkey = ValkeyServer(self.data_dir / "valkey") if start_valkey else None
         self.service_names = services
         self.processes: dict[str, ManagedProcess] = {}

@@ -448,15 +448,25 @@ class QueuedConnection(Connection):
         item = await self._next(idle_seconds)
         return None if item is None else _as_bytes(item)
 
-    def drain(self, max_events: int) -> list[events_pb2.Event]:
-        """Up to `max_events` more events that are already queued (no waiting)."""
-        count = min(max_events, len(self._queue))
-        return [_as_event(self._take()) for _ in range(count)]
+    def _drainable(self, max_events: int, max_bytes: int | None) -> int:
+        """How many queued events fit in `max_events` and `max_bytes`."""
+        if max_bytes is None:
+            return min(max_events, len(self._queue))
+        count = used = 0
+        for _, size, _ in self._queue:
+            if count >= max_events or used + size > max_bytes:
+                break
+            used += size
+            count += 1
+        return count
 
-    def drain_encoded(self, max_events: int) -> list[bytes]:
+    def drain(self, max_events: int, max_bytes: int | None = None) -> list[events_pb2.Event]:
+        """Up to `max_events` more events (and `max_bytes` of them) that are already queued (no waiting)."""
+        return [_as_event(self._take()) for _ in range(self._drainable(max_events, max_bytes))]
+
+    def drain_encoded(self, max_events: int, max_bytes: int | None = None) -> list[bytes]:
         """`drain()`, serialized."""
-        count = min(max_events, len(self._queue))
-        return [_as_bytes(self._take()) for _ in range(count)]
+        return [_as_bytes(self._take()) for _ in range(self._drainable(max_events, max_bytes))]
 
     def __repr__(self) -> str:
         return (

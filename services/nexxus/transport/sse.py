@@ -40,6 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from google.protobuf import json_format
 
+from nexxus.core import limits
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, Unavailable
 from nexxus.core.positions import Position
 from nexxus.rpc.errors import DOMAIN, grpc_status_code
@@ -206,7 +207,7 @@ class _Stream:
             if event is None:
                 await self.send(sse_frame(events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame())))
             elif max_batch > 1 and conn.queued:
-                events = [event, *conn.drain(max_batch - 1)]
+                events = [event, *conn.drain(max_batch - 1, limits.current().page_bytes - event.ByteSize())]
                 frame = events_pb2.StreamEventsResponse(batch=events_pb2.EventBatch(events=events))
                 await self.send(sse_frame(frame, conn.last_position))
             else:

@@ -72,6 +72,7 @@ from nexxus.adapters.bus._nats_messages import (
 )
 from nexxus.adapters.bus._nats_ordered import OrderedConsumer
 from nexxus.adapters.bus._nats_reader import OrderedReader, read_range
+from nexxus.core import limits
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
 from nexxus.core.ports import (
@@ -223,6 +224,15 @@ class NatsBus(MessageBus):
             with contextlib.suppress(Exception):
                 await nc.close()
             raise _bus_down(f"cannot connect to NATS at {self.settings.servers}: {exc!r}") from exc
+        needed = limits.current().nats_max_payload
+        if nc.max_payload < needed:
+            await nc.close()
+            raise Unavailable(
+                f"the NATS server takes messages of at most {nc.max_payload} bytes (max_payload); "
+                f"limits.max_object_bytes = {limits.current().max_object_bytes} needs at least {needed}: "
+                f"set `max_payload: {needed}` in the nats-server configuration",
+                reason="NATS_MAX_PAYLOAD",
+            )
         # Once connected, never give up reconnecting.
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc

@@ -201,6 +201,14 @@ class EnvoySettings:
 
 
 @dataclass(slots=True)
+class LimitSettings:
+    # The largest object (its data, protobuf-encoded) the api accepts; every
+    # other size (pages, gRPC and NATS messages, Envoy buffers) is derived from
+    # it (`nexxus.core.limits`). 65536 .. 8388608.
+    max_object_bytes: int = 1024 * 1024
+
+
+@dataclass(slots=True)
 class LoggingSettings:
     level: str = "INFO"
     # "text" or "json"
@@ -227,3 +235,4 @@ class Settings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
