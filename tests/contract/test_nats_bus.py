@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy
 
+import nats
 from nexxus.adapters.bus.nats import CoreMessage, NatsBus
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import Unavailable
+from nexxus.core.limits import Limits
 from nexxus.core.ports import BusMessage
 from nexxus.devserver.servers import NatsServer, free_port
 
@@ -545,3 +546,30 @@ async def test_a_reader_that_falls_behind_the_limits_reports_the_loss(
     first, last = lost[0]
     assert first <= last
     assert not any(first <= seq <= last for seq in got)
+
+
+async def test_a_server_too_small_for_the_limits_is_refused_and_the_largest_message_passes(
+    tmp_path: Path, bus: NatsBus
+) -> None:
+    """nats-server's default max_payload (1 MiB) cannot carry an event of an object at
+    the limit: the bus says so at start. Ours carries the largest message the limits allow."""
+    server = NatsServer(tmp_path / "nats", max_payload=1024 * 1024)
+    await server.start()
+    try:
+        small = NatsBus(NatsSettings(servers=[server.url], stream_prefix="SMALL"))
+        with pytest.raises(Unavailable) as info:
+            await small.start()
+        assert info.value.reason == "NATS_MAX_PAYLOAD"
+        assert "max_payload" in info.value.message
+    finally:
+        await server.stop()
+    largest = b"x" * (Limits().message_bytes - 1024)
+    got = Collector()
+    await bus.consume(bus.subjects.all_events, "big", got)
+    await bus.publish(bus.events_subject("a", "m"), largest)
+
+    async def arrived() -> bool:
+        return len(got.messages) == 1
+
+    await until(arrived, within=10)
+    assert got.messages[0].data == largest
