@@ -103,9 +103,9 @@ async def one_run(args: argparse.Namespace) -> tuple[float, float, float]:
             for cmd in commands:
                 if ORDERED:
                     p = write_partition(APP, MODEL, cmd.object_id, settings.partitions)
-                    subject = bus.subject(APP, "write", str(p))
+                    subject = bus.write_subject(APP, p)
                 else:
-                    subject = bus.subject(APP, "write")
+                    subject = bus.write_subject(APP, 0)
                 items.append((subject, cmd.SerializeToString(), cmd.command_id))
             for i in range(0, len(items), 1000):
                 await bus.publish_many(items[i : i + 1000])

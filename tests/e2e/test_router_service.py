@@ -104,7 +104,7 @@ async def router(bus: NatsBus, store: RedisSubscriptionStore) -> AsyncIterator[R
 
 
 async def publish(bus: NatsBus, event: ModelEvent) -> None:
-    await bus.publish(bus.subject(APP, "events", "task"), event.SerializeToString(), msg_id=event.event_id)
+    await bus.publish(bus.subjects.events(APP, "task"), event.SerializeToString(), msg_id=event.event_id)
 
 
 async def test_routes_events_to_nodes_with_enter_and_leave(
@@ -171,7 +171,7 @@ async def test_unparsable_event_is_termed_and_the_next_one_routed(
 ) -> None:
     await store.add_subscription(APP, _sub("all", "dB"))
     await store.device_connected(APP, "dB", "n2", "c2")
-    await bus.publish(bus.subject(APP, "events", "task"), b"\xff\xff not a proto", msg_id="junk")
+    await bus.publish(bus.subjects.events(APP, "task"), b"\xff\xff not a proto", msg_id="junk")
     event = _event(EVENT_KIND_CREATED, None, {"priority": "x"})
     await publish(bus, event)
     got = await inbox.take(1)

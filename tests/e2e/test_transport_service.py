@@ -393,7 +393,7 @@ async def test_transport_control_closes_the_device_connections(
     async with ws_connect(service, "?access_token=u1:d1") as ws:
         await recv(ws)
         control = internal_pb2.TransportControl(close_device_ids=["d1"], reason="token revoked")
-        await bus.publish_volatile(bus.subject("control", APP), control.SerializeToString())
+        await bus.publish_volatile(bus.subjects.control(APP), control.SerializeToString())
         error = (await read(revoked)).error
         assert (error.code, error.message) == ("UNAUTHENTICATED", "token revoked")
         assert await asyncio.wait_for(revoked.read(), WAIT) is grpc.aio.EOF

@@ -186,7 +186,7 @@ async def _verify(api: Api, mesh: Mesh, app_id: str, ledger: Ledger) -> None:
             if len(events) >= expected:
                 done.set()
 
-        sub = await js.subscribe(bus.subject(app_id, "events", MODEL), cb=on_event, ordered_consumer=True)
+        sub = await js.subscribe(bus.subjects.events(app_id, MODEL), cb=on_event, ordered_consumer=True)
         await asyncio.wait_for(done.wait(), 30)
         await asyncio.sleep(0.5)  # nothing beyond the expected count may follow
         await sub.unsubscribe()

@@ -218,17 +218,17 @@ def test_elasticsearch_image_matches_the_client_major() -> None:
 
 
 def test_nats_takes_the_largest_message_of_every_service(services: dict[str, dict[str, Any]]) -> None:
-    """nats-server's max_payload (nats/nats-server.conf, mounted by the compose file) is at
+    """nats-server's max_payload (deploy/nats-server.conf, mounted by the compose file) is at
     or above what the services' limits send, and the file is valid for nats-server."""
-    conf = ROOT / "nats" / "nats-server.conf"
+    conf = ROOT / "deploy" / "nats-server.conf"
     mounted = [
-        v for v in services["nats"].get("volumes", []) if str(v).startswith("./nats/nats-server.conf:")
+        v for v in services["nats"].get("volumes", []) if str(v).startswith("./deploy/nats-server.conf:")
     ]
-    assert mounted, "the nats service does not mount nats/nats-server.conf"
+    assert mounted, "the nats service does not mount deploy/nats-server.conf"
     target = str(mounted[0]).split(":")[1]
     assert services["nats"]["command"][:2] == ["--config", target]
     found = re.search(r"^max_payload:\s*(\d+)\s*$", conf.read_text(), re.MULTILINE)
-    assert found, "nats/nats-server.conf sets no max_payload"
+    assert found, "deploy/nats-server.conf sets no max_payload"
     for name in SERVICES:
         settings = _settings_of(services, name)
         assert int(found[1]) >= limits_of(settings).nats_max_payload, name
