@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,6 +31,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
+from nexxus.core.config.settings import Settings
 from nexxus.devserver.mesh import Mesh
 from nexxus.v1 import events_pb2, objects_pb2, subscriptions_pb2
 from tests.e2e.conftest import _settings, new_app_id, running_mesh
@@ -276,16 +279,22 @@ def _check_exactly_once_in_order(follower: Follower | PythonClientFollower, fina
 
 
 @contextlib.asynccontextmanager
-async def _stack(tmp_path: Path) -> AsyncIterator[Mesh]:
+async def _stack(tmp_path: Path, configure: Callable[[Settings], None] | None = None) -> AsyncIterator[Mesh]:
     settings = _settings("sqlite", tmp_path / "mesh")
     settings.envoy.port = 0
     settings.envoy.admin_port = 0
+    if configure is not None:
+        configure(settings)
     async with running_mesh(settings, envoy=True) as mesh:
         yield mesh
 
 
-async def _run_fault(tmp_path: Path, fault_of: Callable[[Mesh], Callable[[], Awaitable[None]]]) -> None:
-    async with _stack(tmp_path) as mesh:
+async def _run_fault(
+    tmp_path: Path,
+    fault_of: Callable[[Mesh], Callable[[], Awaitable[None]]],
+    configure: Callable[[Settings], None] | None = None,
+) -> list[Follower | PythonClientFollower]:
+    async with _stack(tmp_path, configure) as mesh:
         s = mesh.settings
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{s.api.port}") as api_channel,
@@ -322,6 +331,7 @@ async def _run_fault(tmp_path: Path, fault_of: Callable[[Mesh], Callable[[], Awa
                     for f in followers
                 )
             )
+    return followers
 
 
 async def test_kill_transport_during_a_burst(tmp_path: Path) -> None:
@@ -356,6 +366,40 @@ async def test_kill_nats_server_during_a_burst(tmp_path: Path) -> None:
         return strike
 
     await _run_fault(tmp_path, fault)
+
+
+async def test_a_transport_that_fell_behind_its_deliveries_makes_its_clients_resume(tmp_path: Path) -> None:
+    """The transport is frozen (SIGSTOP) for a few seconds during the burst,
+    with a DELIVERIES stream of 8 KiB: its unread deliveries are discarded by
+    the stream's limits. When it runs again its reader notices the loss and the
+    node closes its connections (DELIVERIES_LOST, with their positions); the
+    clients resume and the history fills the hole: every event once, in order.
+    (Frozen for less than the node's lease, which would close them too.)"""
+
+    def configure(settings: Settings) -> None:
+        settings.bus.nats.deliveries_max_bytes = 8 * 1024
+
+    def fault(mesh: Mesh) -> Callable[[], Awaitable[None]]:
+        async def strike() -> None:
+            pid = mesh.processes["transport"].pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(2.5)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        return strike
+
+    followers = await _run_fault(tmp_path, fault, configure)
+    reasons = [
+        json_format.MessageToDict(e.details).get("reason")
+        for f in followers
+        if isinstance(f, Follower)
+        for e in f.replica.errors
+    ]
+    assert "DELIVERIES_LOST" in reasons, reasons
+    assert all(f.connections >= 2 for f in followers), [(f.name, f.connections) for f in followers]
 
 
 async def test_away_longer_than_retention_gets_gap_and_snapshot(tmp_path: Path) -> None:
