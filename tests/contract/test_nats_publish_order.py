@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from pathlib import Path
 
 import nats
@@ -36,6 +37,7 @@ async def test_published_batches_keep_their_order_across_server_kills(tmp_path: 
     await bus.start()
     subject = bus.events_subject("app", "task")
     published = 0
+    progressed = asyncio.Event()
     stop = asyncio.Event()
 
     async def publisher() -> None:
@@ -51,19 +53,23 @@ async def test_published_batches_keep_their_order_across_server_kills(tmp_path: 
                     await asyncio.sleep(0.05)
             b += 1
             published = b
+            progressed.set()
+
+    async def _batches(n: int) -> None:
+        """Until the publisher stored `n` more batches."""
+        target = published + n
+        while published < target:
+            progressed.clear()
+            await asyncio.wait_for(progressed.wait(), 60)
 
     task = asyncio.create_task(publisher())
     try:
         for _ in range(KILLS):
-            start = published
-            while published < start + 5:
-                await asyncio.sleep(0.01)
+            await _batches(5)
             await server.kill()
             await asyncio.sleep(0.3)
             await server.restart()
-        start = published
-        while published < start + 5:
-            await asyncio.sleep(0.05)
+        await _batches(5)
         stop.set()
         await asyncio.wait_for(task, 60)
     finally:
@@ -87,5 +93,5 @@ async def test_published_batches_keep_their_order_across_server_kills(tmp_path: 
         await bus.stop()
         await server.stop()
     assert len(got) == len(set(got)), "a message stored twice"
-    assert got == sorted(got), f"stored out of order: {[p for p, q in zip(got, got[1:]) if q < p][:5]}"
+    assert got == sorted(got), f"stored out of order: {[p for p, q in itertools.pairwise(got) if q < p][:5]}"
     assert set(got) == {(b, i) for b in range(published) for i in range(BATCH)}
