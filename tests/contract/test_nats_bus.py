@@ -627,3 +627,43 @@ async def test_an_idle_reader_is_not_fooled_by_other_nodes_deliveries_ageing_out
             await bus.delete_streams()
         await bus.stop()
     assert lost == []
+
+
+async def test_a_reader_recovers_messages_lost_in_transit(bus: NatsBus, nats_url: str) -> None:
+    """Messages its consumer pushed but the reader never received (here another
+    client takes them, as a broken connection would swallow them) are read
+    again: the reader sees the consumer sequence jump and starts over from its
+    own position."""
+    got: list[bytes] = []
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(seq: int, data: bytes) -> None:
+        entered.set()
+        await release.wait()
+        got.append(data)
+
+    sub = await bus.consume_deliveries("transit", handler)
+    nc = await nats.connect(nats_url)
+    try:
+        await bus.publish_deliveries([("transit", b"m0", "t0")])
+        await asyncio.wait_for(entered.wait(), 10)
+        await asyncio.sleep(1.5)  # the reader's outstanding pull request expires
+        await bus.publish_deliveries([("transit", f"m{i}".encode(), f"t{i}") for i in range(1, 6)])
+        js = nc.jetstream()
+        stream = bus.stream_names["deliveries"]
+        [name] = [
+            c.name async for c in _consumers(js, stream) if ".transit." in (c.config.filter_subject or "")
+        ]
+        thief = await js.pull_subscribe_bind(durable=name, stream=stream)
+        stolen = await thief.fetch(5, timeout=5)
+        assert [m.data for m in stolen] == [f"m{i}".encode() for i in range(1, 6)]
+        await bus.publish_deliveries([("transit", b"m6", "t6")])
+        release.set()
+        await until(lambda: _now(len(got) >= 7), within=15)
+        await asyncio.sleep(0.3)
+    finally:
+        release.set()
+        await nc.close()
+        await sub.unsubscribe()
+    assert got == [f"m{i}".encode() for i in range(7)]

@@ -7,6 +7,14 @@ sequence on, forever, in a background task: it remembers the sequence of the
 last message it handled and, whatever goes wrong (server restart, consumer
 lost, connection cut), recreates its consumer from the next one. So nothing
 stored is skipped and nothing is handled twice by one reader.
+
+The consumers do not ack (AckPolicy NONE): to the server, a message pushed to
+the client is consumed. One lost on the way (the connection broke while the
+server lived on, e.g. a client reconnect or a failover) would never come
+again; so both check the consumer sequence of what arrives, which grows by one
+per message delivered: a jump means messages were lost in transit, and the
+reader recreates its consumer from its own position (`read_range` fails with
+Unavailable, its caller retries).
 """
 
 from __future__ import annotations
@@ -78,6 +86,7 @@ async def read_range(
     except (nats.errors.Error, TimeoutError) as exc:
         raise Unavailable(f"cannot read the history of {subject_filter}: {exc!r}") from exc
     remaining = info.num_pending or 0
+    delivered = 0
     try:
         while remaining > 0:
             try:
@@ -85,6 +94,9 @@ async def read_range(
             except (nats.errors.Error, TimeoutError) as exc:
                 raise Unavailable(f"reading the history of {subject_filter} failed: {exc!r}") from exc
             for msg in msgs:
+                if msg.metadata.sequence.consumer != delivered + 1:
+                    raise Unavailable(f"reading the history of {subject_filter}: messages lost in transit")
+                delivered += 1
                 seq: int = msg.metadata.sequence.stream
                 remaining = msg.metadata.num_pending
                 if seq > up_to_seq:
@@ -94,6 +106,10 @@ async def read_range(
                     return
     finally:
         await _delete(js, stream, psub)
+
+
+class _LostInTransit(Exception):
+    """Messages the consumer delivered never arrived."""
 
 
 class OrderedReader(BusSubscription):
@@ -141,9 +157,12 @@ class OrderedReader(BusSubscription):
         self._closing = False
         self.recreated = 0
         self.losses = 0
+        # Consumer sequence of the last message received from the current consumer.
+        self._delivered = 0
 
     async def start(self) -> None:
         self._psub = await _subscribe(self._js, self._stream, self._filter, self.next_seq)
+        self._delivered = 0
         self._task = asyncio.create_task(self._run(), name=f"nats-reader-{self._filter}")
 
     async def _recreate(self, why: str) -> None:
@@ -152,6 +171,7 @@ class OrderedReader(BusSubscription):
             with contextlib.suppress(Exception):
                 await old.unsubscribe()
         self._psub = await _subscribe(self._js, self._stream, self._filter, self.next_seq)
+        self._delivered = 0
         self.recreated += 1
         log.warning("reader of %s resumed at sequence %d (%s)", self._filter, self.next_seq, why)
 
@@ -201,6 +221,8 @@ class OrderedReader(BusSubscription):
         if msgs:
             await self._handle(msgs)
             return
+        if info.delivered is not None and info.delivered.consumer_seq > self._delivered:
+            raise _LostInTransit(f"consumer delivered {info.delivered.consumer_seq}, got {self._delivered}")
         # Nothing of ours in next_seq..last is left unread, unless it was
         # discarded before consumer_info answered: then the first sequence moved.
         first, _ = await self._first_seq()
@@ -239,7 +261,8 @@ class OrderedReader(BusSubscription):
             except Exception as exc:
                 if self._closing:
                     return
-                # The hole check could not ask the server: what is not handled comes again.
+                # Lost in transit, or the hole check could not ask the server:
+                # what is not handled comes again from a new consumer.
                 log.warning("reader of %s failed (%r); recreating from %d", self._filter, exc, self.next_seq)
                 self._psub = None
                 await asyncio.sleep(backoff)
@@ -250,6 +273,12 @@ class OrderedReader(BusSubscription):
         read after the whole batch was delivered, bounds every hole in it)."""
         first = 0
         for msg in msgs:
+            if msg.metadata.sequence.consumer != self._delivered + 1:
+                # Pushed to us but never received: start over from our position.
+                raise _LostInTransit(
+                    f"consumer sequence {msg.metadata.sequence.consumer} after {self._delivered}"
+                )
+            self._delivered += 1
             seq: int = msg.metadata.sequence.stream
             if seq < self.next_seq:
                 continue  # already handled (a recreated consumer overlapping)
