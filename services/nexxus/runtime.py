@@ -39,6 +39,8 @@ from nexxus.core.errors import NexxusError
 from nexxus.core.ids import new_id
 from nexxus.core.ports import Lifecycle
 from nexxus.core.schema_registry import SchemaRegistry
+from nexxus.observability.server import ObservabilityServer
+from nexxus.observability.wiring import build_observability
 from nexxus.router.service import RouterService
 from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import set_serving
@@ -107,9 +109,14 @@ class Runtime:
         self.router: RouterService | None = None
         self.transport: TransportService[Caller] | None = None
         self._api_server: grpc.aio.Server | None = None
+        # /metrics, /healthz, /readyz, /debug/traces (docs/observability.md); up first,
+        # so /healthz answers and /readyz says "not ready" during start-up.
+        self.observability: ObservabilityServer | None = build_observability(self)
 
     async def start(self) -> None:
         s = self.settings
+        if self.observability is not None:
+            await self.observability.start()
         adapters: list[Lifecycle] = [self.db, self.identity, self.bus, self.store]
         for adapter in adapters:
             await adapter.start()
@@ -197,6 +204,8 @@ class Runtime:
             except NexxusError as exc:
                 log.warning("stopping %s: %s", adapter.name, exc)
         self._started.clear()
+        if self.observability is not None:
+            await self.observability.stop()
 
 
 async def serve(settings: Settings, services: Sequence[str]) -> int:
