@@ -171,7 +171,8 @@ def tracer(service: str) -> trace.Tracer | None:
 def sampled_context(traceparent: str, *, sampled_only: bool = True) -> Context | None:
     """The remote parent of a W3C traceparent (`00-<trace>-<span>-<flags>`), None when
     malformed or (with `sampled_only`) not sampled."""
-    if len(traceparent) != 55 or (sampled_only and not traceparent.endswith("1")):
+    # The sampled bit is the flags' lowest: the last hex digit is odd ("01", "03": random ids).
+    if len(traceparent) != 55 or (sampled_only and traceparent[-1] not in "13579bdf"):
         return None
     try:
         trace_id = int(traceparent[3:35], 16)
