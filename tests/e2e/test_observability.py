@@ -89,7 +89,7 @@ async def test_endpoints_are_listed_and_healthy(mesh: Mesh) -> None:
 async def test_a_workload_moves_the_counters_by_its_amounts(
     mesh: Mesh, operator: Api, events_channel: grpc.aio.Channel
 ) -> None:
-    app_id, server, device, token = await _device(operator)
+    app_id, server, _, token = await _device(operator)
     before = {name: await scrape(mesh, name) for name in ("api", "writer", "router", "transport")}
     replica = Replica()
     client = GrpcClient(events_channel, app_id, token, replica)
@@ -99,7 +99,9 @@ async def test_a_workload_moves_the_counters_by_its_amounts(
         await server.update(app_id, "task", "t0", [patch("replace", ["title"], ["first"])])
         await server.delete(app_id, "task", "t2")
         with pytest.raises(grpc.aio.AioRpcError) as conflict:  # fails in the writer
-            await server.update(app_id, "task", "t1", [patch("replace", ["title"], ["x"])], expected_version=9)
+            await server.update(
+                app_id, "task", "t1", [patch("replace", ["title"], ["x"])], expected_version=9
+            )
         assert conflict.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await server.as_("not-a-token").create(app_id, "task", {"title": "x"})
@@ -119,7 +121,14 @@ async def test_a_workload_moves_the_counters_by_its_amounts(
     assert delta("writer", "nexxus_writes_applied_total", **task, op="create") == 3
     assert delta("writer", "nexxus_writes_applied_total", **task, op="update") == 1
     assert delta("writer", "nexxus_writes_applied_total", **task, op="delete") == 1
-    assert delta("writer", "nexxus_writes_failed_total", **task, ) == 1
+    assert (
+        delta(
+            "writer",
+            "nexxus_writes_failed_total",
+            **task,
+        )
+        == 1
+    )
     assert delta("writer", "nexxus_writer_commit_seconds_count") >= 1
     assert delta("router", "nexxus_router_events_total", **task) == 5
     assert delta("router", "nexxus_router_match_seconds_count") >= 5
@@ -131,7 +140,9 @@ async def test_a_workload_moves_the_counters_by_its_amounts(
     assert value(after["writer"], "nexxus_stream_messages", stream="NEXXUS_WRITES") >= 0
     assert ("nexxus_stream_messages", frozenset({("stream", "NEXXUS_EVENTS")})) in after["router"]
     assert value(after["router"], "nexxus_consumer_pending", stream="NEXXUS_EVENTS", consumer="router") >= 0
-    assert any(n == "nexxus_consumer_pending" and ("consumer", "router") in lbls for n, lbls in after["router"])
+    assert any(
+        n == "nexxus_consumer_pending" and ("consumer", "router") in lbls for n, lbls in after["router"]
+    )
 
 
 async def _spans(mesh: Mesh, name: str, trace_id: str) -> list[dict[str, Any]]:
@@ -146,7 +157,7 @@ async def _spans(mesh: Mesh, name: str, trace_id: str) -> list[dict[str, Any]]:
 async def test_one_write_is_one_trace_through_every_service(
     mesh: Mesh, operator: Api, events_channel: grpc.aio.Channel
 ) -> None:
-    app_id, server, device, token = await _device(operator)
+    app_id, server, _, token = await _device(operator)
     s = mesh.settings
     replicas = {"grpc": Replica(), "websocket": Replica(), "sse": Replica()}
     grpc_client = GrpcClient(events_channel, app_id, token, replicas["grpc"])
@@ -175,12 +186,16 @@ async def test_one_write_is_one_trace_through_every_service(
     (writer,) = [x for x in found["writer"] if x["name"] == "writer.commit"]
     (router,) = [x for x in found["router"] if x["name"] == "router.match"]
     pushes = [x for x in found["transport"] if x["name"] == "transport.push"]
-    assert api["parent_id"] == caller_span and api["service"] == "api"
-    assert writer["parent_id"] == api["span_id"] and writer["service"] == "writer"
-    assert router["parent_id"] == writer["span_id"] and router["service"] == "router"
+    assert api["parent_id"] == caller_span
+    assert api["service"] == "api"
+    assert writer["parent_id"] == api["span_id"]
+    assert writer["service"] == "writer"
+    assert router["parent_id"] == writer["span_id"]
+    assert router["service"] == "router"
     assert {p["attributes"]["nexxus.transport"] for p in pushes} == {"grpc", "websocket", "sse"}
     assert all(p["parent_id"] == router["span_id"] and p["service"] == "transport" for p in pushes)
-    assert api["attributes"]["nexxus.app"] == app_id and writer["attributes"]["nexxus.op"] == "create"
+    assert api["attributes"]["nexxus.app"] == app_id
+    assert writer["attributes"]["nexxus.op"] == "create"
     assert router["attributes"]["nexxus.matched_devices"] == 1
     spans = [api, writer, router, *pushes]
     assert all(x["trace_id"] == trace_id and x["end_ns"] >= x["start_ns"] > 0 for x in spans)
@@ -231,6 +246,7 @@ async def test_readiness_follows_nats_going_away_and_back(tmp_path: Path) -> Non
         await mesh.nats.restart()
 
         async def all_ready() -> bool:
-            return all((await readiness(name))[0] == 200 for name in names)
+            statuses = [(await readiness(name))[0] for name in names]
+            return statuses == [200] * len(names)
 
         await eventually(all_ready, within=60)
