@@ -197,10 +197,9 @@ class Mesh:
             "redis": s.store.redis.url,
             "database": s.database.adapter,
             **{
-                f"{e.name} metrics, health": f"{e.url}/metrics  {e.url}/healthz  {e.url}/readyz"
+                f"{e.name} observability": f"{e.url}  (/metrics /healthz /readyz /debug/traces)"
                 for e in self.endpoints()
             },
-            "traces (JSON)": "<service url>/debug/traces",
             "data dir": str(self.data_dir),
         }
         return out
