@@ -76,6 +76,9 @@ class Mesh:
         if s.transport.sse_port == 0:
             s.transport.sse_port = free_port(s.transport.host)
         raw: dict[str, Any] = settings_to_dict(s, redact=False)
+        # Each process gets its observability port on its command line (`process`); any other
+        # process started from this file (a test's extra node) binds a free one.
+        raw["observability"].update({f"{role}_port": 0 for role in SERVICES})
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(raw, indent=2))
         self.config_path.chmod(0o600)
