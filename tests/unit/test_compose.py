@@ -107,6 +107,21 @@ def test_every_nexxus_variable_is_a_valid_setting(services: dict[str, dict[str, 
     assert _settings_of(services, "api").api.port in _exposed(services["api"])
 
 
+def test_every_service_is_healthchecked_on_its_readiness(services: dict[str, dict[str, Any]]) -> None:
+    """The healthcheck of each Nexxus service probes /readyz on its role's observability
+    port (docs/observability.md), which the service binds on every interface and exposes."""
+    for name in SERVICES:
+        obs = _settings_of(services, name).observability
+        port = obs.port_of(name)
+        assert obs.enabled, name
+        assert obs.host == "0.0.0.0", name
+        assert port in _exposed(services[name]), f"{name}: observability port {port} is not exposed"
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in probe, f"{name}: healthcheck does not probe /readyz"
+    ports = [_settings_of(services, name).observability.port_of(name) for name in SERVICES]
+    assert len(set(ports)) == len(SERVICES)
+
+
 def test_variables_outside_settings_are_refused() -> None:
     """The check above can fail: a misspelt key is a ConfigError."""
     from nexxus.core.config.errors import ConfigError
@@ -218,17 +233,17 @@ def test_elasticsearch_image_matches_the_client_major() -> None:
 
 
 def test_nats_takes_the_largest_message_of_every_service(services: dict[str, dict[str, Any]]) -> None:
-    """nats-server's max_payload (nats/nats-server.conf, mounted by the compose file) is at
+    """nats-server's max_payload (deploy/nats-server.conf, mounted by the compose file) is at
     or above what the services' limits send, and the file is valid for nats-server."""
-    conf = ROOT / "nats" / "nats-server.conf"
+    conf = ROOT / "deploy" / "nats-server.conf"
     mounted = [
-        v for v in services["nats"].get("volumes", []) if str(v).startswith("./nats/nats-server.conf:")
+        v for v in services["nats"].get("volumes", []) if str(v).startswith("./deploy/nats-server.conf:")
     ]
-    assert mounted, "the nats service does not mount nats/nats-server.conf"
+    assert mounted, "the nats service does not mount deploy/nats-server.conf"
     target = str(mounted[0]).split(":")[1]
     assert services["nats"]["command"][:2] == ["--config", target]
     found = re.search(r"^max_payload:\s*(\d+)\s*$", conf.read_text(), re.MULTILINE)
-    assert found, "nats/nats-server.conf sets no max_payload"
+    assert found, "deploy/nats-server.conf sets no max_payload"
     for name in SERVICES:
         settings = _settings_of(services, name)
         assert int(found[1]) >= limits_of(settings).nats_max_payload, name
