@@ -72,8 +72,8 @@ from nexxus.adapters.bus._nats_messages import (
 )
 from nexxus.adapters.bus._nats_ordered import OrderedConsumer
 from nexxus.adapters.bus._nats_reader import OrderedReader, read_range
-from nexxus.core import limits
 from nexxus.adapters.bus._nats_stats import read_stream_stats
+from nexxus.core import limits
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
 from nexxus.core.ports import (
