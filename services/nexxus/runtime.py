@@ -40,6 +40,8 @@ from nexxus.core.errors import NexxusError
 from nexxus.core.ids import new_id
 from nexxus.core.ports import DatabaseAdapter, IdentityStore, Lifecycle, SubscriptionStore
 from nexxus.core.schema_registry import SchemaRegistry
+from nexxus.observability.server import ObservabilityServer
+from nexxus.observability.wiring import build_observability
 from nexxus.router.service import RouterService
 from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import set_serving
@@ -139,9 +141,14 @@ class Runtime:
         self.transport: TransportService[Caller] | None = None
         self._api_server: grpc.aio.Server | None = None
         self._results: WriteResults | None = None
+        # /metrics, /healthz, /readyz, /debug/traces (docs/observability.md); up first,
+        # so /healthz answers and /readyz says "not ready" during start-up.
+        self.observability: ObservabilityServer | None = build_observability(self)
 
     async def start(self) -> None:
         s = self.settings
+        if self.observability is not None:
+            await self.observability.start()
         adapters: list[Lifecycle] = [
             a for a in (self.db, self.identity, self.bus, self.store) if a is not None
         ]
@@ -259,6 +266,8 @@ class Runtime:
             except NexxusError as exc:
                 log.warning("stopping %s: %s", adapter.name, exc)
         self._started.clear()
+        if self.observability is not None:
+            await self.observability.stop()
 
 
 async def serve(settings: Settings, services: Sequence[str]) -> int:

@@ -107,6 +107,21 @@ def test_every_nexxus_variable_is_a_valid_setting(services: dict[str, dict[str, 
     assert _settings_of(services, "api").api.port in _exposed(services["api"])
 
 
+def test_every_service_is_healthchecked_on_its_readiness(services: dict[str, dict[str, Any]]) -> None:
+    """The healthcheck of each Nexxus service probes /readyz on its role's observability
+    port (docs/observability.md), which the service binds on every interface and exposes."""
+    for name in SERVICES:
+        obs = _settings_of(services, name).observability
+        port = obs.port_of(name)
+        assert obs.enabled, name
+        assert obs.host == "0.0.0.0", name
+        assert port in _exposed(services[name]), f"{name}: observability port {port} is not exposed"
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in probe, f"{name}: healthcheck does not probe /readyz"
+    ports = [_settings_of(services, name).observability.port_of(name) for name in SERVICES]
+    assert len(set(ports)) == len(SERVICES)
+
+
 def test_variables_outside_settings_are_refused() -> None:
     """The check above can fail: a misspelt key is a ConfigError."""
     from nexxus.core.config.errors import ConfigError

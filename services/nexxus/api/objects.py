@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from nexxus.api.calls import caller_of, rpc
+from nexxus.api.calls import caller_of, incoming_traceparent, rpc
 from nexxus.api.context import ApiContext
 from nexxus.api.writes import actor_of, new_command_id, submit
 from nexxus.auth.caller import Caller
@@ -101,7 +101,9 @@ class ObjectServicer(ObjectServiceServicer):
             data=dict_to_struct(data),
             actor=actor_of(caller),
         )
-        operation, obj = await submit(self.ctx, cmd, wait=request.wait)
+        operation, obj = await submit(
+            self.ctx, cmd, wait=request.wait, traceparent=incoming_traceparent(context)
+        )
         return pb.CreateObjectResponse(operation=operation, object=obj)
 
     @rpc
@@ -134,7 +136,9 @@ class ObjectServicer(ObjectServiceServicer):
         cmd_id = new_command_id(self.ctx, request.app_id)
         cmd = _change_command(cmd_id, request, WRITE_OP_UPDATE, caller, schema, current)
         cmd.patch.extend(request.patch)
-        operation, obj = await submit(self.ctx, cmd, wait=request.wait)
+        operation, obj = await submit(
+            self.ctx, cmd, wait=request.wait, traceparent=incoming_traceparent(context)
+        )
         return pb.UpdateObjectResponse(operation=operation, object=obj)
 
     @rpc
@@ -144,7 +148,9 @@ class ObjectServicer(ObjectServiceServicer):
         rules.check_delete(caller, current)
         cmd_id = new_command_id(self.ctx, request.app_id)
         cmd = _change_command(cmd_id, request, WRITE_OP_DELETE, caller, schema, current)
-        operation, _ = await submit(self.ctx, cmd, wait=request.wait)
+        operation, _ = await submit(
+            self.ctx, cmd, wait=request.wait, traceparent=incoming_traceparent(context)
+        )
         return pb.DeleteObjectResponse(operation=operation)
 
     @rpc

@@ -147,6 +147,10 @@ class DatabaseAdapter(Lifecycle):
         and tombstones of objects deleted before `tombstones_before`; returns how
         many rows went."""
 
+    async def ping(self) -> None:
+        """Raise when the database cannot answer (readiness); a cheap read by default."""
+        await self.get_operation("_ping", "_ping")
+
 
 class IdentityStore(Lifecycle):
     """Applications, model schemas, users, devices and refresh tokens.
@@ -303,6 +307,17 @@ MessageHandler = Callable[[BusMessage], Awaitable[None]]
 SequencedHandler = Callable[[int, bytes], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class StreamStats:
+    """A durable stream's depth and its consumers' lag (metrics)."""
+
+    stream: str
+    messages: int
+    bytes: int
+    # consumer name (per-incarnation suffix removed) → (not yet delivered, not yet acked)
+    consumers: dict[str, tuple[int, int]]
+
+
 class MessageBus(Lifecycle):
     """Durable streams (JetStream) and volatile pub/sub (core NATS).
 
@@ -398,6 +413,16 @@ class MessageBus(Lifecycle):
     @abstractmethod
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes: ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the bus is connected now (readiness)."""
+        return True
+
+    async def stream_stats(self, hop: str) -> StreamStats | None:
+        """Depth and consumer lag of the stream of `hop` ("writes", "events",
+        "deliveries", "parked"); None when the bus keeps no such stream."""
+        return None
+
     # ------------------------------------------------------------- event history
 
     async def history_bounds(self) -> HistoryBounds:
@@ -437,6 +462,10 @@ class MessageBus(Lifecycle):
 class SubscriptionStore(Lifecycle):
     """Subscriptions, device connections and the per-application change log that
     routers replay (Redis / Valkey). Every key is scoped by application id."""
+
+    async def ping(self) -> None:
+        """Raise when the store cannot answer (readiness); a cheap read by default."""
+        await self.acked_position("_ping", "_ping")
 
     @abstractmethod
     async def add_subscription(self, app_id: str, subscription: Subscription) -> None: ...

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 
 from nexxus.core.ports import Connection
+from nexxus.observability.metrics import SLOW_CONSUMER_DROPS
 from nexxus.v1 import events_pb2
 
 __all__ = ["BufferStats", "ConnectionClosed", "QueuedConnection"]
@@ -233,6 +234,7 @@ class QueuedConnection(Connection):
                 self._log_slow(self._held_bytes)
                 self._held = None
                 self.stats.slow_closed += 1
+                SLOW_CONSUMER_DROPS.labels(self.transport).inc()
                 self._close(
                     "RESOURCE_EXHAUSTED",
                     f"client too slow: more than {self.max_bytes} bytes arrived while it caught up; "
@@ -349,6 +351,7 @@ class QueuedConnection(Connection):
             self._queue.clear()
             self._queued_bytes = 0
             self.stats.slow_closed += 1
+            SLOW_CONSUMER_DROPS.labels(self.transport).inc()
             self._close(
                 "RESOURCE_EXHAUSTED",
                 f"client too slow: more than {self.max_bytes} bytes waiting; resume from your last position",

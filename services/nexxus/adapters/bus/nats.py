@@ -72,6 +72,7 @@ from nexxus.adapters.bus._nats_messages import (
 )
 from nexxus.adapters.bus._nats_ordered import OrderedConsumer
 from nexxus.adapters.bus._nats_reader import OrderedReader, read_range
+from nexxus.adapters.bus._nats_stats import read_stream_stats
 from nexxus.core import limits
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -82,9 +83,11 @@ from nexxus.core.ports import (
     MessageBus,
     MessageHandler,
     SequencedHandler,
+    StreamStats,
 )
 from nexxus.core.positions import HistoryBounds, epoch_of
 from nexxus.core.subjects import Subjects
+from nexxus.observability.metrics import BUS_ERRORS
 
 __all__ = ["CoreMessage", "JetStreamMessage", "NatsBus"]
 
@@ -317,6 +320,7 @@ class NatsBus(MessageBus):
                 await asyncio.wait_for(nc.close(), 5.0)
 
     async def _on_error(self, exc: Exception) -> None:
+        BUS_ERRORS.labels(type(exc).__name__).inc()
         if isinstance(exc, nats.errors.SlowConsumerError):
             # Core NATS dropped messages of this subscription: say so loudly.
             log.error("nats slow consumer: messages dropped on %s (sid %s)", exc.subject, exc.sid)
@@ -327,6 +331,7 @@ class NatsBus(MessageBus):
         log.warning("nats error: %r", exc)
 
     async def _on_disconnected(self) -> None:
+        BUS_ERRORS.labels("DISCONNECTED").inc()
         log.warning("nats disconnected; reconnecting")
 
     async def _on_reconnected(self) -> None:
@@ -529,6 +534,17 @@ class NatsBus(MessageBus):
             ) from exc
         return msg.data
 
+    # ------------------------------------------------------------------ metrics
+
+    async def stream_stats(self, hop: str) -> StreamStats | None:
+        name = self.stream_names.get(hop)
+        if name is None:
+            return None
+        try:
+            return await read_stream_stats(self._require_js(), name)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise _bus_down(f"cannot read the state of stream {name}: {exc!r}") from exc
+
     # ------------------------------------------------------------------ event history
 
     async def history_bounds(self) -> HistoryBounds:
@@ -588,6 +604,7 @@ class NatsBus(MessageBus):
 
 def _bus_down(internal: str) -> Unavailable:
     """The client's view of a bus failure; the details go to the operator's log only."""
+    BUS_ERRORS.labels("BUS_UNAVAILABLE").inc()
     return Unavailable(
         "the message bus is unavailable; retry later", reason="BUS_UNAVAILABLE", internal=internal
     )
@@ -603,6 +620,7 @@ def _publish_error(subject: str, exc: BaseException) -> Unavailable | ResourceEx
             10047,  # insufficient resources
         )
     ):
+        BUS_ERRORS.labels("QUEUE_FULL").inc()
         return ResourceExhausted(
             "the write queue is full; retry later",
             reason="QUEUE_FULL",

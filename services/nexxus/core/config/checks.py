@@ -53,6 +53,8 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "transport.lease_seconds": (1, None),
     "transport.close_grace_seconds": (0, None),
     "transport.token_check_seconds": (1, None),
+    "observability.trace_sample_ratio": (0, 1),
+    "observability.trace_buffer_spans": (1, None),
 }
 
 

@@ -890,6 +890,11 @@ class Delivery(betterproto2.Message):
     The event's position ("<epoch>.<sequence>" of the EVENTS stream).
     """
 
+    traceparent: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    W3C trace context of the router's match span; empty when not traced.
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "Delivery", Delivery)
 
@@ -1351,6 +1356,11 @@ class ModelEvent(betterproto2.Message):
     time: "datetime.datetime | None" = betterproto2.field(
         13, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
     )
+
+    traceparent: "str" = betterproto2.field(14, betterproto2.TYPE_STRING)
+    """
+    W3C trace context of the writer's commit span; empty when not traced.
+    """
 
 
 default_message_pool.register_message("nexxus.v1", "ModelEvent", ModelEvent)
@@ -2227,6 +2237,11 @@ class WriteCommand(betterproto2.Message):
     reply_subject: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
     """
     When set, the writer publishes a WriteResult on this core NATS subject.
+    """
+
+    traceparent: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+    """
+    W3C trace context of the api's span (docs/observability.md); empty when not traced.
     """
 
 
