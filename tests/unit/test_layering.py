@@ -24,6 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "router": {"core", "auth"},
     "transport": {"core", "auth", "rpc", "router"},
     "api": {"core", "auth", "rpc", "subscribing"},
+    # The observability port (metrics and tracing themselves are core: every layer records them).
+    "observability": {"core"},
 }
 # Composition roots: they wire the layers together and may import any of them.
 ROOTS = {"runtime", "cli", "devserver", "__init__"}
