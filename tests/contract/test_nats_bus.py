@@ -681,8 +681,11 @@ async def test_a_reader_recovers_messages_lost_in_transit(bus: NatsBus, nats_url
         await bus.publish_deliveries([("transit", f"m{i}".encode(), f"t{i}") for i in range(1, 6)])
         js = nc.jetstream()
         stream = bus.stream_names["deliveries"]
+        # The reader's consumer filters on the node's delivery subject (`<sys>.transport.transit`).
         [name] = [
-            c.name async for c in _consumers(js, stream) if ".transit." in (c.config.filter_subject or "")
+            c.name
+            async for c in _consumers(js, stream)
+            if (c.config.filter_subject or "").endswith(".transit")
         ]
         thief = await js.pull_subscribe_bind(durable=name, stream=stream)
         stolen = await thief.fetch(5, timeout=5)
