@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nexxus.core import metrics as m  # noqa: E402
 from nexxus.core.config.settings import ObservabilitySettings  # noqa: E402
-from nexxus.observability import metrics as m  # noqa: E402
-from nexxus.observability.tracing import (  # noqa: E402
+from nexxus.core.tracing import (  # noqa: E402
     begin_span,
     configure_tracing,
     record_span,

@@ -12,9 +12,9 @@ from opentelemetry.trace import set_span_in_context
 
 from nexxus.adapters.bus._nats_stats import consumer_family
 from nexxus.core.errors import ResourceExhausted, Unauthenticated
-from nexxus.observability.metrics import AUTH_FAILURES, THROTTLED, observe_error
+from nexxus.core.metrics import AUTH_FAILURES, THROTTLED, observe_error
+from nexxus.core.tracing import SpanRing, sampled_context, traceparent_of
 from nexxus.observability.server import ObservabilityServer
-from nexxus.observability.tracing import SpanRing, sampled_context, traceparent_of
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

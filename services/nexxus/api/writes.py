@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from nexxus.api.context import ApiContext
 from nexxus.auth.caller import Caller
 from nexxus.core.errors import error_from_code
+from nexxus.core.metrics import WRITES_ACCEPTED
 from nexxus.core.operations import new_operation_id
 from nexxus.core.partitions import write_partition
-from nexxus.observability.metrics import WRITES_ACCEPTED
-from nexxus.observability.tracing import sampled_context, start_span, traceparent_of
+from nexxus.core.tracing import sampled_context, start_span, traceparent_of
 from nexxus.v1 import common_pb2, objects_pb2
 from nexxus.v1.internal_pb2 import WriteCommand, WriteOp
 

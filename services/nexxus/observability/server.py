@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from nexxus.observability.tracing import SpanRing
+from nexxus.core.tracing import SpanRing
 
 __all__ = ["Check", "ObservabilityServer"]
 

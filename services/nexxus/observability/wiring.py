@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
-from nexxus.observability.metrics import (
+from nexxus.core.config.settings import Settings
+from nexxus.core.metrics import (
     CONNECTIONS,
     CONSUMER_ACK_PENDING,
     CONSUMER_PENDING,
@@ -14,14 +15,63 @@ from nexxus.observability.metrics import (
     STREAM_MESSAGES,
     SUBSCRIPTIONS,
 )
+from nexxus.core.ports import DatabaseAdapter, MessageBus, SubscriptionStore
+from nexxus.core.tracing import configure_tracing
 from nexxus.observability.server import Check, ObservabilityServer
-from nexxus.observability.tracing import configure_tracing
 
-if TYPE_CHECKING:
-    from nexxus.core.ports import MessageBus
-    from nexxus.runtime import Runtime
 
-__all__ = ["ROLES", "build_observability"]
+# What the wiring reads of a process's runtime (nexxus.runtime.Runtime), by shape:
+# this layer imports no service code.
+class _Writer(Protocol):
+    @property
+    def partitions(self) -> object | None: ...
+
+
+class _Router(Protocol):
+    @property
+    def attached(self) -> bool: ...
+
+
+class _Hub(Protocol):
+    @property
+    def following(self) -> bool: ...
+
+    @property
+    def subscriptions_made(self) -> int: ...
+
+    def connections(self) -> Sequence[object]: ...
+
+
+class _Transport(Protocol):
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def hub(self) -> _Hub: ...
+
+
+class RuntimeView(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def services(self) -> list[str]: ...
+    @property
+    def bus(self) -> MessageBus: ...
+    @property
+    def db(self) -> DatabaseAdapter | None: ...
+    @property
+    def store(self) -> SubscriptionStore | None: ...
+    @property
+    def api_port(self) -> int: ...
+    @property
+    def writer(self) -> _Writer | None: ...
+    @property
+    def router(self) -> _Router | None: ...
+    @property
+    def transport(self) -> _Transport | None: ...
+
+
+__all__ = ["ROLES", "RuntimeView", "build_observability"]
 
 ROLES = ("api", "writer", "router", "transport")
 # The stream each role reports at scrape time (the hop it consumes or feeds).
@@ -29,7 +79,7 @@ _STREAMS = {"writer": ("writes", "parked"), "router": ("events",), "transport": 
 _CONNECTION_KINDS = ("grpc", "sse", "websocket")
 
 
-def build_observability(runtime: Runtime) -> ObservabilityServer | None:
+def build_observability(runtime: RuntimeView) -> ObservabilityServer | None:
     """The observability server of `runtime`'s process (not started), None when
     disabled or when the process runs no built-in role."""
     settings = runtime.settings.observability
@@ -50,7 +100,7 @@ def build_observability(runtime: Runtime) -> ObservabilityServer | None:
     return server
 
 
-def _checks(runtime: Runtime, role: str) -> dict[str, Check]:
+def _checks(runtime: RuntimeView, role: str) -> dict[str, Check]:
     async def bus() -> bool:
         return runtime.bus.connected
 
@@ -101,7 +151,7 @@ def _stream_gauges(bus: MessageBus, hop: str) -> Callable[[], Awaitable[None]]:
     return refresh
 
 
-def _transport_gauges(runtime: Runtime) -> Callable[[], Awaitable[None]]:
+def _transport_gauges(runtime: RuntimeView) -> Callable[[], Awaitable[None]]:
     async def refresh() -> None:
         transport = runtime.transport
         if transport is None:

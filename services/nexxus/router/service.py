@@ -34,9 +34,9 @@ from collections.abc import Sequence
 from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import Settings
+from nexxus.core.metrics import ROUTER_EVENTS, ROUTER_MATCH_SECONDS, ROUTER_MATCHES
 from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SubscriptionStore
-from nexxus.observability.metrics import ROUTER_EVENTS, ROUTER_MATCH_SECONDS, ROUTER_MATCHES
-from nexxus.observability.tracing import sampled_context, start_span, traceparent_of
+from nexxus.core.tracing import sampled_context, start_span, traceparent_of
 from nexxus.router.matching import (
     AllowAll,
     ReadGate,

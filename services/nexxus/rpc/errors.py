@@ -19,7 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from nexxus.core.errors import NexxusError
-from nexxus.observability.metrics import observe_error
+from nexxus.core.metrics import observe_error
 from nexxus.v1 import events_pb2
 
 __all__ = [

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
 
+from nexxus.core.metrics import SLOW_CONSUMER_DROPS
 from nexxus.core.ports import Connection
-from nexxus.observability.metrics import SLOW_CONSUMER_DROPS
 from nexxus.v1 import events_pb2
 
 __all__ = ["BufferStats", "ConnectionClosed", "QueuedConnection"]

@@ -26,9 +26,9 @@ from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import TransportSettings
 from nexxus.core.errors import Unavailable
+from nexxus.core.metrics import DELIVERIES, WRITE_TO_PUSH_SECONDS
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
-from nexxus.observability.metrics import DELIVERIES, WRITE_TO_PUSH_SECONDS
-from nexxus.observability.tracing import record_span, sampled_context
+from nexxus.core.tracing import record_span, sampled_context
 from nexxus.transport.connection import BufferStats, QueuedConnection
 from nexxus.transport.events import build_event
 from nexxus.transport.tokens import TokenWatch

@@ -23,9 +23,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from nexxus.core.errors import InvalidArgument
+from nexxus.core.metrics import RESUMES, SNAPSHOTS
 from nexxus.core.ports import MessageBus, SubscriptionStore
 from nexxus.core.positions import HistoryBounds, Position, parse_position
-from nexxus.observability.metrics import RESUMES, SNAPSHOTS
 from nexxus.router.matching import ReadGate
 from nexxus.router.state import SchemaLookup
 from nexxus.transport.connection import QueuedConnection

@@ -48,6 +48,12 @@ from opentelemetry.trace import Span
 from nexxus.core.config.settings import WriterSettings
 from nexxus.core.errors import NexxusError, NotFound, Unavailable
 from nexxus.core.ids import new_id
+from nexxus.core.metrics import (
+    WRITER_COMMIT_SECONDS,
+    WRITES_APPLIED,
+    WRITES_FAILED,
+    WRITES_PARKED,
+)
 from nexxus.core.ports import (
     BusMessage,
     BusSubscription,
@@ -58,13 +64,7 @@ from nexxus.core.ports import (
 )
 from nexxus.core.schema import ModelSchema
 from nexxus.core.schema_registry import SchemaRegistry
-from nexxus.observability.metrics import (
-    WRITER_COMMIT_SECONDS,
-    WRITES_APPLIED,
-    WRITES_FAILED,
-    WRITES_PARKED,
-)
-from nexxus.observability.tracing import begin_span, sampled_context, traceparent_of
+from nexxus.core.tracing import begin_span, sampled_context, traceparent_of
 from nexxus.v1.internal_pb2 import ModelEvent, WriteCommand, WriteOp, WriteResult
 from nexxus.writer.partitions import PartitionOwner
 from nexxus.writer.retention import RetentionJob

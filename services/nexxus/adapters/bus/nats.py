@@ -76,6 +76,7 @@ from nexxus.adapters.bus._nats_stats import read_stream_stats
 from nexxus.core import limits
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
+from nexxus.core.metrics import BUS_ERRORS
 from nexxus.core.ports import (
     BatchHandler,
     BusSubscription,
@@ -87,7 +88,6 @@ from nexxus.core.ports import (
 )
 from nexxus.core.positions import HistoryBounds, epoch_of
 from nexxus.core.subjects import Subjects
-from nexxus.observability.metrics import BUS_ERRORS
 
 __all__ = ["CoreMessage", "JetStreamMessage", "NatsBus"]
 

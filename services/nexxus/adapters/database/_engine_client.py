@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from nexxus.core.errors import FailedPrecondition, NexxusError, Unavailable
-from nexxus.observability.metrics import observe_database_error
+from nexxus.core.metrics import observe_database_error
 
 __all__ = [
     "ENGINE_ERRORS",

@@ -22,7 +22,7 @@ import aiosqlite
 
 from nexxus.core.config.settings import SqliteSettings
 from nexxus.core.errors import NexxusError
-from nexxus.observability.metrics import observe_database_error
+from nexxus.core.metrics import observe_database_error
 
 from ._sql_base import SqlDatabase
 from ._sql_common import (

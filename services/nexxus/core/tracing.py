@@ -42,7 +42,7 @@ __all__ = [
     "traceparent_of",
 ]
 
-log = logging.getLogger("nexxus.observability.tracing")
+log = logging.getLogger("nexxus.core.tracing")
 
 SCOPE_PREFIX = "nexxus."
 
