@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy, RetentionPolicy
 
-import nats
 from nexxus.adapters.bus.nats import CoreMessage, NatsBus
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import Unavailable
