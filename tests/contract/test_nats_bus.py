@@ -682,7 +682,9 @@ async def test_a_reader_recovers_messages_lost_in_transit(bus: NatsBus, nats_url
         js = nc.jetstream()
         stream = bus.stream_names["deliveries"]
         [name] = [
-            c.name async for c in _consumers(js, stream) if ".transit." in (c.config.filter_subject or "")
+            c.name
+            async for c in _consumers(js, stream)
+            if c.config.filter_subject == bus.delivery_subject("transit")
         ]
         thief = await js.pull_subscribe_bind(durable=name, stream=stream)
         stolen = await thief.fetch(5, timeout=5)
