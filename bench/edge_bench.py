@@ -657,7 +657,8 @@ def settings_for(data_dir: Path) -> Settings:
 
 async def amain(args: argparse.Namespace, argv: list[str]) -> int:
     nofile = raise_nofile()
-    with tempfile.TemporaryDirectory(prefix="nexxus-edge-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.data_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="nexxus-edge-bench-"))
         mesh = Mesh(settings_for(Path(tmp) / "nexxus"))
         pb = PocketBase(Path(tmp) / "pocketbase")
         connector = aiohttp.TCPConnector(limit=64)
@@ -727,6 +728,7 @@ def main() -> None:
     p.add_argument("--profile-procs", default="api,writer,router,transport")
     p.add_argument("--profile-seconds", type=float, default=5.0)
     p.add_argument("--top", type=int, default=8)
+    p.add_argument("--data-dir", default="", help="keep the stacks' data and logs here (default: a temp dir)")
     args = p.parse_args()
     sys.exit(asyncio.run(amain(args, sys.argv[1:])))
 

@@ -75,6 +75,10 @@ async def start_ws_server(bridge: WebSocketBridge[Any], sock: socket.socket) -> 
         close_timeout=settings.close_grace_seconds,
         ping_interval=ping,
         ping_timeout=ping,
+        # No permessage-deflate: it compresses every frame once per connection
+        # (each event again for each client), which cost more CPU than the
+        # whole fan-out; events are small JSON frames.
+        compression=None,
     )
 
 
