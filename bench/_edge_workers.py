@@ -33,6 +33,8 @@ import aiohttp
 from websockets.asyncio.client import connect as ws_connect
 
 HEARTBEAT = 300
+OPEN_ATTEMPTS = 4
+OPEN_RETRIES: list[str] = []  # this process's retried opens (Envoy 503 before headers)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class SubStats:
     closed: int = 0  # streams that ended while the bench ran
     errors: list[str] = field(default_factory=list)
     error_frames: int = 0
+    open_retries: int = 0
 
 
 @dataclass
@@ -109,8 +112,9 @@ class _Subs:
             latencies=list(self.latencies),
             opened=self.opened,
             closed=self.closed,
-            errors=self.errors[:5],
+            errors=self.errors[:5] + OPEN_RETRIES[:1],
             error_frames=self.error_frames,
+            open_retries=len(OPEN_RETRIES),
         )
 
     def got(self, idx: int, objects: list[dict[str, Any]]) -> None:
@@ -161,9 +165,18 @@ async def _open_nx_sse(http: aiohttp.ClientSession, spec: SubSpec) -> tuple[aioh
     params = {"heartbeatSeconds": str(HEARTBEAT)}
     if spec.sse_max_batch > 1:
         params["maxBatch"] = str(spec.sse_max_batch)
-    resp = await http.get(f"{spec.base_url}/v1/apps/{spec.app}/events", headers=headers, params=params)
-    if resp.status != 200:
-        raise RuntimeError(f"SSE open: HTTP {resp.status} {(await resp.text())[:200]}")
+    for attempt in range(OPEN_ATTEMPTS):
+        resp = await http.get(f"{spec.base_url}/v1/apps/{spec.app}/events", headers=headers, params=params)
+        if resp.status == 200:
+            break
+        text = (await resp.text())[:300]
+        resp.release()
+        # Envoy's own 503 (no answer from the transport): counted and reported, then retried
+        # after a second, as EventSource does.
+        if resp.status != 503 or "upstream" not in text or attempt == OPEN_ATTEMPTS - 1:
+            raise RuntimeError(f"SSE open: HTTP {resp.status} {text}")
+        OPEN_RETRIES.append(text)
+        await asyncio.sleep(1.0)
     lines = _sse_lines(resp)
     _, first = await asyncio.wait_for(anext(lines), 60)
     if "ready" not in json.loads(first):

@@ -604,6 +604,9 @@ def report(b: Bench, argv: list[str]) -> int:
         frames = sum(r.error_frames for r in p.rx)
         if p.w.errors:
             print(f"  {p.name} {EDGE_NAMES[p.edge]}: write errors {p.w.errors}")
+        retries = sum(r.open_retries for r in p.rx)
+        if retries:
+            print(f"  {p.name} {EDGE_NAMES[p.edge]}: {retries} stream opens retried after an Envoy 503")
         if errs or frames:
             print(f"  {p.name} {EDGE_NAMES[p.edge]}: {frames} error frames; {errs[:3]}")
         if p.missing:
