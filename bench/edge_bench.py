@@ -382,7 +382,7 @@ class Bench:
                 if pid is None:
                     continue
                 out = OUT / f"edge-{ph.name}-{ph.edge}-{name}.speedscope.json"
-                spy = await record(pid, out, self.args.profile_seconds)
+                spy = await record(pid, out, self.args.profile_seconds, gil=True)
                 if spy is not None:
                     spies.append((name, out, spy))
         ph.w = (await recv(parent, 1800))[1]

@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as SocketClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from nexxus.core.errors import (
     FailedPrecondition,
@@ -124,15 +125,31 @@ def _server_frame(frame: Frame, reply_to: str = "") -> events_pb2.ServerFrame:
     return events_pb2.ServerFrame(reply_to=reply_to, resumed=frame)
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked, uncompressed text frame (server to client, RFC 6455 §5.2)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = b"\x81\x7e" + size.to_bytes(2, "big")
+    else:
+        head = b"\x81\x7f" + size.to_bytes(8, "big")
+    return head + payload
+
+
 async def send_texts(ws: ServerConnection, texts: list[str]) -> None:
-    """Text frames, one each, written to the socket together (one write, then
-    the connection's flow control), through `send_context` as `send` does."""
+    """Text frames, one each, written to the socket together (one write), then
+    the connection's flow control. Frames are built here when no extension is
+    in use (none is offered: see server.py); otherwise, and whenever the
+    connection is not open, through `send_context` as `send` does (which raises
+    ConnectionClosed)."""
+    if ws.protocol.state is State.OPEN and not ws.protocol.extensions:
+        ws.transport.write(b"".join([text_frame(text.encode()) for text in texts]))
+        await ws.drain()
+        return
     async with ws.send_context():
         for text in texts:
             ws.protocol.send_text(text.encode())
-        data = [chunk for chunk in ws.protocol.data_to_send() if chunk]
-        if data:
-            ws.transport.write(b"".join(data))
 
 
 def _bearer(value: str) -> str:
