@@ -526,8 +526,11 @@ async def test_json_connections_get_the_edge_json_of_the_event_they_would_have_p
     text_full = await full.next_json(0)
     text_compact = await compact.next_json(0)
     text_left = await no_ids.next_json(0)
-    assert text_full is not None and text_compact is not None and text_left is not None
-    assert json.loads(text_full) == json_format.MessageToDict(event, always_print_fields_with_no_presence=True)
+    assert text_full is not None
+    assert text_compact is not None
+    assert text_left is not None
+    full_dict = json_format.MessageToDict(event, always_print_fields_with_no_presence=True)
+    assert json.loads(text_full) == full_dict
     assert json.loads(text_compact) == json_format.MessageToDict(event)
     assert json.loads(text_left)["subscriptionIds"] == []
     assert json.loads(text_left)["kind"] == "EVENT_KIND_LEFT"
@@ -547,6 +550,7 @@ async def test_json_connection_converts_events_pushed_as_messages() -> None:
     await c.push(ev)
     await c.push(events_pb2.Event(event_id="e2", position="ep.3"))
     first = await c.next_json(0)
-    assert first is not None and json.loads(first) == json_format.MessageToDict(ev)
+    assert first is not None
+    assert json.loads(first) == json_format.MessageToDict(ev)
     assert [json.loads(t)["eventId"] for t in c.drain_json(5)] == ["e2"]
     assert c.last_position == "ep.3"
