@@ -45,6 +45,7 @@ class SubSpec:
     token: str  # Nexxus device token ("" for PocketBase)
     flt: dict[str, Any] | None  # Nexxus FilterQuery, or {"pb": "priority='high'"}
     sse_max_batch: int = 1
+    stream_url: str = ""  # where the stream connects, when not base_url (the transport itself)
 
 
 @dataclass
@@ -72,12 +73,18 @@ class WriterStats:
     cpu_seconds: float = 0.0
 
 
-def raise_nofile() -> int:
-    """Raise this process's open-file limit to its hard limit (fan-out opens 10k sockets)."""
+def raise_nofile(want: int = 1 << 17) -> int:
+    """Raise this process's open-file limit (inherited by the stack it starts): the
+    fan-out holds 10k client sockets and Envoy 10k downstream plus 10k upstream.
+    Root may raise the hard limit too; others get their hard limit."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if hard != resource.RLIM_INFINITY and hard < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+    soft = hard if hard != resource.RLIM_INFINITY else want
     with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
@@ -166,7 +173,8 @@ async def _open_nx_sse(http: aiohttp.ClientSession, spec: SubSpec) -> tuple[aioh
     if spec.sse_max_batch > 1:
         params["maxBatch"] = str(spec.sse_max_batch)
     for attempt in range(OPEN_ATTEMPTS):
-        resp = await http.get(f"{spec.base_url}/v1/apps/{spec.app}/events", headers=headers, params=params)
+        url = f"{spec.stream_url or spec.base_url}/v1/apps/{spec.app}/events"
+        resp = await http.get(url, headers=headers, params=params)
         if resp.status == 200:
             break
         text = (await resp.text())[:300]
@@ -233,7 +241,7 @@ async def _pump_sse(subs: _Subs, idx: int, kind: str, lines: Any) -> None:
 
 
 async def _open_ws(spec: SubSpec) -> Any:
-    url = spec.base_url.replace("http://", "ws://", 1)
+    url = (spec.stream_url or spec.base_url).replace("http://", "ws://", 1)
     ws = await ws_connect(
         f"{url}/v1/apps/{spec.app}/ws?access_token={spec.token}&heartbeat_seconds={HEARTBEAT}",
         max_size=64 << 20,
