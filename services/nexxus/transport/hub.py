@@ -11,7 +11,7 @@ The hub:
     by `bus.consume_deliveries`) and offers each target's Event, stamped with
     its position, to every local connection of that device (which drops
     duplicates by position, see `QueuedConnection.offer`);
-  * obeys `nexxus.v1.TransportControl` on `<prefix>.control.<app>`: closes the
+  * obeys `nexxus.v1.TransportControl` on `<prefix>.sys.control.<app>`: closes the
     listed devices' connections (token revoked, device deleted).
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from google.protobuf.message import DecodeError
@@ -26,6 +27,8 @@ from google.protobuf.message import DecodeError
 from nexxus.core.config.settings import TransportSettings
 from nexxus.core.errors import Unavailable
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
+from nexxus.observability.metrics import DELIVERIES, WRITE_TO_PUSH_SECONDS
+from nexxus.observability.tracing import record_span, sampled_context
 from nexxus.transport.connection import PROTO, BufferStats, QueuedConnection
 from nexxus.transport.edge_json import event_json_prefix, with_subscription_ids
 from nexxus.transport.events import build_event
@@ -48,6 +51,29 @@ def _sequence_of(position: str) -> int:
     return int(seq) if seq.isdigit() else 0
 
 
+def _observe_pushes(delivery: internal_pb2.Delivery, by_kind: dict[str, int], started_ns: int) -> None:
+    """Deliveries per transport kind, write → push latency, and a `transport.push` span
+    per kind when the delivery's trace is sampled."""
+    event_time = delivery.event.time
+    latency = time.time() - (event_time.seconds + event_time.nanos / 1e9) if event_time.seconds else None
+    for kind, count in by_kind.items():
+        DELIVERIES.labels(kind).inc(count)
+        if latency is not None:
+            WRITE_TO_PUSH_SECONDS.labels(kind).observe(max(latency, 0.0))
+    parent = sampled_context(delivery.traceparent) if delivery.traceparent else None
+    if parent is None:
+        return
+    for kind, count in by_kind.items():
+        attributes = {
+            "nexxus.app": delivery.app_id,
+            "nexxus.model": delivery.event.model,
+            "nexxus.transport": kind,
+            "nexxus.connections": count,
+            "nexxus.position": delivery.position,
+        }
+        record_span("transport", "transport.push", parent, started_ns, attributes)
+
+
 class ConnectionHub:
     def __init__(
         self, node_id: str, store: SubscriptionStore, bus: MessageBus, settings: TransportSettings
@@ -57,6 +83,8 @@ class ConnectionHub:
         self.bus = bus
         self.settings = settings
         self._devices: dict[DeviceKey, dict[str, Connection]] = {}
+        # connection id → subscriptions created on it (metrics)
+        self._made: dict[str, int] = {}
         self._subscriptions: list[BusSubscription] = []
         self._empty = asyncio.Event()
         self._empty.set()
@@ -69,7 +97,12 @@ class ConnectionHub:
 
     @property
     def control_subject(self) -> str:
-        return self.bus.subject("control", "*")
+        return self.bus.subjects.all_control
+
+    @property
+    def following(self) -> bool:
+        """Whether the hub follows its node's deliveries (readiness)."""
+        return self._started
 
     async def start(self) -> None:
         if self._started:
@@ -168,6 +201,8 @@ class ConnectionHub:
                 conn.app_id, conn.device_id, conn.connection_id, sub.id
             ):
                 raise Unavailable("the connection closed while subscribing", reason="CONNECTION_CLOSED")
+            if conn.connection_id in self._made or self._knows(conn):
+                self._made[conn.connection_id] = self._made.get(conn.connection_id, 0) + 1
             return sub
 
         return create
@@ -188,7 +223,11 @@ class ConnectionHub:
     def _queued_connections(self) -> list[QueuedConnection]:
         return [c for c in self.connections() if isinstance(c, QueuedConnection)]
 
+    def _knows(self, conn: Connection) -> bool:
+        return conn.connection_id in self._devices.get((conn.app_id, conn.device_id), {})
+
     def _forget(self, conn: Connection) -> bool:
+        self._made.pop(conn.connection_id, None)
         key = (conn.app_id, conn.device_id)
         conns = self._devices.get(key)
         if conns is None or conns.pop(conn.connection_id, None) is None:
@@ -221,6 +260,8 @@ class ConnectionHub:
         key = (delivery.event.model, delivery.event.object_id)
         version = delivery.event.version
         pushed = 0
+        started_ns = time.time_ns()
+        by_kind: dict[str, int] = {}
         for target in delivery.targets:
             conns = devices.get((app_id, target.device_id))
             if not conns:
@@ -254,8 +295,17 @@ class ConnectionHub:
                         conn.offer(seq, event, size, position, key, version)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
+                kind_name = getattr(conn, "transport", "other")
+                by_kind[kind_name] = by_kind.get(kind_name, 0) + 1
                 pushed += 1
+        if by_kind:
+            _observe_pushes(delivery, by_kind, started_ns)
         return pushed
+
+    @property
+    def subscriptions_made(self) -> int:
+        """Subscriptions created on this node's open connections (the metrics' gauge)."""
+        return sum(self._made.values())
 
     async def close_devices(
         self, app_id: str, device_ids: Iterable[str], code: str, reason: str, error_reason: str = ""
