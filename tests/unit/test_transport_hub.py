@@ -522,7 +522,7 @@ async def test_json_connections_get_the_edge_json_of_the_event_they_would_have_p
         ("dB", events_pb2.EVENT_KIND_LEFT, []),
     )
     d.position = "ep.7"
-    await hub.bus.publish_volatile("nexxus.transport.n1", d.SerializeToString())
+    await hub.bus.publish_volatile("nexxus.sys.transport.n1", d.SerializeToString())
     (event,) = await drain(plain)
     assert event.position == "ep.7"
     text_full = await full.next_json(0)
