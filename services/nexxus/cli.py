@@ -15,7 +15,8 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from nexxus.core.config.loader import load_settings
 from nexxus.core.config.settings import Settings
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         services = list(SERVICES) if "all" in args.services else args.services
         try:
-            return asyncio.run(serve(settings, services))
+            return run_loop(serve(settings, services))
         except ValueError as exc:
             print(f"nexxus: {exc}", file=sys.stderr)
             return 2
@@ -85,6 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data_dir:
         settings.data_dir = args.data_dir
     return asyncio.run(run_dev(settings, envoy=not args.no_envoy))
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run a service's main coroutine on uvloop when it is installed (a faster
+    event loop: less CPU per socket read and write), else on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 if __name__ == "__main__":

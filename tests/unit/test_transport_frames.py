@@ -113,3 +113,13 @@ def test_deeply_nested_frames_are_bad_frames_not_crashes(depth: int) -> None:
     with pytest.raises(BadFrame) as bad:
         parse_client_frame(raw)
     assert bad.value.code == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70000])
+def test_hand_built_text_frames_are_the_frames_websockets_builds(size: int) -> None:
+    from websockets.frames import Frame, Opcode
+
+    from nexxus.transport.websocket import text_frame
+
+    payload = b"x" * size
+    assert text_frame(payload) == Frame(Opcode.TEXT, payload).serialize(mask=False)

@@ -496,3 +496,63 @@ async def test_drain_takes_what_is_queued_without_waiting() -> None:
     assert [e.event_id for e in conn.drain(3)] == ["1", "2", "3"]
     assert [e.event_id for e in conn.drain(10)] == ["4"]
     assert conn.drain(10) == []
+
+
+async def test_json_connections_get_the_edge_json_of_the_event_they_would_have_parsed(
+    hub: ConnectionHub,
+) -> None:
+    """SSE (JSON_FULL) and WebSocket (JSON_COMPACT) connections get each event's
+    JSON encoded once by the hub: the same JSON object `json_format` gives for the
+    Event a plain connection gets (subscription ids per device, the position)."""
+    import json
+
+    from google.protobuf import json_format
+
+    from nexxus.transport.edge_json import JSON_COMPACT, JSON_FULL
+
+    plain = conn("dA")
+    full = QueuedConnection("app", "u1", "dA", max_bytes=1 << 16, transport="sse", encoding=JSON_FULL)
+    compact = QueuedConnection("app", "u1", "dA", max_bytes=1 << 16, transport="ws", encoding=JSON_COMPACT)
+    no_ids = QueuedConnection("app", "u1", "dB", max_bytes=1 << 16, transport="ws", encoding=JSON_FULL)
+    for c in (plain, full, compact, no_ids):
+        await hub.register(c)
+    d = delivery(
+        "n1",
+        ("dA", events_pb2.EVENT_KIND_UPDATED, ["s1", "s2"]),
+        ("dB", events_pb2.EVENT_KIND_LEFT, []),
+    )
+    d.position = "ep.7"
+    await hub.bus.publish_volatile("nexxus.sys.transport.n1", d.SerializeToString())
+    (event,) = await drain(plain)
+    assert event.position == "ep.7"
+    text_full = await full.next_json(0)
+    text_compact = await compact.next_json(0)
+    text_left = await no_ids.next_json(0)
+    assert text_full is not None
+    assert text_compact is not None
+    assert text_left is not None
+    full_dict = json_format.MessageToDict(event, always_print_fields_with_no_presence=True)
+    assert json.loads(text_full) == full_dict
+    assert json.loads(text_compact) == json_format.MessageToDict(event)
+    assert json.loads(text_left)["subscriptionIds"] == []
+    assert json.loads(text_left)["kind"] == "EVENT_KIND_LEFT"
+    assert full.last_position == compact.last_position == "ep.7"
+
+
+async def test_json_connection_converts_events_pushed_as_messages() -> None:
+    """A replayed Event (pushed as a message) reaches a JSON connection as its JSON."""
+    import json
+
+    from google.protobuf import json_format
+
+    from nexxus.transport.edge_json import JSON_COMPACT
+
+    c = QueuedConnection("app", "u1", "dA", max_bytes=1 << 16, transport="ws", encoding=JSON_COMPACT)
+    ev = events_pb2.Event(event_id="e1", object_id="o1", subscription_ids=["s"], position="ep.2")
+    await c.push(ev)
+    await c.push(events_pb2.Event(event_id="e2", position="ep.3"))
+    first = await c.next_json(0)
+    assert first is not None
+    assert json.loads(first) == json_format.MessageToDict(ev)
+    assert [json.loads(t)["eventId"] for t in c.drain_json(5)] == ["e2"]
+    assert c.last_position == "ep.3"

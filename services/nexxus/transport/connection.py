@@ -4,7 +4,9 @@
 stream, WebSocket, SSE) drains it with `next_event()` / `drain()` (Event
 objects), or, for an `encoded` connection, `next_encoded()` /
 `drain_encoded()` (serialized Events, which the hub pushes with
-`push_encoded()` without building a message per device).
+`push_encoded()` without building a message per device), or, for a connection
+with a JSON `encoding` (SSE, WebSocket), `next_json()` / `drain_json()` (each
+Event's proto JSON text, which the hub encodes once per delivery: edge_json.py).
 
 Pushing never blocks. The connection's buffer is what waits in its queue plus
 what its socket has not sent yet (`unsent_bytes`, set by the drainer); when a
@@ -40,11 +42,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from google.protobuf import struct_pb2
 
 from nexxus.core.metrics import SLOW_CONSUMER_DROPS
 from nexxus.core.ports import Connection
+from nexxus.transport.edge_json import JSON_COMPACT, JSON_FULL, event_json
 from nexxus.v1 import events_pb2
 
 __all__ = ["BufferStats", "ConnectionClosed", "QueuedConnection"]
@@ -58,7 +62,11 @@ _RECENT = 4096
 SNAPSHOT_DEDUP_SECONDS = 60.0
 
 # (sequence, event, its size, position, (model, object id), version) of a held live event.
-_Held = tuple[int, "events_pb2.Event | bytes", int, str, tuple[str, str], int]
+# An Event, its serialized bytes (`encoding` PROTO) or its JSON text (JSON encodings).
+_Payload: TypeAlias = "events_pb2.Event | bytes | str"
+_Held = tuple[int, _Payload, int, str, tuple[str, str], int]
+PROTO = "proto"
+ENCODINGS = ("", PROTO, JSON_FULL, JSON_COMPACT)
 
 SLOW_CONSUMER = "SLOW_CONSUMER"
 
@@ -100,15 +108,23 @@ class BufferStats:
     slow_closed: int = 0
 
 
-_Item = tuple["events_pb2.Event | bytes", int, str]  # event, its size, its position
+_Item = tuple[_Payload, int, str]  # event, its size, its position
 
 
-def _as_event(item: events_pb2.Event | bytes) -> events_pb2.Event:
+def _as_event(item: events_pb2.Event | bytes | str) -> events_pb2.Event:
+    if isinstance(item, str):
+        raise TypeError("a JSON-encoded connection's events are read with next_json()")
     return _Event.FromString(item) if isinstance(item, bytes) else item
 
 
-def _as_bytes(item: events_pb2.Event | bytes) -> bytes:
-    return item if isinstance(item, bytes) else item.SerializeToString()
+def _as_bytes(item: events_pb2.Event | bytes | str) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    return _as_event(item).SerializeToString()
+
+
+def _as_json(item: events_pb2.Event | bytes | str, encoding: str) -> str:
+    return item if isinstance(item, str) else event_json(_as_event(item), encoding)
 
 
 def _no_unsent() -> int:
@@ -127,6 +143,7 @@ class QueuedConnection(Connection):
         connection_id: str | None = None,
         encoded: bool = False,
         stats: BufferStats | None = None,
+        encoding: str = "",
     ) -> None:
         self.app_id = app_id
         self.user_id = user_id
@@ -134,8 +151,11 @@ class QueuedConnection(Connection):
         self.connection_id = connection_id or uuid.uuid4().hex
         self.transport = transport
         self.max_bytes = max_bytes
-        # Whether the drainer wants serialized Events (the hub then pushes bytes).
-        self.encoded = encoded
+        # What the drainer wants: "" Event objects, PROTO serialized Events (the hub
+        # then pushes bytes), JSON_FULL / JSON_COMPACT their JSON text (edge_json.py).
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}")
+        self.encoding = PROTO if encoded else encoding
         self.stats = stats if stats is not None else BufferStats()
         # Bytes the drainer's socket holds that the client has not read yet.
         self.unsent_bytes: Callable[[], int] = _no_unsent
@@ -167,6 +187,11 @@ class QueuedConnection(Connection):
         self._timer_at = 0.0
 
     @property
+    def encoded(self) -> bool:
+        """Whether the drainer wants serialized Events (bytes)."""
+        return self.encoding == PROTO
+
+    @property
     def closed(self) -> ConnectionClosed | None:
         """Why the connection was closed server-side, or None while open."""
         return self._closed
@@ -181,19 +206,17 @@ class QueuedConnection(Connection):
         return self._queued_bytes + self.unsent_bytes()
 
     async def push(self, event: events_pb2.Event, position: str = "") -> None:
-        if self.encoded:
-            data = event.SerializeToString()
-            self._push(data, len(data), position or event.position or event.event_id)
-        else:
-            self._push(event, event.ByteSize(), position or event.position or event.event_id)
+        position = position or event.position or event.event_id
+        item = self._coerce(event)
+        self._push(item, len(item) if isinstance(item, bytes | str) else event.ByteSize(), position)
 
     def push_encoded(self, event: bytes, position: str = "") -> None:
-        """Queue a serialized Event (parsed here unless the connection is `encoded`)."""
-        self._push(event if self.encoded else _Event.FromString(event), len(event), position)
+        """Queue a serialized Event (converted here unless the connection is `encoded`)."""
+        self._push(self._coerce(event), len(event), position)
 
     def push_parsed(self, event: events_pb2.Event, size: int, position: str) -> None:
         """Queue an Event already parsed from `size` bytes (shared by a device's connections)."""
-        self._push(event.SerializeToString() if self.encoded else event, size, position)
+        self._push(self._coerce(event), size, position)
 
     # ------------------------------------------------------------------ positions
 
@@ -219,7 +242,7 @@ class QueuedConnection(Connection):
     def offer(
         self,
         seq: int,
-        item: events_pb2.Event | bytes,
+        item: events_pb2.Event | bytes | str,
         size: int,
         position: str,
         key: tuple[str, str],
@@ -250,7 +273,7 @@ class QueuedConnection(Connection):
     def _queue_live(
         self,
         seq: int,
-        item: events_pb2.Event | bytes,
+        item: events_pb2.Event | bytes | str,
         size: int,
         position: str,
         key: tuple[str, str],
@@ -276,11 +299,14 @@ class QueuedConnection(Connection):
             self._remember(seq)
         self._push(self._coerce(item), size, position)
 
-    def _coerce(self, item: events_pb2.Event | bytes) -> events_pb2.Event | bytes:
-        """What this connection's drainer wants: bytes when `encoded`, else an Event."""
-        if self.encoded:
+    def _coerce(self, item: events_pb2.Event | bytes | str) -> events_pb2.Event | bytes | str:
+        """What this connection's drainer wants (see `encoding`)."""
+        encoding = self.encoding
+        if not encoding:
+            return _as_event(item)
+        if encoding == PROTO:
             return _as_bytes(item)
-        return _as_event(item)
+        return _as_json(item, encoding)
 
     def _remember(self, seq: int) -> None:
         self.last_seq = max(self.last_seq, seq)
@@ -342,7 +368,7 @@ class QueuedConnection(Connection):
             self.last_position or "-",
         )
 
-    def _push(self, item: events_pb2.Event | bytes, size: int, position: str) -> None:
+    def _push(self, item: events_pb2.Event | bytes | str, size: int, position: str) -> None:
         if self._closed is not None:
             return
         total = self._queued_bytes + self.unsent_bytes() + size
@@ -393,7 +419,7 @@ class QueuedConnection(Connection):
         self._closed.position = self.last_position
         return self._closed
 
-    def _take(self) -> events_pb2.Event | bytes:
+    def _take(self) -> events_pb2.Event | bytes | str:
         item, size, position = self._queue.popleft()
         self._queued_bytes -= size
         if not self._queue:
@@ -402,7 +428,7 @@ class QueuedConnection(Connection):
             self.last_position = position
         return item
 
-    async def _next(self, idle_seconds: float) -> events_pb2.Event | bytes | None:
+    async def _next(self, idle_seconds: float) -> events_pb2.Event | bytes | str | None:
         while True:
             if self._closed is not None:
                 self._closed.position = self.last_position
@@ -470,6 +496,16 @@ class QueuedConnection(Connection):
     def drain_encoded(self, max_events: int, max_bytes: int | None = None) -> list[bytes]:
         """`drain()`, serialized."""
         return [_as_bytes(self._take()) for _ in range(self._drainable(max_events, max_bytes))]
+
+    async def next_json(self, idle_seconds: float) -> str | None:
+        """`next_event()` as the JSON text of this connection's JSON `encoding`."""
+        item = await self._next(idle_seconds)
+        return None if item is None else _as_json(item, self.encoding or JSON_COMPACT)
+
+    def drain_json(self, max_events: int, max_bytes: int | None = None) -> list[str]:
+        """`drain()` as JSON texts."""
+        encoding = self.encoding or JSON_COMPACT
+        return [_as_json(self._take(), encoding) for _ in range(self._drainable(max_events, max_bytes))]
 
     def __repr__(self) -> str:
         return (

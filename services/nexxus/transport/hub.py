@@ -29,7 +29,8 @@ from nexxus.core.errors import Unavailable
 from nexxus.core.metrics import DELIVERIES, WRITE_TO_PUSH_SECONDS
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
 from nexxus.core.tracing import record_span, sampled_context
-from nexxus.transport.connection import BufferStats, QueuedConnection
+from nexxus.transport.connection import PROTO, BufferStats, QueuedConnection
+from nexxus.transport.edge_json import event_json_prefix, with_subscription_ids
 from nexxus.transport.events import build_event
 from nexxus.transport.tokens import TokenWatch
 from nexxus.transport.types import CallerT, Subscribe
@@ -142,9 +143,17 @@ class ConnectionHub:
     # ------------------------------------------------------------------ registry
 
     def connection(
-        self, app_id: str, user_id: str, device_id: str, *, transport: str, encoded: bool = False
+        self,
+        app_id: str,
+        user_id: str,
+        device_id: str,
+        *,
+        transport: str,
+        encoded: bool = False,
+        encoding: str = "",
     ) -> QueuedConnection:
-        """A new connection with this node's byte budget (register it next)."""
+        """A new connection with this node's byte budget (register it next);
+        `encoding`: what its drainer reads (see QueuedConnection)."""
         return QueuedConnection(
             app_id,
             user_id,
@@ -152,6 +161,7 @@ class ConnectionHub:
             max_bytes=self.settings.max_buffer_bytes,
             transport=transport,
             encoded=encoded,
+            encoding=encoding,
             stats=self.buffer_stats,
         )
 
@@ -236,11 +246,14 @@ class ConnectionHub:
 
         The Event of each (delivery, kind) is serialized once; a target's Event
         is those bytes plus its encoded `subscription_ids`. Encoded connections
-        (gRPC streams) queue the bytes; others get the parsed Event (one per
-        device, shared by its connections)."""
+        (gRPC streams) queue the bytes; JSON connections (SSE, WebSocket) queue
+        its JSON text, encoded once per (delivery, kind, format) too
+        (edge_json.py); others get the parsed Event (one per device, shared by
+        its connections)."""
         devices = self._devices
         app_id = delivery.app_id
         base_by_kind: dict[int, bytes] = {}
+        json_prefix: dict[tuple[int, str], str] = {}
         position = delivery.position
         seq = _sequence_of(position)
         tail = encode_position(position) if position else b""
@@ -260,13 +273,26 @@ class ConnectionHub:
             data = base + encode_subscription_ids(target.subscription_ids)
             size = len(data)
             event: events_pb2.Event | None = None
+            texts: dict[str, str] = {}
             for conn in tuple(conns.values()):
                 if isinstance(conn, QueuedConnection):
-                    if conn.encoded:
-                        item: events_pb2.Event | bytes = data
+                    encoding = conn.encoding
+                    if encoding == PROTO:
+                        conn.offer(seq, data, size, position, key, version)
+                    elif encoding:
+                        text = texts.get(encoding)
+                        if text is None:
+                            prefix = json_prefix.get((kind, encoding))
+                            if prefix is None:
+                                one = events_pb2.Event.FromString(base)
+                                prefix = json_prefix[kind, encoding] = event_json_prefix(one, encoding)
+                            text = texts[encoding] = with_subscription_ids(
+                                prefix, target.subscription_ids, encoding
+                            )
+                        conn.offer(seq, text, len(text), position, key, version)
                     else:
-                        item = event = event or events_pb2.Event.FromString(data)
-                    conn.offer(seq, item, size, position, key, version)
+                        event = event or events_pb2.Event.FromString(data)
+                        conn.offer(seq, event, size, position, key, version)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
                 kind_name = getattr(conn, "transport", "other")

@@ -57,6 +57,12 @@ def build_grpc_server(
     return server, bound, health_servicer
 
 
+# Pending connections the kernel queues for the WebSocket / SSE servers (asyncio's
+# default, 100, overflows when thousands of clients reconnect at once: Envoy then
+# answers 503 for what the transport would have accepted a moment later).
+LISTEN_BACKLOG = 4096
+
+
 def bind_ws_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket for the WebSocket bridge or the SSE server (port 0 → a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -75,9 +81,14 @@ async def start_ws_server(bridge: WebSocketBridge[Any], sock: socket.socket) -> 
         close_timeout=settings.close_grace_seconds,
         ping_interval=ping,
         ping_timeout=ping,
+        # No permessage-deflate: it compresses every frame once per connection
+        # (each event again for each client), which cost more CPU than the
+        # whole fan-out; events are small JSON frames.
+        compression=None,
+        backlog=LISTEN_BACKLOG,
     )
 
 
 async def start_sse_server(sse: SseServer[Any], sock: socket.socket) -> asyncio.Server:
     """Start serving server-sent events on a socket from `bind_ws_socket`."""
-    return await asyncio.start_server(sse.handle, sock=sock, limit=64 * 1024)
+    return await asyncio.start_server(sse.handle, sock=sock, limit=64 * 1024, backlog=LISTEN_BACKLOG)

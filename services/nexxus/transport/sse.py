@@ -45,6 +45,7 @@ from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, Unavailab
 from nexxus.core.positions import Position
 from nexxus.rpc.errors import DOMAIN, grpc_status_code
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
+from nexxus.transport.edge_json import JSON_FULL, batch_json, event_frame_json
 from nexxus.transport.hub import ConnectionHub
 from nexxus.transport.positioning import Frame, StreamPositions, resolve_page_size
 from nexxus.transport.session import (
@@ -65,6 +66,8 @@ MAX_HEAD = 16 * 1024
 HEAD_TIMEOUT = 10.0
 # The socket's send buffer (asyncio) above which the pump waits for the client.
 WRITE_HIGH_WATER = 64 * 1024
+# At most this many SSE events (or batches) queued together go out in one write.
+WRITE_BURST = 64
 MAX_BATCH = 1000
 
 # google.rpc.Code name → HTTP status (the mapping Envoy's transcoder applies).
@@ -207,6 +210,13 @@ def sse_frame(frame: events_pb2.StreamEventsResponse, event_id: str = "") -> byt
     return f"{head}data: {_frame_json(frame)}\n\n".encode()
 
 
+def sse_data(data_json: str, event_id: str = "") -> bytes:
+    """One SSE event from its `data:` JSON text (``id:`` line first when given)."""
+    if event_id:
+        return f"id: {event_id}\ndata: {data_json}\n\n".encode()
+    return f"data: {data_json}\n\n".encode()
+
+
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
@@ -230,21 +240,31 @@ class _Stream:
         self.writer.write(_chunk(data))
         await self.writer.drain()
 
+    def _frame(self, events: list[str]) -> bytes:
+        """One SSE event: an `event` frame, or a `batch` of two or more events."""
+        data = event_frame_json(events[0]) if len(events) == 1 else batch_json(events)
+        return sse_data(data, self.conn.last_position)
+
     async def pump(self, heartbeat: int, max_batch: int) -> None:
+        """Events (their JSON encoded once by the hub) and heartbeats out. What is
+        queued when the pump wakes goes out in one socket write: one SSE event
+        per Event (or per batch of `max_batch`), each with its position as `id:`."""
         conn = self.conn
         while True:
             try:
-                event = await conn.next_event(heartbeat)
+                first = await conn.next_json(heartbeat)
             except ConnectionClosed:
                 return
-            if event is None:
+            if first is None:
                 await self.send(sse_frame(events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame())))
-            elif max_batch > 1 and conn.queued:
-                events = [event, *conn.drain(max_batch - 1, limits.current().page_bytes - event.ByteSize())]
-                frame = events_pb2.StreamEventsResponse(batch=events_pb2.EventBatch(events=events))
-                await self.send(sse_frame(frame, conn.last_position))
-            else:
-                await self.send(sse_frame(events_pb2.StreamEventsResponse(event=event), conn.last_position))
+                continue
+            # A batch frame holds at most `page_bytes` of events (one always goes).
+            page = limits.current().page_bytes
+            parts = [self._frame([first, *conn.drain_json(max(max_batch - 1, 0), page - len(first))])]
+            while conn.queued and len(parts) < WRITE_BURST:
+                group = conn.drain_json(max(max_batch, 1), page) or conn.drain_json(1)
+                parts.append(self._frame(group))
+            await self.send(b"".join(parts))
 
     async def finish(self, closed: ConnectionClosed | None, reader: asyncio.StreamReader) -> None:
         """The error frame (if closed server-side) and the end of the body. The
@@ -358,7 +378,9 @@ class SseServer(Generic[CallerT]):
         except NexxusError as err:
             await self._respond(writer, *error_body(err))
             return
-        conn = self.hub.connection(sse.app_id, caller.user_id or "", device_id, transport="sse")
+        conn = self.hub.connection(
+            sse.app_id, caller.user_id or "", device_id, transport="sse", encoding=JSON_FULL
+        )
         conn.authorization, conn.expires_at = authorization, caller.expires_at
         if start is not None:
             conn.hold()

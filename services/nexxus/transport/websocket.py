@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed as SocketClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from nexxus.core.errors import (
     FailedPrecondition,
@@ -41,6 +42,7 @@ from nexxus.core.errors import (
 )
 from nexxus.rpc.errors import error_to_stream_error
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
+from nexxus.transport.edge_json import JSON_COMPACT, event_frame_json
 from nexxus.transport.frames import BadFrame, dump_server_frame, parse_client_frame
 from nexxus.transport.hub import ConnectionHub
 from nexxus.transport.positioning import Frame, StreamPositions, resolve_page_size
@@ -54,6 +56,8 @@ log = logging.getLogger("nexxus.transport.websocket")
 
 # Seconds live events wait after `ready` for a possible `resume` first frame.
 RESUME_WINDOW = 1.0
+# At most this many queued events go out in one socket write.
+WRITE_BURST = 64
 
 _PATH = re.compile(r"^/v1/apps/(?P<app_id>[^/]+)/ws/?$")
 
@@ -121,6 +125,33 @@ def _server_frame(frame: Frame, reply_to: str = "") -> events_pb2.ServerFrame:
     return events_pb2.ServerFrame(reply_to=reply_to, resumed=frame)
 
 
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked, uncompressed text frame (server to client, RFC 6455 §5.2)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = b"\x81\x7e" + size.to_bytes(2, "big")
+    else:
+        head = b"\x81\x7f" + size.to_bytes(8, "big")
+    return head + payload
+
+
+async def send_texts(ws: ServerConnection, texts: list[str]) -> None:
+    """Text frames, one each, written to the socket together (one write), then
+    the connection's flow control. Frames are built here when no extension is
+    in use (none is offered: see server.py); otherwise, and whenever the
+    connection is not open, through `send_context` as `send` does (which raises
+    ConnectionClosed)."""
+    if ws.protocol.state is State.OPEN and not ws.protocol.extensions:
+        ws.transport.write(b"".join([text_frame(text.encode()) for text in texts]))
+        await ws.drain()
+        return
+    async with ws.send_context():
+        for text in texts:
+            ws.protocol.send_text(text.encode())
+
+
 def _bearer(value: str) -> str:
     return value if value.lower().startswith("bearer ") else f"Bearer {value}"
 
@@ -182,13 +213,17 @@ class _Session(Generic[CallerT]):
         (then `_run` sends the error frame and closes the socket)."""
         while True:
             try:
-                event = await self.conn.next_event(heartbeat)
+                text = await self.conn.next_json(heartbeat)
             except ConnectionClosed:
                 return
-            if event is None:
+            if text is None:
                 await self.send(events_pb2.ServerFrame(heartbeat=heartbeat_frame()))
             else:
-                await self.send(events_pb2.ServerFrame(event=event))
+                # The events' JSON was encoded once by the hub for every connection;
+                # what is queued already goes out with it in one socket write.
+                texts = [text, *self.conn.drain_json(WRITE_BURST - 1)]
+                async with self._send_lock:
+                    await send_texts(self.ws, [event_frame_json(t) for t in texts])
 
     async def close_with(self, closed: ConnectionClosed) -> None:
         """The error frame, then the close code. A client that does not read gets
@@ -427,7 +462,9 @@ class WebSocketBridge(Generic[CallerT]):
             await self._send_and_close(ws, Unavailable("server shutting down"))
             return
         self._pending.discard(ws)
-        conn = self.hub.connection(target.app_id, caller.user_id or "", device_id, transport="websocket")
+        conn = self.hub.connection(
+            target.app_id, caller.user_id or "", device_id, transport="websocket", encoding=JSON_COMPACT
+        )
         conn.authorization, conn.expires_at = authorization, caller.expires_at
         transport = ws.transport
         conn.unsent_bytes = transport.get_write_buffer_size

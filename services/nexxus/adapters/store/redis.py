@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 
 from nexxus.adapters.store._redis_common import store_down
@@ -59,6 +59,9 @@ Kind = SubscriptionChange.Kind
 _FIELD = b"c"
 _SCAN_CHUNK = 500
 _WATCH_RETRIES = 50
+# Connections to Redis per process, and how long a caller waits for a free one.
+POOL_SIZE = 128
+POOL_WAIT_SECONDS = 20.0
 
 
 def _parse_id(entry_id: str) -> tuple[int, int]:
@@ -84,12 +87,19 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
     async def start(self) -> None:
         if self._redis is not None:
             return
-        client = Redis.from_url(
+        # A bounded pool whose callers wait for a free connection (up to
+        # POOL_WAIT_SECONDS) instead of failing at once: a storm of thousands of
+        # clients connecting or leaving together queues here rather than
+        # failing their registrations (and the node's lease renewal).
+        pool = BlockingConnectionPool.from_url(
             self.settings.url,
+            max_connections=POOL_SIZE,
+            timeout=POOL_WAIT_SECONDS,
             decode_responses=False,
             socket_connect_timeout=2,
             health_check_interval=30,
         )
+        client = Redis.from_pool(pool)
         try:
             await client.ping()
         except redis_errors.RedisError as exc:
