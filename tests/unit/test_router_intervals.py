@@ -101,6 +101,27 @@ def test_interval_index_bounds_and_strictness() -> None:
     assert stab(math.nan) == set()
 
 
+def test_one_item_with_two_intervals_over_the_same_cells_is_removed_one_at_a_time() -> None:
+    """An item may file several intervals (the branches of an `or` on one field): each
+    removal takes away one of them, the other still matches, the second leaves nothing."""
+    index: IntervalIndex[str] = IntervalIndex()
+    for high in (1_000_000.0, 1_000_000.5):
+        index.add(0, True, high, False, "p")
+
+    def stab(v: Any) -> set[str]:
+        out: set[str] = set()
+        index.stab_into(v, out)
+        return out
+
+    assert stab(500_000) == {"p"}
+    assert index.remove(0, True, 1_000_000.0, False, "p")
+    assert stab(500_000) == {"p"}
+    assert stab(1_000_000.25) == {"p"}
+    assert index.remove(0, True, 1_000_000.5, False, "p")
+    assert stab(500_000) == set()
+    assert len(index) == 0
+
+
 def test_plain_conjunctions_shapes() -> None:
     eq = Compare(("a",), "eq", "x", S)
     rng = And((Compare(("n",), "gte", 1, N), Compare(("n",), "lt", 4.5, N)))

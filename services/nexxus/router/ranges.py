@@ -191,7 +191,9 @@ class _Cell(Generic[T]):
     def __init__(self) -> None:
         self.starts: _Edges[T] | None = None
         self.ends: _Edges[T] | None = None
-        self.full: set[T] | None = None
+        # item → how many of its intervals cover the whole cell (one item may file
+        # several intervals, e.g. the branches of an `or` on one field)
+        self.full: dict[T, int] | None = None
 
 
 # A two-sided interval of width w sits on the level k (a multiple of _LEVEL_STEP)
@@ -310,8 +312,8 @@ class IntervalIndex(Generic[T]):
             for j in range(first + 1, last):
                 mid = cells.get(j) or cells.setdefault(j, _Cell())
                 if mid.full is None:
-                    mid.full = set()
-                mid.full.add(item)
+                    mid.full = {}
+                mid.full[item] = mid.full.get(item, 0) + 1
             return True
         head = cells.get(first)
         if head is None or head.starts is None or not head.starts.remove(low, low_strict, item):
@@ -327,7 +329,10 @@ class IntervalIndex(Generic[T]):
             mid = cells[j]
             full = mid.full
             assert full is not None
-            full.discard(item)
+            if full[item] > 1:
+                full[item] -= 1
+            else:
+                del full[item]
             if not full:
                 mid.full = None
                 if mid.starts is None and mid.ends is None:
@@ -380,7 +385,7 @@ class IntervalIndex(Generic[T]):
             if cell is None:
                 continue
             if cell.full:
-                out |= cell.full
+                out.update(cell.full)
             starts = cell.starts
             if starts is not None:
                 keys = starts.keys
