@@ -32,6 +32,7 @@ async def _server_key(rest: Rest, world: World) -> str:
     ("method", "path"),
     [
         ("GET", "/v1/admin/apps"),
+        ("POST", "/v1/admin/apps/{app}:rotateServerKey"),
         ("GET", "/v1/admin/apps/{app}/users"),
         ("GET", "/v1/admin/apps/{app}/devices"),
         ("POST", "/v1/admin/apps/{app}/devices/{device}:revoke"),
@@ -82,6 +83,26 @@ async def test_list_applications_users_and_devices(rest: Rest, world: World) -> 
     missing = await rest.call("GET", "/v1/admin/apps/no-such-app/users")
     assert missing.status == 404
     assert missing.reason() == "APP_NOT_FOUND"
+
+
+async def test_rotate_server_key(rest: Rest) -> None:
+    created = await rest.ok("POST", "/v1/apps", {"displayName": "rotating"})
+    app_id, old_key = created["application"]["id"], created["serverKey"]
+    models = f"/v1/apps/{app_id}/models"
+    assert (await rest.as_(old_key).call("GET", models)).status == 200
+    rotated = await rest.ok("POST", f"/v1/admin/apps/{app_id}:rotateServerKey", {})
+    new_key = rotated["serverKey"]
+    assert new_key.startswith("nxs_")
+    assert new_key != old_key
+    assert (await rest.as_(new_key).call("GET", models)).status == 200
+
+    async def old_refused() -> bool:
+        return (await rest.as_(old_key).call("GET", models)).status == 401
+
+    # Refused at once by the api that rotated it (one api process here), at the latest after its cache TTL.
+    await _until("the old key to be refused", old_refused)
+    missing = await rest.call("POST", "/v1/admin/apps/no-such-app:rotateServerKey", {})
+    assert missing.status == 404
 
 
 async def test_users_are_paged(rest: Rest, world: World) -> None:

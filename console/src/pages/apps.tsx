@@ -8,7 +8,7 @@ export function AppsPage({ api, apps, appId, refreshApps, chooseApp }: PageProps
   const [newId, setNewId] = useState("");
   const [name, setName] = useState("");
   const [optionalAuth, setOptionalAuth] = useState(false);
-  const [created, setCreated] = useState<{ app: Application; serverKey: string } | null>(null);
+  const [created, setCreated] = useState<{ app: Application; serverKey: string; rotated?: boolean } | null>(null);
   const [busy, error, run] = useAction();
 
   const create = (e: Event) => {
@@ -26,6 +26,12 @@ export function AppsPage({ api, apps, appId, refreshApps, chooseApp }: PageProps
       chooseApp(reply.application.id);
     });
   };
+  const rotate = (app: Application) =>
+    run(async () => {
+      if (!confirm(`Replace the server key of ${app.id}? The current key stops working.`)) return;
+      const reply = await api.call<{ serverKey: string }>("POST", `/v1/admin/apps/${app.id}:rotateServerKey`, {});
+      setCreated({ app, serverKey: reply.serverKey, rotated: true });
+    });
   const remove = (id: string) =>
     run(async () => {
       if (!confirm(`Delete application ${id} with all its data?`)) return;
@@ -58,6 +64,7 @@ export function AppsPage({ api, apps, appId, refreshApps, chooseApp }: PageProps
                 <td>{a.optionalAuth ? "allowed" : "no"}</td>
                 <td>{when(a.createTime)}</td>
                 <td class="row-actions">
+                  <button onClick={() => rotate(a)}>Rotate server key</button>
                   <button class="danger" onClick={() => remove(a.id)}>
                     Delete
                   </button>
@@ -89,8 +96,9 @@ export function AppsPage({ api, apps, appId, refreshApps, chooseApp }: PageProps
         <ErrorNote error={error} />
         {created ? (
           <div class="notice" id="server-key">
-            Application <strong>{created.app.id}</strong> created. Its server key is shown <em>once</em>; store it like a
-            password:
+            {created.rotated ? "The new server key of " : "Application "}
+            <strong>{created.app.id}</strong>
+            {created.rotated ? "" : " created"}. Its server key is shown <em>once</em>; store it like a password:
             <pre>{created.serverKey}</pre>
           </div>
         ) : null}

@@ -32,7 +32,7 @@ from nexxus.v1 import subscriptions_pb2 as nexxus_dot_v1_dot_subscriptions__pb2
 from nexxus.v1 import users_pb2 as nexxus_dot_v1_dot_users__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15nexxus/v1/admin.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cnexxus/v1/applications.proto\x1a\x17nexxus/v1/devices.proto\x1a\x16nexxus/v1/events.proto\x1a\x1dnexxus/v1/subscriptions.proto\x1a\x15nexxus/v1/users.proto\"\x19\n\x17ListApplicationsRequest\"H\n\x18ListApplicationsResponse\x12,\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x16.nexxus.v1.Application\"I\n\x10ListUsersRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"L\n\x11ListUsersResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.nexxus.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x11RevokeUserRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x14\n\x12RevokeUserResponse\"`\n\x15ListAppDevicesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x16ListAppDevicesResponse\x12\"\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x11.nexxus.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x13RevokeDeviceRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\x16\n\x14RevokeDeviceResponse\"(\n\x16ListConnectionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"B\n\x17ListConnectionsResponse\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.nexxus.v1.TransportNode\"a\n\rTransportNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x30\n\x0b\x63onnections\x18\x03 \x03(\x0b\x32\x1b.nexxus.v1.ClientConnection\"|\n\x10\x43lientConnection\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12.\n\rsubscriptions\x18\x04 \x03(\x0b\x32\x17.nexxus.v1.Subscription\"v\n\x14InspectEventsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0e\x61\x66ter_position\x18\x04 \x01(\t\"t\n\x15InspectEventsResponse\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.nexxus.v1.EventH\x00\x12/\n\theartbeat\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05\x66rame2\x8d\x07\n\x0c\x41\x64minService\x12s\n\x10ListApplications\x12\".nexxus.v1.ListApplicationsRequest\x1a#.nexxus.v1.ListApplicationsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/apps\x12m\n\tListUsers\x12\x1b.nexxus.v1.ListUsersRequest\x1a\x1c.nexxus.v1.ListUsersResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/admin/apps/{app_id}/users\x12\x84\x01\n\nRevokeUser\x12\x1c.nexxus.v1.RevokeUserRequest\x1a\x1d.nexxus.v1.RevokeUserResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/admin/apps/{app_id}/users/{user_id}:revoke:\x01*\x12~\n\x0eListAppDevices\x12 .nexxus.v1.ListAppDevicesRequest\x1a!.nexxus.v1.ListAppDevicesResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/admin/apps/{app_id}/devices\x12\x8e\x01\n\x0cRevokeDevice\x12\x1e.nexxus.v1.RevokeDeviceRequest\x1a\x1f.nexxus.v1.RevokeDeviceResponse\"=\x82\xd3\xe4\x93\x02\x37\"2/v1/admin/apps/{app_id}/devices/{device_id}:revoke:\x01*\x12w\n\x0fListConnections\x12!.nexxus.v1.ListConnectionsRequest\x1a\".nexxus.v1.ListConnectionsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/admin/connections\x12\x87\x01\n\rInspectEvents\x12\x1f.nexxus.v1.InspectEventsRequest\x1a .nexxus.v1.InspectEventsResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/admin/apps/{app_id}/events:inspect:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15nexxus/v1/admin.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cnexxus/v1/applications.proto\x1a\x17nexxus/v1/devices.proto\x1a\x16nexxus/v1/events.proto\x1a\x1dnexxus/v1/subscriptions.proto\x1a\x15nexxus/v1/users.proto\"\x19\n\x17ListApplicationsRequest\"H\n\x18ListApplicationsResponse\x12,\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32\x16.nexxus.v1.Application\"(\n\x16RotateServerKeyRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"-\n\x17RotateServerKeyResponse\x12\x12\n\nserver_key\x18\x01 \x01(\t\"I\n\x10ListUsersRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"L\n\x11ListUsersResponse\x12\x1e\n\x05users\x18\x01 \x03(\x0b\x32\x0f.nexxus.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"4\n\x11RevokeUserRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x14\n\x12RevokeUserResponse\"`\n\x15ListAppDevicesRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"U\n\x16ListAppDevicesResponse\x12\"\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x11.nexxus.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x13RevokeDeviceRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\"\x16\n\x14RevokeDeviceResponse\"(\n\x16ListConnectionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"B\n\x17ListConnectionsResponse\x12\'\n\x05nodes\x18\x01 \x03(\x0b\x32\x18.nexxus.v1.TransportNode\"a\n\rTransportNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x61live\x18\x02 \x01(\x08\x12\x30\n\x0b\x63onnections\x18\x03 \x03(\x0b\x32\x1b.nexxus.v1.ClientConnection\"|\n\x10\x43lientConnection\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12.\n\rsubscriptions\x18\x04 \x03(\x0b\x32\x17.nexxus.v1.Subscription\"v\n\x14InspectEventsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\'\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x16\n\x0e\x61\x66ter_position\x18\x04 \x01(\t\"t\n\x15InspectEventsResponse\x12!\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.nexxus.v1.EventH\x00\x12/\n\theartbeat\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x07\n\x05\x66rame2\x9c\x08\n\x0c\x41\x64minService\x12s\n\x10ListApplications\x12\".nexxus.v1.ListApplicationsRequest\x1a#.nexxus.v1.ListApplicationsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/admin/apps\x12\x8c\x01\n\x0fRotateServerKey\x12!.nexxus.v1.RotateServerKeyRequest\x1a\".nexxus.v1.RotateServerKeyResponse\"2\x82\xd3\xe4\x93\x02,\"\'/v1/admin/apps/{app_id}:rotateServerKey:\x01*\x12m\n\tListUsers\x12\x1b.nexxus.v1.ListUsersRequest\x1a\x1c.nexxus.v1.ListUsersResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/admin/apps/{app_id}/users\x12\x84\x01\n\nRevokeUser\x12\x1c.nexxus.v1.RevokeUserRequest\x1a\x1d.nexxus.v1.RevokeUserResponse\"9\x82\xd3\xe4\x93\x02\x33\"./v1/admin/apps/{app_id}/users/{user_id}:revoke:\x01*\x12~\n\x0eListAppDevices\x12 .nexxus.v1.ListAppDevicesRequest\x1a!.nexxus.v1.ListAppDevicesResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/admin/apps/{app_id}/devices\x12\x8e\x01\n\x0cRevokeDevice\x12\x1e.nexxus.v1.RevokeDeviceRequest\x1a\x1f.nexxus.v1.RevokeDeviceResponse\"=\x82\xd3\xe4\x93\x02\x37\"2/v1/admin/apps/{app_id}/devices/{device_id}:revoke:\x01*\x12w\n\x0fListConnections\x12!.nexxus.v1.ListConnectionsRequest\x1a\".nexxus.v1.ListConnectionsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/admin/connections\x12\x87\x01\n\rInspectEvents\x12\x1f.nexxus.v1.InspectEventsRequest\x1a .nexxus.v1.InspectEventsResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/admin/apps/{app_id}/events:inspect:\x01*0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListApplications']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListApplications']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/admin/apps'
+  _globals['_ADMINSERVICE'].methods_by_name['RotateServerKey']._loaded_options = None
+  _globals['_ADMINSERVICE'].methods_by_name['RotateServerKey']._serialized_options = b'\202\323\344\223\002,\"\'/v1/admin/apps/{app_id}:rotateServerKey:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['ListUsers']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/admin/apps/{app_id}/users'
   _globals['_ADMINSERVICE'].methods_by_name['RevokeUser']._loaded_options = None
@@ -57,34 +59,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=287
   _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=289
   _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=361
-  _globals['_LISTUSERSREQUEST']._serialized_start=363
-  _globals['_LISTUSERSREQUEST']._serialized_end=436
-  _globals['_LISTUSERSRESPONSE']._serialized_start=438
-  _globals['_LISTUSERSRESPONSE']._serialized_end=514
-  _globals['_REVOKEUSERREQUEST']._serialized_start=516
-  _globals['_REVOKEUSERREQUEST']._serialized_end=568
-  _globals['_REVOKEUSERRESPONSE']._serialized_start=570
-  _globals['_REVOKEUSERRESPONSE']._serialized_end=590
-  _globals['_LISTAPPDEVICESREQUEST']._serialized_start=592
-  _globals['_LISTAPPDEVICESREQUEST']._serialized_end=688
-  _globals['_LISTAPPDEVICESRESPONSE']._serialized_start=690
-  _globals['_LISTAPPDEVICESRESPONSE']._serialized_end=775
-  _globals['_REVOKEDEVICEREQUEST']._serialized_start=777
-  _globals['_REVOKEDEVICEREQUEST']._serialized_end=833
-  _globals['_REVOKEDEVICERESPONSE']._serialized_start=835
-  _globals['_REVOKEDEVICERESPONSE']._serialized_end=857
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=859
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=899
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=901
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=967
-  _globals['_TRANSPORTNODE']._serialized_start=969
-  _globals['_TRANSPORTNODE']._serialized_end=1066
-  _globals['_CLIENTCONNECTION']._serialized_start=1068
-  _globals['_CLIENTCONNECTION']._serialized_end=1192
-  _globals['_INSPECTEVENTSREQUEST']._serialized_start=1194
-  _globals['_INSPECTEVENTSREQUEST']._serialized_end=1312
-  _globals['_INSPECTEVENTSRESPONSE']._serialized_start=1314
-  _globals['_INSPECTEVENTSRESPONSE']._serialized_end=1430
-  _globals['_ADMINSERVICE']._serialized_start=1433
-  _globals['_ADMINSERVICE']._serialized_end=2342
+  _globals['_ROTATESERVERKEYREQUEST']._serialized_start=363
+  _globals['_ROTATESERVERKEYREQUEST']._serialized_end=403
+  _globals['_ROTATESERVERKEYRESPONSE']._serialized_start=405
+  _globals['_ROTATESERVERKEYRESPONSE']._serialized_end=450
+  _globals['_LISTUSERSREQUEST']._serialized_start=452
+  _globals['_LISTUSERSREQUEST']._serialized_end=525
+  _globals['_LISTUSERSRESPONSE']._serialized_start=527
+  _globals['_LISTUSERSRESPONSE']._serialized_end=603
+  _globals['_REVOKEUSERREQUEST']._serialized_start=605
+  _globals['_REVOKEUSERREQUEST']._serialized_end=657
+  _globals['_REVOKEUSERRESPONSE']._serialized_start=659
+  _globals['_REVOKEUSERRESPONSE']._serialized_end=679
+  _globals['_LISTAPPDEVICESREQUEST']._serialized_start=681
+  _globals['_LISTAPPDEVICESREQUEST']._serialized_end=777
+  _globals['_LISTAPPDEVICESRESPONSE']._serialized_start=779
+  _globals['_LISTAPPDEVICESRESPONSE']._serialized_end=864
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=866
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=922
+  _globals['_REVOKEDEVICERESPONSE']._serialized_start=924
+  _globals['_REVOKEDEVICERESPONSE']._serialized_end=946
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=948
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=988
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=990
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1056
+  _globals['_TRANSPORTNODE']._serialized_start=1058
+  _globals['_TRANSPORTNODE']._serialized_end=1155
+  _globals['_CLIENTCONNECTION']._serialized_start=1157
+  _globals['_CLIENTCONNECTION']._serialized_end=1281
+  _globals['_INSPECTEVENTSREQUEST']._serialized_start=1283
+  _globals['_INSPECTEVENTSREQUEST']._serialized_end=1401
+  _globals['_INSPECTEVENTSRESPONSE']._serialized_start=1403
+  _globals['_INSPECTEVENTSRESPONSE']._serialized_end=1519
+  _globals['_ADMINSERVICE']._serialized_start=1522
+  _globals['_ADMINSERVICE']._serialized_end=2574
 # @@protoc_insertion_point(module_scope)

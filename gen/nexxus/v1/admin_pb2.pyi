@@ -61,6 +61,45 @@ class ListApplicationsResponse(_message.Message):
 Global___ListApplicationsResponse: _TypeAlias = ListApplicationsResponse  # noqa: Y015
 
 @_typing.final
+class RotateServerKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateServerKeyRequest: _TypeAlias = RotateServerKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateServerKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_KEY_FIELD_NUMBER: _builtins.int
+    server_key: _builtins.str
+    """The new server key. Shown once; store it like a password."""
+    def __init__(
+        self,
+        *,
+        server_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["server_key", b"server_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateServerKeyResponse: _TypeAlias = RotateServerKeyResponse  # noqa: Y015
+
+@_typing.final
 class ListUsersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -47,6 +47,11 @@ class AdminServiceStub:
                 request_serializer=nexxus_dot_v1_dot_admin__pb2.ListApplicationsRequest.SerializeToString,
                 response_deserializer=nexxus_dot_v1_dot_admin__pb2.ListApplicationsResponse.FromString,
                 _registered_method=True)
+        self.RotateServerKey = channel.unary_unary(
+                '/nexxus.v1.AdminService/RotateServerKey',
+                request_serializer=nexxus_dot_v1_dot_admin__pb2.RotateServerKeyRequest.SerializeToString,
+                response_deserializer=nexxus_dot_v1_dot_admin__pb2.RotateServerKeyResponse.FromString,
+                _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/nexxus.v1.AdminService/ListUsers',
                 request_serializer=nexxus_dot_v1_dot_admin__pb2.ListUsersRequest.SerializeToString,
@@ -92,6 +97,15 @@ class AdminServiceServicer:
 
     def ListApplications(self, request, context):
         """Lists every application, by id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateServerKey(self, request, context):
+        """Replaces an application's server key: the new key is returned once, the
+        old one stops working (within the services' application cache, 2 s by
+        default). Errors: NOT_FOUND (app).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,6 +171,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListApplications,
                     request_deserializer=nexxus_dot_v1_dot_admin__pb2.ListApplicationsRequest.FromString,
                     response_serializer=nexxus_dot_v1_dot_admin__pb2.ListApplicationsResponse.SerializeToString,
+            ),
+            'RotateServerKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateServerKey,
+                    request_deserializer=nexxus_dot_v1_dot_admin__pb2.RotateServerKeyRequest.FromString,
+                    response_serializer=nexxus_dot_v1_dot_admin__pb2.RotateServerKeyResponse.SerializeToString,
             ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
@@ -224,6 +243,33 @@ class AdminService:
             '/nexxus.v1.AdminService/ListApplications',
             nexxus_dot_v1_dot_admin__pb2.ListApplicationsRequest.SerializeToString,
             nexxus_dot_v1_dot_admin__pb2.ListApplicationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateServerKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexxus.v1.AdminService/RotateServerKey',
+            nexxus_dot_v1_dot_admin__pb2.RotateServerKeyRequest.SerializeToString,
+            nexxus_dot_v1_dot_admin__pb2.RotateServerKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

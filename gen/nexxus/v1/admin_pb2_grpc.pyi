@@ -43,6 +43,11 @@ class AdminServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     ListApplications: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListApplicationsRequest, _admin_pb2.ListApplicationsResponse]
     """Lists every application, by id."""
+    RotateServerKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RotateServerKeyRequest, _admin_pb2.RotateServerKeyResponse]
+    """Replaces an application's server key: the new key is returned once, the
+    old one stops working (within the services' application cache, 2 s by
+    default). Errors: NOT_FOUND (app).
+    """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]
     """Lists the users of an application, by id. Errors: NOT_FOUND (app)."""
     RevokeUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeUserRequest, _admin_pb2.RevokeUserResponse]
@@ -87,6 +92,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListApplications: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListApplicationsRequest, _admin_pb2.ListApplicationsResponse]  # type: ignore[assignment]
     """Lists every application, by id."""
+    RotateServerKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.RotateServerKeyRequest, _admin_pb2.RotateServerKeyResponse]  # type: ignore[assignment]
+    """Replaces an application's server key: the new key is returned once, the
+    old one stops working (within the services' application cache, 2 s by
+    default). Errors: NOT_FOUND (app).
+    """
     ListUsers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists the users of an application, by id. Errors: NOT_FOUND (app)."""
     RevokeUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeUserRequest, _admin_pb2.RevokeUserResponse]  # type: ignore[assignment]
@@ -134,6 +144,17 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListApplicationsResponse, _abc.Awaitable[_admin_pb2.ListApplicationsResponse]]:
         """Lists every application, by id."""
+
+    @_abc_1.abstractmethod
+    def RotateServerKey(
+        self,
+        request: _admin_pb2.RotateServerKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RotateServerKeyResponse, _abc.Awaitable[_admin_pb2.RotateServerKeyResponse]]:
+        """Replaces an application's server key: the new key is returned once, the
+        old one stops working (within the services' application cache, 2 s by
+        default). Errors: NOT_FOUND (app).
+        """
 
     @_abc_1.abstractmethod
     def ListUsers(

@@ -21,6 +21,7 @@ from nexxus.api.context import ApiContext
 from nexxus.api.devices import device_to_proto
 from nexxus.api.sessions import revoke_device, revoke_user
 from nexxus.api.users import user_to_proto
+from nexxus.auth.server_keys import generate_server_key, hash_server_key
 from nexxus.core.convert import struct_to_dict
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound
 from nexxus.core.filterquery import compile_matcher, parse_filter
@@ -84,6 +85,20 @@ class AdminServicer(AdminServiceServicer):
         require_operator(self.ctx, context)
         apps = await self.ctx.identity.list_apps()
         return pb.ListApplicationsResponse(applications=[app_to_proto(a) for a in apps])
+
+    @rpc
+    async def RotateServerKey(
+        self, request: pb.RotateServerKeyRequest, context: Ctx
+    ) -> pb.RotateServerKeyResponse:
+        require_operator(self.ctx, context)
+        await require_app(self.ctx, request.app_id)
+        server_key = generate_server_key()
+        if not await self.ctx.identity.set_server_key_hash(request.app_id, hash_server_key(server_key)):
+            raise NotFound(
+                f"application {request.app_id!r} does not exist", field="app_id", reason="APP_NOT_FOUND"
+            )
+        self.ctx.authenticator.invalidate_app(request.app_id)
+        return pb.RotateServerKeyResponse(server_key=server_key)
 
     @rpc
     async def ListUsers(self, request: pb.ListUsersRequest, context: Ctx) -> pb.ListUsersResponse:

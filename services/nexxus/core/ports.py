@@ -165,6 +165,10 @@ class IdentityStore(Lifecycle):
         """Delete the application with its schemas, users, devices and tokens."""
 
     @abstractmethod
+    async def set_server_key_hash(self, app_id: str, key_hash: str) -> bool:
+        """Replace an application's server key (its hash); False when the application does not exist."""
+
+    @abstractmethod
     async def list_apps(self) -> list[AppRecord]:
         """Every application, by id (the operator's console lists them)."""
 

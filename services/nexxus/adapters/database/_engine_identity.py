@@ -32,6 +32,7 @@ import hashlib
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from nexxus.adapters.database._engine_client import (
     ENGINE_ERRORS,
@@ -271,6 +272,19 @@ class EngineIdentity(EngineBase, IdentityStore):
         others = [self._idx(kind) for kind in IDENTITY_KINDS if kind != "apps"]
         await self._call(self._delete_by_query(others, {"term": {"app_id": app_id}}))
         return existed
+
+    async def set_server_key_hash(self, app_id: str, key_hash: str) -> bool:
+        path = f"/{self._idx('apps')}/_update/{quote(app_id, safe='')}"
+        body = {"doc": {"server_key_hash": key_hash}}
+        try:
+            await self._engine.request("POST", path, params={"refresh": _NOW}, body=body)
+        except EngineError as exc:
+            if exc.status == 404:
+                return False
+            raise self._translate(exc) from exc
+        except ENGINE_ERRORS as exc:
+            raise self._translate(exc) from exc
+        return True
 
     async def list_apps(self) -> list[AppRecord]:
         rows = await self._search("apps", [{"match_all": {}}], "app_id", 10_000)

@@ -175,6 +175,11 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
                 deleted = await s.execute(self._q(f"DELETE FROM {{t}}{table} WHERE {column} = ?"), (app_id,))
         return deleted > 0
 
+    async def set_server_key_hash(self, app_id: str, key_hash: str) -> bool:
+        return (
+            await self._execute("UPDATE {t}apps SET server_key_hash = ? WHERE id = ?", (key_hash, app_id)) > 0
+        )
+
     async def list_apps(self) -> list[AppRecord]:
         rows = await self._fetch(f"SELECT {APP_COLUMNS} FROM {{t}}apps ORDER BY id", ())
         return [row_to_app(self.dialect, r) for r in rows]

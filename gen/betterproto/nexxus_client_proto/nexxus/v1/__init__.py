@@ -101,6 +101,8 @@ __all__ = (
     "RevokeDeviceResponse",
     "RevokeUserRequest",
     "RevokeUserResponse",
+    "RotateServerKeyRequest",
+    "RotateServerKeyResponse",
     "SearchObjectsRequest",
     "SearchObjectsResponse",
     "ServerFrame",
@@ -1856,6 +1858,25 @@ default_message_pool.register_message("nexxus.v1", "RevokeUserResponse", RevokeU
 
 
 @dataclass(eq=False, repr=False)
+class RotateServerKeyRequest(betterproto2.Message):
+    app_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+default_message_pool.register_message("nexxus.v1", "RotateServerKeyRequest", RotateServerKeyRequest)
+
+
+@dataclass(eq=False, repr=False)
+class RotateServerKeyResponse(betterproto2.Message):
+    server_key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The new server key. Shown once; store it like a password.
+    """
+
+
+default_message_pool.register_message("nexxus.v1", "RotateServerKeyResponse", RotateServerKeyResponse)
+
+
+@dataclass(eq=False, repr=False)
 class SearchObjectsRequest(betterproto2.Message):
     app_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
@@ -2518,6 +2539,29 @@ class AdminServiceStub(betterproto2_grpclib.ServiceStub):
             "/nexxus.v1.AdminService/ListApplications",
             message,
             ListApplicationsResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def rotate_server_key(
+        self,
+        message: "RotateServerKeyRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "RotateServerKeyResponse":
+        """
+        Replaces an application's server key: the new key is returned once, the
+        old one stops working (within the services' application cache, 2 s by
+        default). Errors: NOT_FOUND (app).
+        """
+
+        return await self._unary_unary(
+            "/nexxus.v1.AdminService/RotateServerKey",
+            message,
+            RotateServerKeyResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
