@@ -12,8 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
+from nexxus.devserver.mesh import Mesh
+from nexxus.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 from tests.edge.conftest import World
 from tests.edge.rest import Rest
 
@@ -291,3 +294,27 @@ async def test_inspector_refuses_bad_requests(rest: Rest, world: World) -> None:
     assert bad_position.error_field() == "after_position"
     no_app = await rest.call("POST", "/v1/admin/apps/no-such-app/events:inspect", {})
     assert no_app.status == 404
+
+
+async def test_inspector_over_native_grpc_through_envoy(rest: Rest, world: World, edge_mesh: Mesh) -> None:
+    """The inspector's gRPC method has its own untimed route; a token is PERMISSION_DENIED."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{edge_mesh.settings.envoy.port}") as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        request = admin_pb2.InspectEventsRequest(app_id=world.app_id, model="task")
+        denied = stub.InspectEvents(request, metadata=[("authorization", f"Bearer {world.device.token}")])
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await denied.read()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+        call = stub.InspectEvents(request, metadata=[("authorization", f"Bearer {rest.token}")])
+        first = await asyncio.wait_for(call.read(), WAIT)
+        assert first.WhichOneof("frame") == "heartbeat"
+        objects = f"/v1/apps/{world.app_id}/models/task/objects"
+        await world.device.ok("POST", objects, {"objectId": "g-1", "data": {"title": "grpc"}, "wait": True})
+        while True:
+            frame = await asyncio.wait_for(call.read(), WAIT)
+            if frame.WhichOneof("frame") == "event":
+                break
+        assert (frame.event.object_id, frame.event.kind) == ("g-1", events_pb2.EVENT_KIND_CREATED)
+        assert frame.event.position.count(".") == 1
+        call.cancel()
