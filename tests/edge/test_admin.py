@@ -46,7 +46,7 @@ async def _server_key(rest: Rest, world: World) -> str:
 )
 async def test_admin_calls_need_the_operator_key(rest: Rest, world: World, method: str, path: str) -> None:
     url = path.format(app=world.app_id, device=world.device_id, user=world.user_id)
-    body = {} if method == "POST" else None
+    body: dict[str, Any] | None = {} if method == "POST" else None
     missing = await rest.as_("").call(method, url, body)
     assert missing.status == 401, missing.body
     assert missing.json["code"] == 16  # UNAUTHENTICATED
