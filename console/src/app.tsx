@@ -4,10 +4,12 @@ import type { PageProps } from "./page";
 import { AppsPage } from "./pages/apps";
 import { ConnectionsPage } from "./pages/connections";
 import { InspectorPage } from "./pages/inspector";
+import { MetricsPage } from "./pages/metrics";
 import { ModelsPage } from "./pages/models";
 import { ObjectsPage } from "./pages/objects";
 import { PeoplePage } from "./pages/people";
 import { SignIn } from "./pages/signin";
+import { TracesPage } from "./pages/traces";
 
 const KEY = "nexxus.console.operatorKey";
 const APP = "nexxus.console.app";
@@ -19,6 +21,8 @@ export const PAGES = [
   ["people", "Users & devices"],
   ["connections", "Connections"],
   ["inspector", "Event inspector"],
+  ["metrics", "Metrics & health"],
+  ["traces", "Traces"],
 ] as const;
 export type Page = (typeof PAGES)[number][0];
 
@@ -103,6 +107,8 @@ export function App() {
         {page === "people" && <PeoplePage {...ctx} />}
         {page === "connections" && <ConnectionsPage {...ctx} />}
         {page === "inspector" && <InspectorPage {...ctx} />}
+        {page === "metrics" && <MetricsPage {...ctx} />}
+        {page === "traces" && <TracesPage {...ctx} />}
       </main>
     </div>
   );

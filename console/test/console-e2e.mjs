@@ -5,7 +5,8 @@
  * sign in with the operator key, create an application and a model (a bad
  * schema first: its error shows inline), watch the event inspector in one tab
  * while another tab writes and patches objects in the object browser, then
- * users, devices and the live connections of a second, prepared application.
+ * users, devices and the live connections of a second, prepared application,
+ * then the metrics charts with every process's readiness, and one write's trace.
  * A screenshot of every page goes to `args.screenshots`.
  *
  * Prints "STEP <name>" as it goes and "RESULT <json>" at the end (exit code 0).
@@ -173,8 +174,32 @@ try {
   await shot(page, "08-connections");
   say("STEP connections");
 
+  // Metrics as small charts, and every process's readiness.
+  await page.click('a[data-nav="metrics"]');
+  for (const role of ["api", "writer", "router", "transport"]) {
+    await page.locator(`#services tr[data-service="${role}"][data-ready="true"]`).waitFor();
+  }
+  await page.waitForFunction(() => Number(document.querySelector("#charts")?.getAttribute("data-points")) >= 3);
+  const figures = Object.fromEntries(
+    await page.locator("#charts .chart").evaluateAll((charts) =>
+      charts.map((c) => [c.getAttribute("data-figure"), c.getAttribute("data-value")]),
+    ),
+  );
+  await shot(page, "09-metrics");
+  say("STEP metrics");
+
+  // One of the console's writes followed from the api through the writer and the router.
+  await page.click('a[data-nav="traces"]');
+  await page.locator("#traces tbody tr[data-trace]", { hasText: "writer" }).first().click();
+  await page.locator('#waterfall .span-row[data-span="router.match"]').waitFor();
+  const spans = await page.locator("#waterfall .span-row").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-span")));
+  await shot(page, "10-traces");
+  say("STEP traces");
+
   say(
     `RESULT ${JSON.stringify({
+      figures,
+      spans,
       signinError,
       serverKey,
       schemaErrorField,

@@ -11,6 +11,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -26,7 +27,6 @@ from nexxus.adapters.registry import (
 from nexxus.api.context import ApiContext
 from nexxus.api.results import WriteResults
 from nexxus.api.server import SERVICE_NAMES, build_api_server
-from nexxus.api.subscribing import SubscriptionManager
 from nexxus.auth.authenticator import Authenticator
 from nexxus.auth.caller import Caller
 from nexxus.auth.oidc import OidcVerifier
@@ -34,14 +34,18 @@ from nexxus.auth.passwords import PasswordHasher
 from nexxus.auth.rules import RouterReadGate
 from nexxus.auth.throttle import LoginThrottle
 from nexxus.auth.tokens import TokenService, ensure_secret
+from nexxus.core import limits
 from nexxus.core.config.settings import Settings
 from nexxus.core.errors import NexxusError
 from nexxus.core.ids import new_id
-from nexxus.core.ports import Lifecycle
+from nexxus.core.ports import DatabaseAdapter, IdentityStore, Lifecycle, SubscriptionStore
 from nexxus.core.schema_registry import SchemaRegistry
+from nexxus.observability.server import ObservabilityServer
+from nexxus.observability.wiring import build_observability
 from nexxus.router.service import RouterService
 from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import set_serving
+from nexxus.subscribing import SubscriptionManager
 from nexxus.transport.service import TransportService
 from nexxus.workers.base import BaseWorker
 from nexxus.writer.service import WriterService
@@ -49,6 +53,7 @@ from nexxus.writer.service import WriterService
 log = logging.getLogger("nexxus.runtime")
 
 SERVICES = ("api", "writer", "router", "transport")
+_T = TypeVar("_T")
 
 
 def resolve_secrets(settings: Settings) -> None:
@@ -78,6 +83,31 @@ def stream_caller(authenticator: Authenticator) -> Callable[[str, str | None], A
     return authenticate
 
 
+# The adapters each service needs; a process builds the union of its services'.
+NEEDS: dict[str, frozenset[str]] = {
+    "api": frozenset({"database", "identity", "bus", "store"}),
+    "writer": frozenset({"database", "identity", "bus"}),
+    "router": frozenset({"identity", "bus", "store"}),
+    # Identities for authentication; the database for subscription snapshots.
+    "transport": frozenset({"database", "identity", "bus", "store"}),
+}
+WORKER_NEEDS = frozenset({"bus"})
+
+
+def adapters_needed(services: Sequence[str]) -> frozenset[str]:
+    """The adapters a process running `services` builds (custom workers need the bus)."""
+    needed: frozenset[str] = frozenset()
+    for name in services:
+        needed |= NEEDS.get(name, WORKER_NEEDS)
+    return needed
+
+
+def _required(value: _T | None, what: str) -> _T:
+    if value is None:
+        raise RuntimeError(f"{what} was not built for this process's services")
+    return value
+
+
 class Runtime:
     """The adapters and services of one process. `start()` then `stop()`."""
 
@@ -89,16 +119,19 @@ class Runtime:
             choices = ", ".join([*SERVICES, *known_workers])
             raise ValueError(f"unknown services {unknown}; choose from {choices}")
         resolve_secrets(settings)
+        limits.configure(limits.limits_of(settings))
         self.settings = settings
         self.services = list(services)
         self.worker_names = workers
         self.workers: list[BaseWorker] = []
-        self.db = build_database(settings)
-        identity = build_identity_store(settings)
-        self.identity = identity
+        self.needs = adapters_needed(self.services)
+        self.db: DatabaseAdapter | None = build_database(settings) if "database" in self.needs else None
+        self.identity: IdentityStore | None = (
+            build_identity_store(settings) if "identity" in self.needs else None
+        )
         self.bus = build_bus(settings)
-        self.store = build_store(settings)
-        self.schemas = SchemaRegistry(identity)
+        self.store: SubscriptionStore | None = build_store(settings) if "store" in self.needs else None
+        self.schemas = SchemaRegistry(self.identity) if self.identity is not None else None
         self.ctx: ApiContext | None = None
         self.api_port = 0
         self._started: list[Lifecycle] = []
@@ -107,61 +140,44 @@ class Runtime:
         self.router: RouterService | None = None
         self.transport: TransportService[Caller] | None = None
         self._api_server: grpc.aio.Server | None = None
+        self._results: WriteResults | None = None
+        # /metrics, /healthz, /readyz, /debug/traces (docs/observability.md); up first,
+        # so /healthz answers and /readyz says "not ready" during start-up.
+        self.observability: ObservabilityServer | None = build_observability(self)
 
     async def start(self) -> None:
         s = self.settings
-        adapters: list[Lifecycle] = [self.db, self.identity, self.bus, self.store]
+        if self.observability is not None:
+            await self.observability.start()
+        adapters: list[Lifecycle] = [
+            a for a in (self.db, self.identity, self.bus, self.store) if a is not None
+        ]
         for adapter in adapters:
             await adapter.start()
             self._started.append(adapter)
-        hasher = PasswordHasher()
-        tokens = TokenService(s.auth, signing_key=s.auth.signing_key)
-        results = WriteResults(self.bus, s.node_id)
-        ctx = ApiContext(
-            settings=s,
-            node_id=s.node_id,
-            identity=self.identity,
-            db=self.db,
-            bus=self.bus,
-            store=self.store,
-            schemas=self.schemas,
-            authenticator=Authenticator(self.identity, tokens, operator_key=s.operator_key, hasher=hasher),
-            tokens=tokens,
-            hasher=hasher,
-            throttle=LoginThrottle(self.store, s.auth.max_failed_logins_per_minute),
-            oidc=OidcVerifier(s.auth.oidc),
-            results=results,
-        )
-        self.ctx = ctx
-        await self.schemas.listen(self.bus)
+        if self.schemas is not None:
+            await self.schemas.listen(self.bus)
         if "writer" in self.services:
+            schemas, identity = _required(self.schemas, "schemas"), _required(self.identity, "identity")
             self.writer = WriterService(
-                s.writer, self.bus, self.db, self.schemas, identity=self.identity, holder=s.node_id
+                s.writer,
+                self.bus,
+                _required(self.db, "database"),
+                schemas,
+                identity=identity,
+                holder=s.node_id,
             )
             await self.writer.start()
             self._running.append(self.writer)
         if "router" in self.services:
+            lookup = _required(self.schemas, "schemas").lookup
             self.router = RouterService(
-                s, self.bus, self.store, self.schemas.lookup, RouterReadGate(self.schemas.lookup)
+                s, self.bus, _required(self.store, "store"), lookup, RouterReadGate(lookup)
             )
             await self.router.start()
             self._running.append(self.router)
         if "transport" in self.services:
-            manager = SubscriptionManager(ctx)
-            self.transport = TransportService(
-                s,
-                self.bus,
-                self.store,
-                stream_caller(ctx.authenticator),
-                manager.create,
-                manager.delete,
-                interceptors=[TokenInterceptor(tokens)],
-                schema_lookup=self.schemas.lookup,
-                read_gate=RouterReadGate(self.schemas.lookup),
-                snapshot=manager.snapshot,
-            )
-            await self.transport.start()
-            self._running.append(self.transport)
+            await self._start_transport()
         for name in self.worker_names:
             worker = load_adapter(WORKERS, name)(self.bus)
             if not isinstance(worker, BaseWorker):
@@ -169,21 +185,74 @@ class Runtime:
             await worker.start()
             self.workers.append(worker)
         if "api" in self.services:
-            await results.start()
-            server, port, health = build_api_server(ctx, f"{s.api.host}:{s.api.port}")
-            await server.start()
-            await set_serving(health, SERVICE_NAMES)
-            self._api_server = server
-            self.api_port = port
+            await self._start_api()
         log.info("started %s (node %s)", ", ".join(self.services), s.node_id)
+
+    def _authenticator(self, tokens: TokenService, hasher: PasswordHasher) -> Authenticator:
+        return Authenticator(
+            _required(self.identity, "identity"),
+            tokens,
+            operator_key=self.settings.operator_key,
+            hasher=hasher,
+        )
+
+    async def _start_transport(self) -> None:
+        s = self.settings
+        schemas, store = _required(self.schemas, "schemas"), _required(self.store, "store")
+        tokens = TokenService(s.auth, signing_key=s.auth.signing_key)
+        manager = SubscriptionManager(schemas, store, _required(self.db, "database"))
+        self.transport = TransportService(
+            s,
+            self.bus,
+            store,
+            stream_caller(self._authenticator(tokens, PasswordHasher())),
+            manager.create,
+            manager.delete,
+            interceptors=[TokenInterceptor(tokens)],
+            schema_lookup=schemas.lookup,
+            read_gate=RouterReadGate(schemas.lookup),
+            snapshot=manager.snapshot,
+        )
+        await self.transport.start()
+        self._running.append(self.transport)
+
+    async def _start_api(self) -> None:
+        s = self.settings
+        store = _required(self.store, "store")
+        hasher = PasswordHasher()
+        tokens = TokenService(s.auth, signing_key=s.auth.signing_key)
+        results = WriteResults(self.bus, s.node_id)
+        self._results = results
+        self.ctx = ApiContext(
+            settings=s,
+            node_id=s.node_id,
+            identity=_required(self.identity, "identity"),
+            db=_required(self.db, "database"),
+            bus=self.bus,
+            store=store,
+            schemas=_required(self.schemas, "schemas"),
+            authenticator=self._authenticator(tokens, hasher),
+            tokens=tokens,
+            hasher=hasher,
+            throttle=LoginThrottle(store, s.auth.max_failed_logins_per_minute),
+            oidc=OidcVerifier(s.auth.oidc),
+            results=results,
+        )
+        await results.start()
+        server, port, health = build_api_server(self.ctx, f"{s.api.host}:{s.api.port}")
+        await server.start()
+        await set_serving(health, SERVICE_NAMES)
+        self._api_server = server
+        self.api_port = port
 
     async def stop(self) -> None:
         """Stop whatever was started, in reverse order; safe after a failed start."""
         if self._api_server is not None:
             await self._api_server.stop(5)
             self._api_server = None
-        if self.ctx is not None:
-            await self.ctx.results.stop()
+        if self._results is not None:
+            await self._results.stop()
+            self._results = None
         for worker in self.workers:
             await worker.stop()
         self.workers.clear()
@@ -197,6 +266,8 @@ class Runtime:
             except NexxusError as exc:
                 log.warning("stopping %s: %s", adapter.name, exc)
         self._started.clear()
+        if self.observability is not None:
+            await self.observability.stop()
 
 
 async def serve(settings: Settings, services: Sequence[str]) -> int:

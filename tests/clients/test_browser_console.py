@@ -2,7 +2,8 @@
 in headless Chromium through Envoy: sign in with the operator key, create an
 application and a model (a bad schema's error shown inline), watch the event
 inspector while the object browser writes and patches objects, and see the
-users, devices and live connection of a prepared application.
+users, devices and live connection of a prepared application, the metrics
+charts with every process's readiness, and one write's trace.
 
 The screenshots are kept in ``test-artifacts/console/`` (gitignored; set
 NEXXUS_TEST_ARTIFACTS to put them elsewhere)."""
@@ -34,6 +35,8 @@ SHOTS = (
     "06-inspector",
     "07-people",
     "08-connections",
+    "09-metrics",
+    "10-traces",
 )
 
 
@@ -93,6 +96,8 @@ async def test_console_end_to_end(edge: Edge, mesh: Mesh, task_app: TaskApp, tmp
     assert result["users"] == [user.username]
     assert result["subscriptions"] == ['task · {"status":{"eq":"todo"}} · persistent']
     assert len(result["nodes"]) >= 1
+    assert float(result["figures"]["connections"]) >= 1  # the prepared device's stream
+    assert result["spans"][:3] == ["api.write", "writer.commit", "router.match"]
     assert result["console"] == [], result["console"]
     # The only refused calls are the ones the script provoked: a wrong key, a bad schema, a bad patch.
     assert sorted(result["failedCalls"]) == [

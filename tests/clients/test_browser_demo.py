@@ -1,6 +1,8 @@
 """The demo page (clients/js/demo) in headless Chromium, served through Envoy
 with the REST API and the WebSocket: tasks created over REST appear live,
-the page's own form creates tasks, an update moves a card between columns."""
+the page's own form creates tasks, an update moves a card between columns; a
+resume the server cannot serve (a position of another epoch) shows the gap and
+reloads the board from the snapshot (a card the server does not have goes)."""
 
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ async def test_demo_board_updates_live(edge: Edge, task_app: TaskApp, tmp_path: 
         "doing": ["Write the report (browser)"],
         "done": ["Write the report"],
     }
+    assert result["gap"] == {"shown": True, "snapshotLoaded": True, "resumed": True}
     assert result["state"] == "live"
     assert result["loginVisible"] is False  # the fragment's token replaced the login form
     assert screenshot.stat().st_size > 0

@@ -16,6 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, DiscardPolicy,
 from nexxus.adapters.bus.nats import CoreMessage, NatsBus
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import Unavailable
+from nexxus.core.limits import Limits
 from nexxus.core.ports import BusMessage
 from nexxus.devserver.servers import NatsServer, free_port
 
@@ -63,11 +64,12 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> N
 def test_subject_helpers(nats_settings: NatsSettings) -> None:
     bus = NatsBus(nats_settings)
     p = nats_settings.subject_prefix
-    assert bus.subject("app1", "write") == f"{p}.app1.write"
-    assert bus.write_subject("a", 3) == f"{p}.a.write.3"
-    assert bus.write_partition_filter(3) == f"{p}.*.write.3"
-    assert bus.events_subject("a", "task") == f"{p}.a.events.task"
-    assert bus.parked_subject("a") == f"{p}.a.parked"
+    assert bus.write_subject("a", 3) == f"{p}.app.a.write.3"
+    assert bus.write_partition_filter(3) == f"{p}.app.*.write.3"
+    assert bus.events_subject("a", "task") == f"{p}.app.a.events.task"
+    assert bus.parked_subject("a") == f"{p}.app.a.parked"
+    assert bus.delivery_subject("node 1") == f"{p}.sys.transport.node_1"
+    assert bus.subjects.control("a") == f"{p}.sys.control.a"
     assert bus.stream_names["writes"] == f"{nats_settings.stream_prefix}_WRITES"
 
 
@@ -96,7 +98,7 @@ async def test_streams_created_idempotently(bus: NatsBus, nats_url: str) -> None
         parked = await js.stream_info(bus.stream_names["parked"])
     finally:
         await nc.close()
-    assert writes.config.subjects == [bus.subject("*", "write", "*")]
+    assert writes.config.subjects == [bus.subjects.writes]
     assert writes.config.duplicate_window == 120
     # The write queue: acked commands leave it, nothing expires, full → refuse new ones.
     assert writes.config.retention == RetentionPolicy.WORK_QUEUE
@@ -108,7 +110,7 @@ async def test_streams_created_idempotently(bus: NatsBus, nats_url: str) -> None
 
 async def test_publish_and_consume(bus: NatsBus) -> None:
     got = Collector()
-    sub = await bus.consume(bus.subject("*", "events", ">"), "writer", got, batch=10)
+    sub = await bus.consume(bus.subjects.all_events, "writer", got, batch=10)
     for i in range(3):
         await bus.publish(bus.events_subject("app1", "m"), f"m{i}".encode(), headers={"x-k": "v"})
     await got.wait_count(3)
@@ -121,7 +123,7 @@ async def test_publish_and_consume(bus: NatsBus) -> None:
 
 async def test_consume_filters_by_subject(bus: NatsBus) -> None:
     got = Collector()
-    await bus.consume(bus.subject("*", "events", "task"), "router-task", got)
+    await bus.consume(bus.subjects.model_events("task"), "router-task", got)
     await bus.publish(bus.events_subject("a", "note"), b"note")
     await bus.publish(bus.events_subject("a", "task"), b"task")
     await got.wait_count(1)
@@ -137,7 +139,7 @@ async def test_redelivery_after_nak(bus: NatsBus) -> None:
         for msg in batch:
             await (msg.nak(0) if msg.num_delivered == 1 else msg.ack())
 
-    await bus.consume(bus.subject("*", "events", ">"), "w", handler)
+    await bus.consume(bus.subjects.all_events, "w", handler)
     await bus.publish(bus.events_subject("a", "m"), b"again")
     await got.wait_count(2)
     assert got.seen == [(b"again", 1), (b"again", 2)]
@@ -152,7 +154,7 @@ async def test_redelivery_after_ack_wait(bus: NatsBus) -> None:
             if msg.num_delivered > 1:
                 await msg.ack()  # first delivery left unacked: expires after ack_wait
 
-    await bus.consume(bus.subject("*", "events", ">"), "w", handler, ack_wait=0.5)
+    await bus.consume(bus.subjects.all_events, "w", handler, ack_wait=0.5)
     await bus.publish(bus.events_subject("a", "m"), b"slow")
     await got.wait_count(2, within=5)
     assert got.seen == [(b"slow", 1), (b"slow", 2)]
@@ -171,7 +173,7 @@ async def test_handler_exception_naks_with_delay(nats_settings: NatsSettings, bu
             await msg.ack()
 
     try:
-        await flaky.consume(flaky.subject("*", "events", ">"), "w", handler)
+        await flaky.consume(flaky.subjects.all_events, "w", handler)
         await flaky.publish(flaky.events_subject("a", "m"), b"x")
         await got.wait_count(2)
         assert got.seen == [(b"x", 1), (b"x", 2)]
@@ -192,8 +194,8 @@ async def test_work_sharing_between_consumers(nats_settings: NatsSettings, bus: 
         return handler
 
     try:
-        await bus.consume(bus.subject("*", "events", ">"), "shared", await slow(a), batch=1)
-        await other.consume(bus.subject("*", "events", ">"), "shared", await slow(b), batch=1)
+        await bus.consume(bus.subjects.all_events, "shared", await slow(a), batch=1)
+        await other.consume(bus.subjects.all_events, "shared", await slow(b), batch=1)
         await bus.publish_many([(bus.events_subject("a", "m"), str(i).encode(), None) for i in range(40)])
         await a.wait_for(lambda: len(a.seen) + len(b.seen) >= 40, within=10)
         data = sorted(int(d) for d, _ in a.seen + b.seen)
@@ -206,7 +208,7 @@ async def test_work_sharing_between_consumers(nats_settings: NatsSettings, bus: 
 
 async def test_max_deliver(bus: NatsBus) -> None:
     got = Collector(settle="nak")
-    await bus.consume(bus.subject("*", "events", ">"), "w", got, max_deliver=2)
+    await bus.consume(bus.subjects.all_events, "w", got, max_deliver=2)
     await bus.publish(bus.events_subject("a", "m"), b"poison")
     await got.wait_count(2)
     await asyncio.sleep(0.5)
@@ -215,7 +217,7 @@ async def test_max_deliver(bus: NatsBus) -> None:
 
 async def test_msg_id_deduplication(bus: NatsBus) -> None:
     got = Collector()
-    await bus.consume(bus.subject("*", "events", ">"), "w", got)
+    await bus.consume(bus.subjects.all_events, "w", got)
     await bus.publish(bus.events_subject("a", "m"), b"one", msg_id="cmd-1")
     await bus.publish(bus.events_subject("a", "m"), b"one-again", msg_id="cmd-1")
     await bus.publish_many(
@@ -232,7 +234,7 @@ async def test_msg_id_deduplication(bus: NatsBus) -> None:
 
 async def test_publish_many_keeps_order(bus: NatsBus) -> None:
     got = Collector()
-    await bus.consume(bus.subject("*", "events", ">"), "r", got, batch=500)
+    await bus.consume(bus.subjects.all_events, "r", got, batch=500)
     items = [(bus.events_subject("a", "task"), str(i).encode(), f"e{i}") for i in range(500)]
     await bus.publish_many(items)
     await got.wait_count(500)
@@ -241,7 +243,7 @@ async def test_publish_many_keeps_order(bus: NatsBus) -> None:
 
 async def test_publish_without_stream_is_unavailable(bus: NatsBus) -> None:
     with pytest.raises(Unavailable):
-        await bus.publish(bus.subject("nostream"), b"x")
+        await bus.publish(bus.subjects.sys("nostream"), b"x")
 
 
 async def test_volatile_pubsub_with_queue_groups(bus: NatsBus) -> None:
@@ -256,7 +258,7 @@ async def test_volatile_pubsub_with_queue_groups(bus: NatsBus) -> None:
 
         return handler
 
-    subject = bus.subject("transport", "node1")
+    subject = bus.subjects.delivery("node1")
     s1 = await bus.subscribe(subject, recorder(q1), queue="q")
     await bus.subscribe(subject, recorder(q2), queue="q")
     await bus.subscribe(subject, recorder(everyone))
@@ -285,10 +287,10 @@ async def test_request_reply(bus: NatsBus) -> None:
         assert isinstance(msg, CoreMessage)
         await msg.respond(b"pong:" + msg.data)
 
-    await bus.subscribe(bus.subject("rpc"), responder, queue="rpc")
-    assert await bus.request(bus.subject("rpc"), b"ping", timeout=2) == b"pong:ping"
+    await bus.subscribe(bus.subjects.sys("rpc"), responder, queue="rpc")
+    assert await bus.request(bus.subjects.sys("rpc"), b"ping", timeout=2) == b"pong:ping"
     with pytest.raises(Unavailable) as info:
-        await bus.request(bus.subject("nobody"), b"x", timeout=1)
+        await bus.request(bus.subjects.sys("nobody"), b"x", timeout=1)
     assert info.value.reason == "NO_RESPONDERS"
 
 
@@ -299,7 +301,7 @@ async def test_consumer_survives_server_restart(tmp_path: Path) -> None:
     got = Collector()
     try:
         await bus.start()
-        await bus.consume(bus.subject("*", "events", ">"), "writer", got)
+        await bus.consume(bus.subjects.all_events, "writer", got)
         await bus.publish(bus.events_subject("a", "m"), b"before")
         await got.wait_count(1)
 
@@ -465,7 +467,7 @@ async def test_in_order_consumer_handles_what_a_crashed_holder_left_first(
             ConsumerConfig(
                 name="ordered",
                 durable_name="ordered",
-                filter_subject=bus.subject("ordered", "events", ">"),
+                filter_subject=bus.subjects.app_events("ordered"),
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=2.0,
@@ -480,7 +482,7 @@ async def test_in_order_consumer_handles_what_a_crashed_holder_left_first(
         await bus.publish(subject, f"e{i}".encode())
     got = Collector()
     sub = await bus.consume(
-        bus.subject("ordered", "events", ">"), "ordered", got, ack_wait=2.0, max_deliver=-1, in_order=True
+        bus.subjects.app_events("ordered"), "ordered", got, ack_wait=2.0, max_deliver=-1, in_order=True
     )
     try:
         await got.wait_count(6, within=20)
@@ -500,10 +502,6 @@ async def _consumers(js: object, stream: str) -> Any:
         yield info
 
 
-@pytest.mark.xfail(
-    reason="known: the loss is not reported on this nats-server (issue 9 left open; see the closing note)",
-    strict=False,
-)
 async def test_a_reader_that_falls_behind_the_limits_reports_the_loss(
     nats_settings: NatsSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -524,8 +522,11 @@ async def test_a_reader_that_falls_behind_the_limits_reports_the_loss(
         await release.wait()
         got.append(seq)
 
+    handled_before_loss: list[int] = []
+
     async def on_loss(first: int, last: int) -> None:
         lost.append((first, last))
+        handled_before_loss.append(len(got))
 
     try:
         sub = await bus.consume_deliveries("n1", slow, on_loss=on_loss)
@@ -544,3 +545,154 @@ async def test_a_reader_that_falls_behind_the_limits_reports_the_loss(
     first, last = lost[0]
     assert first <= last
     assert not any(first <= seq <= last for seq in got)
+    # Reported before anything newer was handled; in order, nothing twice.
+    assert all(seq < first for seq in got[: handled_before_loss[0]])
+    assert all(seq > last for seq in got[handled_before_loss[0] :])
+    assert got == sorted(set(got))
+
+
+async def test_a_server_too_small_for_the_limits_is_refused_and_the_largest_message_passes(
+    tmp_path: Path, bus: NatsBus
+) -> None:
+    """nats-server's default max_payload (1 MiB) cannot carry an event of an object at
+    the limit: the bus says so at start. Ours carries the largest message the limits allow."""
+    server = NatsServer(tmp_path / "nats", max_payload=1024 * 1024)
+    await server.start()
+    try:
+        small = NatsBus(NatsSettings(servers=[server.url], stream_prefix="SMALL"))
+        with pytest.raises(Unavailable) as info:
+            await small.start()
+        assert info.value.reason == "NATS_MAX_PAYLOAD"
+        assert "max_payload" in info.value.message
+    finally:
+        await server.stop()
+    largest = b"x" * (Limits().message_bytes - 1024)
+    got = Collector()
+    await bus.consume(bus.subjects.all_events, "big", got)
+    await bus.publish(bus.events_subject("a", "m"), largest)
+
+    async def arrived() -> bool:
+        return len(got.messages) == 1
+
+    await until(arrived, within=10)
+    assert got.messages[0].data == largest
+
+
+async def _loss_reader(
+    nats_settings: NatsSettings, monkeypatch: pytest.MonkeyPatch
+) -> tuple[NatsBus, list[int], list[tuple[int, int]], asyncio.Event, asyncio.Event]:
+    """A bus with a 4 KiB DELIVERIES stream; a reader of node n1 whose handler
+    waits for `release` after announcing `entered`."""
+    from nexxus.adapters.bus import _nats_reader
+
+    monkeypatch.setattr(_nats_reader, "LOSS_CHECK_SECONDS", 0.1)
+    nats_settings.deliveries_max_bytes = 4096
+    bus = NatsBus(nats_settings)
+    await bus.start()
+    return bus, [], [], asyncio.Event(), asyncio.Event()
+
+
+async def test_an_idle_reader_whose_unread_messages_were_all_discarded_reports_the_loss(
+    nats_settings: NatsSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus, got, lost, entered, release = await _loss_reader(nats_settings, monkeypatch)
+
+    async def slow(seq: int, data: bytes) -> None:
+        entered.set()
+        await release.wait()
+        got.append(seq)
+
+    async def on_loss(first: int, last: int) -> None:
+        lost.append((first, last))
+
+    try:
+        sub = await bus.consume_deliveries("n1", slow, on_loss=on_loss)
+        await bus.publish_deliveries([("n1", b"first", "m-first")])
+        await asyncio.wait_for(entered.wait(), 10)
+        await bus.publish_deliveries([("n1", b"x" * 200, f"m{i}") for i in range(600)])
+        # Another node's deliveries push every unread one of n1 out of the stream:
+        # no newer message of n1 is left to reveal the hole; the idle check must.
+        await bus.publish_deliveries([("n2", b"y" * 200, f"n{i}") for i in range(600)])
+        release.set()
+        await until(lambda: _now(bool(lost)), within=15)
+        await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):
+            await bus.delete_streams()
+        await bus.stop()
+    first, last = lost[0]
+    assert not any(first <= seq <= last for seq in got)
+    assert last >= 601  # up to where n1's deliveries were (at least)
+
+
+async def test_an_idle_reader_is_not_fooled_by_other_nodes_deliveries_ageing_out(
+    nats_settings: NatsSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus, got, lost, _, _ = await _loss_reader(nats_settings, monkeypatch)
+
+    async def handle(seq: int, data: bytes) -> None:
+        got.append(seq)
+
+    async def on_loss(first: int, last: int) -> None:
+        lost.append((first, last))
+
+    try:
+        sub = await bus.consume_deliveries("n1", handle, on_loss=on_loss)
+        await bus.publish_deliveries([("n1", b"first", "m-first")])
+        await until(lambda: _now(len(got) == 1), within=10)
+        # n1 stays idle while n2's deliveries, slower than the idle checks
+        # (each after a 1 s fetch), cycle the 4 KiB stream (about 16 of them)
+        # a few times over; n1's own message goes too.
+        for i in range(48):
+            await bus.publish_deliveries([("n2", b"y" * 200, f"n{i}")])
+            await asyncio.sleep(0.2)
+        info = await bus._require_js().stream_info(bus.stream_names["deliveries"])
+        assert info.state.first_seq > 2  # n1's message was discarded: a naive check would cry loss
+        await bus.publish_deliveries([("n1", b"second", "m-second")])
+        await until(lambda: _now(len(got) == 2), within=10)
+        await sub.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):
+            await bus.delete_streams()
+        await bus.stop()
+    assert lost == []
+
+
+async def test_a_reader_recovers_messages_lost_in_transit(bus: NatsBus, nats_url: str) -> None:
+    """Messages its consumer pushed but the reader never received (here another
+    client takes them, as a broken connection would swallow them) are read
+    again: the reader sees the consumer sequence jump and starts over from its
+    own position."""
+    got: list[bytes] = []
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(seq: int, data: bytes) -> None:
+        entered.set()
+        await release.wait()
+        got.append(data)
+
+    sub = await bus.consume_deliveries("transit", handler)
+    nc = await nats.connect(nats_url)
+    try:
+        await bus.publish_deliveries([("transit", b"m0", "t0")])
+        await asyncio.wait_for(entered.wait(), 10)
+        await asyncio.sleep(1.5)  # the reader's outstanding pull request expires
+        await bus.publish_deliveries([("transit", f"m{i}".encode(), f"t{i}") for i in range(1, 6)])
+        js = nc.jetstream()
+        stream = bus.stream_names["deliveries"]
+        [name] = [
+            c.name async for c in _consumers(js, stream) if ".transit." in (c.config.filter_subject or "")
+        ]
+        thief = await js.pull_subscribe_bind(durable=name, stream=stream)
+        stolen = await thief.fetch(5, timeout=5)
+        assert [m.data for m in stolen] == [f"m{i}".encode() for i in range(1, 6)]
+        await bus.publish_deliveries([("transit", b"m6", "t6")])
+        release.set()
+        await until(lambda: _now(len(got) >= 7), within=15)
+        await asyncio.sleep(0.3)
+    finally:
+        release.set()
+        await nc.close()
+        await sub.unsubscribe()
+    assert got == [f"m{i}".encode() for i in range(7)]

@@ -55,6 +55,7 @@ def _settings(backend: str, data_dir: Path, pg_dsn: str = "") -> Settings:
     s.auth.access_token_ttl_seconds = 600
     s.logging.level = "INFO"
     s.auth.max_failed_logins_per_minute = 3
+    s.observability.trace_sample_ratio = 1.0  # every write traced (tests/e2e/test_observability.py)
     s.auth.oidc = {"test": OidcProviderSettings(issuer=OIDC_ISSUER, jwks=oidc_jwks(), audience=OIDC_AUDIENCE)}
     if backend == "postgres":
         s.database.adapter = "postgres"

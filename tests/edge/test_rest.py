@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from nexxus.core.limits import Limits
 from nexxus.devserver.envoy_config import envoy_config_for, write_envoy_config
 from nexxus.devserver.mesh import Mesh
 from nexxus.devserver.process import free_port
@@ -157,7 +158,7 @@ async def test_malformed_json_and_bad_utf8_are_400(rest: Rest) -> None:
 
 
 async def test_body_over_the_edge_limit_is_413(world: World) -> None:
-    big = {"data": {"title": "x" * (4 * 1024 * 1024)}}
+    big = {"data": {"title": "x" * (Limits().edge_request_bytes + 1024)}}
     edge_error(await world.device.call("POST", f"/v1/apps/{world.app_id}/models/task/objects", big), 413, 3)
 
 

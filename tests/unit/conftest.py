@@ -16,7 +16,7 @@ import pytest
 @pytest.fixture(autouse=True)
 def isolated_registry() -> Iterator[None]:
     """Programmatic registrations made by a test are undone after it."""
-    from nexxus.adapters import registry
+    from nexxus.core import plugins as registry
 
     saved = {group: dict(names) for group, names in registry._registered.items()}
     yield

@@ -16,8 +16,9 @@ import yaml
 
 from nexxus.core.config.loader import load_settings
 from nexxus.core.config.settings import Settings
+from nexxus.core.limits import limits_of
 from nexxus.devserver.envoy_config import compose_envoy_config, render_yaml
-from nexxus.devserver.servers import envoy_binary
+from nexxus.devserver.servers import envoy_binary, nats_server_binary
 from nexxus.runtime import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,6 +105,21 @@ def test_every_nexxus_variable_is_a_valid_setting(services: dict[str, dict[str, 
     assert transport.host == "0.0.0.0"
     assert {transport.grpc_port, transport.ws_port, transport.sse_port} <= _exposed(services["transport"])
     assert _settings_of(services, "api").api.port in _exposed(services["api"])
+
+
+def test_every_service_is_healthchecked_on_its_readiness(services: dict[str, dict[str, Any]]) -> None:
+    """The healthcheck of each Nexxus service probes /readyz on its role's observability
+    port (docs/observability.md), which the service binds on every interface and exposes."""
+    for name in SERVICES:
+        obs = _settings_of(services, name).observability
+        port = obs.port_of(name)
+        assert obs.enabled, name
+        assert obs.host == "0.0.0.0", name
+        assert port in _exposed(services[name]), f"{name}: observability port {port} is not exposed"
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{port}/readyz" in probe, f"{name}: healthcheck does not probe /readyz"
+    ports = [_settings_of(services, name).observability.port_of(name) for name in SERVICES]
+    assert len(set(ports)) == len(SERVICES)
 
 
 def test_variables_outside_settings_are_refused() -> None:
@@ -214,3 +230,24 @@ def test_elasticsearch_image_matches_the_client_major() -> None:
     server_major = image.rsplit(":", 1)[1].split(".")[0]
     client_major = importlib.metadata.version("elasticsearch").split(".")[0]
     assert server_major == client_major, (image, client_major)
+
+
+def test_nats_takes_the_largest_message_of_every_service(services: dict[str, dict[str, Any]]) -> None:
+    """nats-server's max_payload (deploy/nats-server.conf, mounted by the compose file) is at
+    or above what the services' limits send, and the file is valid for nats-server."""
+    conf = ROOT / "deploy" / "nats-server.conf"
+    mounted = [
+        v for v in services["nats"].get("volumes", []) if str(v).startswith("./deploy/nats-server.conf:")
+    ]
+    assert mounted, "the nats service does not mount deploy/nats-server.conf"
+    target = str(mounted[0]).split(":")[1]
+    assert services["nats"]["command"][:2] == ["--config", target]
+    found = re.search(r"^max_payload:\s*(\d+)\s*$", conf.read_text(), re.MULTILINE)
+    assert found, "deploy/nats-server.conf sets no max_payload"
+    for name in SERVICES:
+        settings = _settings_of(services, name)
+        assert int(found[1]) >= limits_of(settings).nats_max_payload, name
+    checked = subprocess.run(
+        [str(nats_server_binary()), "-c", str(conf), "-t"], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stderr

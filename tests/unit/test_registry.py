@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from nexxus.adapters import registry
 from nexxus.adapters.registry import (
     BUS,
     DATABASE,
@@ -24,6 +23,7 @@ from nexxus.adapters.registry import (
     register_adapter,
     unregister_adapter,
 )
+from nexxus.core import plugins as registry
 from nexxus.core.config import Settings
 from nexxus.core.ports import DatabaseAdapter, IdentityStore, MessageBus, SubscriptionStore
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from nexxus.core.config.settings import TransportSettings
+from nexxus.core.events import build_event
 from nexxus.core.ports import (
     BusMessage,
     BusSubscription,
@@ -18,8 +19,8 @@ from nexxus.core.ports import (
     SequencedHandler,
     SubscriptionStore,
 )
+from nexxus.core.subjects import Subjects
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
-from nexxus.transport.events import build_event
 from nexxus.transport.hub import ConnectionHub
 from nexxus.v1 import common_pb2, events_pb2, internal_pb2, subscriptions_pb2
 
@@ -66,8 +67,9 @@ class FakeBus(MessageBus):
         self.prefix = prefix
         self.subs: dict[int, tuple[str, object]] = {}
 
-    def subject(self, *parts: str) -> str:
-        return ".".join((self.prefix, *parts))
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.prefix)
 
     async def start(self) -> None: ...
 
@@ -110,7 +112,7 @@ class FakeBus(MessageBus):
     async def consume_deliveries(
         self, node: str, handler: SequencedHandler, *, on_loss: object = None
     ) -> BusSubscription:
-        """Deliveries published (volatile) on `<prefix>.transport.<node>`, numbered."""
+        """Deliveries published (volatile) on `<prefix>.sys.transport.<node>`, numbered."""
         count = 0
 
         async def on_message(msg: BusMessage) -> None:
@@ -118,7 +120,7 @@ class FakeBus(MessageBus):
             count += 1
             await handler(count, msg.data)
 
-        return await self.subscribe(self.subject("transport", node), on_message)
+        return await self.subscribe(self.subjects.delivery(node), on_message)
 
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
         raise NotImplementedError
@@ -438,7 +440,7 @@ async def test_delivery_fans_out_per_device_and_connection(hub: ConnectionHub) -
         ("dB", events_pb2.EVENT_KIND_LEFT, ["s2", "s3"]),
         ("gone", events_pb2.EVENT_KIND_UPDATED, ["s4"]),
     )
-    await hub.bus.publish_volatile("nexxus.transport.n1", d.SerializeToString())
+    await hub.bus.publish_volatile("nexxus.sys.transport.n1", d.SerializeToString())
     (ea1,), (ea2,), (eb1,) = await drain(a1), await drain(a2), await drain(b1)
     assert await drain(other) == []
     assert list(ea1.subscription_ids) == ["s1"]
@@ -454,8 +456,8 @@ async def test_delivery_for_another_node_is_ignored(hub: ConnectionHub) -> None:
     c = conn("dA")
     await hub.register(c)
     d = delivery("n2", ("dA", events_pb2.EVENT_KIND_UPDATED, ["s1"]))
-    await hub.bus.publish_volatile("nexxus.transport.n2", d.SerializeToString())
-    await hub.bus.publish_volatile("nexxus.transport.n1", b"\xff\xff not a delivery")
+    await hub.bus.publish_volatile("nexxus.sys.transport.n2", d.SerializeToString())
+    await hub.bus.publish_volatile("nexxus.sys.transport.n1", b"\xff\xff not a delivery")
     assert await drain(c) == []
 
 
@@ -465,7 +467,7 @@ async def test_control_closes_the_listed_devices_of_that_app(hub: ConnectionHub)
     for c in (a, b, elsewhere):
         await hub.register(c)
     control = internal_pb2.TransportControl(close_device_ids=["dA"], reason="token revoked")
-    await hub.bus.publish_volatile("nexxus.control.app", control.SerializeToString())
+    await hub.bus.publish_volatile("nexxus.sys.control.app", control.SerializeToString())
     assert a.closed is not None
     assert a.closed.code == "UNAUTHENTICATED"
     assert a.closed.reason == "token revoked"

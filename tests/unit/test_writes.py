@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from nexxus.core import limits
 from nexxus.core.convert import dict_to_struct, py_to_value, struct_to_dict
 from nexxus.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, VersionConflict
+from nexxus.core.limits import MIN_OBJECT_BYTES, Limits
 from nexxus.core.models import StoredObject
 from nexxus.core.schema import ModelSchema
 from nexxus.core.writes import WritePlan, plan_write
@@ -170,3 +172,24 @@ def test_create_continues_from_the_tombstone_version() -> None:
     assert plan.new is not None
     assert (plan.new.version, plan.event.version) == (8, 8)
     assert plan_write(None, c, SCHEMA, NOW).event.version == 1
+
+
+def test_the_writer_refuses_an_object_past_the_limit() -> None:
+    """The api checked the patch against the object it read; the writer checks the object it patches."""
+    small = Limits(max_object_bytes=MIN_OBJECT_BYTES)
+    limits.configure(small)
+    try:
+        grow = common_pb2.JsonPatchOperation(
+            op="replace", path=["title"], value=[py_to_value("x" * MIN_OBJECT_BYTES)]
+        )
+        with pytest.raises(InvalidArgument) as e:
+            plan_write(stored(), cmd(internal_pb2.WRITE_OP_UPDATE, patch=[grow]), SCHEMA, NOW)
+        assert e.value.reason == "OBJECT_TOO_LARGE"
+        assert e.value.field == "patch"
+        big = dict_to_struct({"title": "x" * MIN_OBJECT_BYTES})
+        with pytest.raises(InvalidArgument):
+            plan_write(None, cmd(internal_pb2.WRITE_OP_CREATE, data=big), SCHEMA, NOW)
+        fits = dict_to_struct({"title": "x" * (MIN_OBJECT_BYTES - 64)})
+        assert plan_write(None, cmd(internal_pb2.WRITE_OP_CREATE, data=fits), SCHEMA, NOW).new is not None
+    finally:
+        limits.configure(Limits())

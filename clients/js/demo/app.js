@@ -84,6 +84,7 @@ async function start(client, filter) {
   $("login").hidden = true;
   $("board").hidden = false;
   $("filter-label").textContent = filter ? `filter: ${JSON.stringify(filter)}` : "all tasks";
+  /** @type {any} */ (window).nexxus = client; // for the browser console (and the browser test)
   client.on("state", (/** @type {string} */ s) => setState(s === "open" ? "live" : s));
   client.on("error", (/** @type {Error} */ err) => log(`error: ${err.message}`));
   const off = client.subscribe({ model: "task", ...(filter ? { filter } : {}) }, onEvent);

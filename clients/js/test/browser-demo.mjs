@@ -9,7 +9,10 @@
  *     (the page's form then adds "<todo-title> (browser)" as "doing")
  *   → "STEP form"                 that card appeared in "Doing"
  *   ← "moved <todo-title>"        the test moved the task to done
- *   → "RESULT <json>"             the columns' titles; exit code 0
+ *     (the page then reconnects with a position of another epoch, as if saved
+ *     before a server reset: the board shows the gap and reloads from the
+ *     snapshot, which removes a card the server does not have)
+ *   → "RESULT <json>"             the columns' titles, what the gap showed; exit code 0
  * Usage: node browser-demo.mjs '{"url": ..., "screenshot": ..., "userDataDir": ...}'
  */
 import { createInterface } from "node:readline";
@@ -62,6 +65,29 @@ try {
   await page.locator('.column[data-status="done"] .task-card', { hasText: moved }).waitFor();
   await page.locator('.column[data-status="todo"] .task-card', { hasText: moved }).waitFor({ state: "detached" });
 
+  // The gap path: a stale card the server does not have, then a resume from a
+  // position the server cannot resume from (another epoch).
+  await page.evaluate(() => {
+    const ghost = document.createElement("li");
+    ghost.className = "task-card";
+    ghost.setAttribute("data-id", "ghost");
+    ghost.innerHTML = '<div class="title">ghost</div>';
+    document.querySelector('.column[data-status="todo"] ul')?.append(ghost);
+    const client = /** @type {any} */ (window).nexxus;
+    client.position = "zzzzzz.7";
+    client._ws?.close();
+  });
+  await page.locator("#log", { hasText: "gap (unknown_epoch)" }).waitFor();
+  await page.locator("#log", { hasText: "snapshot loaded" }).waitFor();
+  await page.locator(".task-card", { hasText: "ghost" }).waitFor({ state: "detached" });
+  await page.waitForSelector('body[data-state="live"]');
+  const gapLog = (await page.locator("#log").textContent()) ?? "";
+  const gap = {
+    shown: gapLog.includes("gap (unknown_epoch): reloading from a snapshot"),
+    snapshotLoaded: gapLog.includes("snapshot loaded at"),
+    resumed: gapLog.includes("resumed at"),
+  };
+
   /** @type {Record<string, string[]>} */
   const columns = {};
   for (const status of ["todo", "doing", "done"]) {
@@ -72,7 +98,7 @@ try {
   await page.screenshot({ path: args.screenshot, fullPage: true });
   const state = await page.locator("body").getAttribute("data-state");
   const loginVisible = await page.locator("#login").isVisible();
-  say(`RESULT ${JSON.stringify({ columns, state, loginVisible, console: consoleLines.filter((l) => !l.startsWith("log")) })}`);
+  say(`RESULT ${JSON.stringify({ columns, state, loginVisible, gap, console: consoleLines.filter((l) => !l.startsWith("log")) })}`);
 } catch (err) {
   process.stderr.write(`browser-demo failed: ${err}\nconsole:\n${consoleLines.join("\n")}\n`);
   process.exitCode = 1;

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from nexxus.v1 import schema_pb2 as nexxus_dot_v1_dot_schema__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnexxus/v1/applications.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nexxus/v1/schema.proto\"w\n\x0b\x41pplication\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\roptional_auth\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x18\x43reateApplicationRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\roptional_auth\x18\x03 \x01(\x08\"\\\n\x19\x43reateApplicationResponse\x12+\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.Application\x12\x12\n\nserver_key\x18\x02 \x01(\t\"\'\n\x15GetApplicationRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"E\n\x16GetApplicationResponse\x12+\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.Application\"*\n\x18\x44\x65leteApplicationRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"\x1b\n\x19\x44\x65leteApplicationResponse\"^\n\x15PutModelSchemaRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12&\n\x06schema\x18\x03 \x01(\x0b\x32\x16.nexxus.v1.ModelSchema\"@\n\x16PutModelSchemaResponse\x12&\n\x06schema\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.ModelSchema\")\n\x17ListModelSchemasRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"C\n\x18ListModelSchemasResponse\x12\'\n\x07schemas\x18\x01 \x03(\x0b\x32\x16.nexxus.v1.ModelSchema2\xff\x04\n\x12\x41pplicationService\x12s\n\x11\x43reateApplication\x12#.nexxus.v1.CreateApplicationRequest\x1a$.nexxus.v1.CreateApplicationResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/apps:\x01*\x12p\n\x0eGetApplication\x12 .nexxus.v1.GetApplicationRequest\x1a!.nexxus.v1.GetApplicationResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/apps/{app_id}\x12y\n\x11\x44\x65leteApplication\x12#.nexxus.v1.DeleteApplicationRequest\x1a$.nexxus.v1.DeleteApplicationResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/apps/{app_id}\x12\x87\x01\n\x0ePutModelSchema\x12 .nexxus.v1.PutModelSchemaRequest\x1a!.nexxus.v1.PutModelSchemaResponse\"0\x82\xd3\xe4\x93\x02*\x1a /v1/apps/{app_id}/models/{model}:\x06schema\x12}\n\x10ListModelSchemas\x12\".nexxus.v1.ListModelSchemasRequest\x1a#.nexxus.v1.ListModelSchemasResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/apps/{app_id}/modelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnexxus/v1/applications.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16nexxus/v1/schema.proto\"w\n\x0b\x41pplication\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\roptional_auth\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"W\n\x18\x43reateApplicationRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x15\n\roptional_auth\x18\x03 \x01(\x08\"\\\n\x19\x43reateApplicationResponse\x12+\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.Application\x12\x12\n\nserver_key\x18\x02 \x01(\t\"\'\n\x15GetApplicationRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"E\n\x16GetApplicationResponse\x12+\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.Application\"*\n\x18\x44\x65leteApplicationRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"\x1b\n\x19\x44\x65leteApplicationResponse\"\x89\x01\n\x15PutModelSchemaRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12&\n\x06schema\x18\x03 \x01(\x0b\x32\x16.nexxus.v1.ModelSchema\x12)\n\x08\x64ocument\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"@\n\x16PutModelSchemaResponse\x12&\n\x06schema\x18\x01 \x01(\x0b\x32\x16.nexxus.v1.ModelSchema\")\n\x17ListModelSchemasRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"C\n\x18ListModelSchemasResponse\x12\'\n\x07schemas\x18\x01 \x03(\x0b\x32\x16.nexxus.v1.ModelSchema2\x81\x05\n\x12\x41pplicationService\x12s\n\x11\x43reateApplication\x12#.nexxus.v1.CreateApplicationRequest\x1a$.nexxus.v1.CreateApplicationResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/apps:\x01*\x12p\n\x0eGetApplication\x12 .nexxus.v1.GetApplicationRequest\x1a!.nexxus.v1.GetApplicationResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/apps/{app_id}\x12y\n\x11\x44\x65leteApplication\x12#.nexxus.v1.DeleteApplicationRequest\x1a$.nexxus.v1.DeleteApplicationResponse\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/apps/{app_id}\x12\x89\x01\n\x0ePutModelSchema\x12 .nexxus.v1.PutModelSchemaRequest\x1a!.nexxus.v1.PutModelSchemaResponse\"2\x82\xd3\xe4\x93\x02,\x1a /v1/apps/{app_id}/models/{model}:\x08\x64ocument\x12}\n\x10ListModelSchemas\x12\".nexxus.v1.ListModelSchemasRequest\x1a#.nexxus.v1.ListModelSchemasResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/apps/{app_id}/modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,31 +42,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLICATIONSERVICE'].methods_by_name['DeleteApplication']._loaded_options = None
   _globals['_APPLICATIONSERVICE'].methods_by_name['DeleteApplication']._serialized_options = b'\202\323\344\223\002\023*\021/v1/apps/{app_id}'
   _globals['_APPLICATIONSERVICE'].methods_by_name['PutModelSchema']._loaded_options = None
-  _globals['_APPLICATIONSERVICE'].methods_by_name['PutModelSchema']._serialized_options = b'\202\323\344\223\002*\032 /v1/apps/{app_id}/models/{model}:\006schema'
+  _globals['_APPLICATIONSERVICE'].methods_by_name['PutModelSchema']._serialized_options = b'\202\323\344\223\002,\032 /v1/apps/{app_id}/models/{model}:\010document'
   _globals['_APPLICATIONSERVICE'].methods_by_name['ListModelSchemas']._loaded_options = None
   _globals['_APPLICATIONSERVICE'].methods_by_name['ListModelSchemas']._serialized_options = b'\202\323\344\223\002\032\022\030/v1/apps/{app_id}/models'
-  _globals['_APPLICATION']._serialized_start=130
-  _globals['_APPLICATION']._serialized_end=249
-  _globals['_CREATEAPPLICATIONREQUEST']._serialized_start=251
-  _globals['_CREATEAPPLICATIONREQUEST']._serialized_end=338
-  _globals['_CREATEAPPLICATIONRESPONSE']._serialized_start=340
-  _globals['_CREATEAPPLICATIONRESPONSE']._serialized_end=432
-  _globals['_GETAPPLICATIONREQUEST']._serialized_start=434
-  _globals['_GETAPPLICATIONREQUEST']._serialized_end=473
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=475
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=544
-  _globals['_DELETEAPPLICATIONREQUEST']._serialized_start=546
-  _globals['_DELETEAPPLICATIONREQUEST']._serialized_end=588
-  _globals['_DELETEAPPLICATIONRESPONSE']._serialized_start=590
-  _globals['_DELETEAPPLICATIONRESPONSE']._serialized_end=617
-  _globals['_PUTMODELSCHEMAREQUEST']._serialized_start=619
-  _globals['_PUTMODELSCHEMAREQUEST']._serialized_end=713
-  _globals['_PUTMODELSCHEMARESPONSE']._serialized_start=715
-  _globals['_PUTMODELSCHEMARESPONSE']._serialized_end=779
-  _globals['_LISTMODELSCHEMASREQUEST']._serialized_start=781
-  _globals['_LISTMODELSCHEMASREQUEST']._serialized_end=822
-  _globals['_LISTMODELSCHEMASRESPONSE']._serialized_start=824
-  _globals['_LISTMODELSCHEMASRESPONSE']._serialized_end=891
-  _globals['_APPLICATIONSERVICE']._serialized_start=894
-  _globals['_APPLICATIONSERVICE']._serialized_end=1533
+  _globals['_APPLICATION']._serialized_start=160
+  _globals['_APPLICATION']._serialized_end=279
+  _globals['_CREATEAPPLICATIONREQUEST']._serialized_start=281
+  _globals['_CREATEAPPLICATIONREQUEST']._serialized_end=368
+  _globals['_CREATEAPPLICATIONRESPONSE']._serialized_start=370
+  _globals['_CREATEAPPLICATIONRESPONSE']._serialized_end=462
+  _globals['_GETAPPLICATIONREQUEST']._serialized_start=464
+  _globals['_GETAPPLICATIONREQUEST']._serialized_end=503
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=505
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=574
+  _globals['_DELETEAPPLICATIONREQUEST']._serialized_start=576
+  _globals['_DELETEAPPLICATIONREQUEST']._serialized_end=618
+  _globals['_DELETEAPPLICATIONRESPONSE']._serialized_start=620
+  _globals['_DELETEAPPLICATIONRESPONSE']._serialized_end=647
+  _globals['_PUTMODELSCHEMAREQUEST']._serialized_start=650
+  _globals['_PUTMODELSCHEMAREQUEST']._serialized_end=787
+  _globals['_PUTMODELSCHEMARESPONSE']._serialized_start=789
+  _globals['_PUTMODELSCHEMARESPONSE']._serialized_end=853
+  _globals['_LISTMODELSCHEMASREQUEST']._serialized_start=855
+  _globals['_LISTMODELSCHEMASREQUEST']._serialized_end=896
+  _globals['_LISTMODELSCHEMASRESPONSE']._serialized_start=898
+  _globals['_LISTMODELSCHEMASRESPONSE']._serialized_end=965
+  _globals['_APPLICATIONSERVICE']._serialized_start=968
+  _globals['_APPLICATIONSERVICE']._serialized_end=1609
 # @@protoc_insertion_point(module_scope)

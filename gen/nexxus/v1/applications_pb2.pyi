@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from nexxus.v1 import schema_pb2 as _schema_pb2
@@ -185,11 +186,20 @@ class PutModelSchemaRequest(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     SCHEMA_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     model: _builtins.str
     @_builtins.property
     def schema(self) -> _schema_pb2.ModelSchema:
         """The schema; its `name` is taken from `model`."""
+
+    @_builtins.property
+    def document(self) -> _struct_pb2.Struct:
+        """The same schema as a JSON document, in the form docs/schema.md shows:
+        short type and access-kind names (`"string"`, `"owner"`) or the enum
+        names (`"FIELD_TYPE_STRING"`), camelCase or snake_case keys. The REST
+        route's body is this document; set `schema` or `document`, not both.
+        """
 
     def __init__(
         self,
@@ -197,10 +207,11 @@ class PutModelSchemaRequest(_message.Message):
         app_id: _builtins.str = ...,
         model: _builtins.str = ...,
         schema: _schema_pb2.ModelSchema | None = ...,
+        document: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "schema", b"schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "model", b"model", "schema", b"schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "document", b"document", "model", b"model", "schema", b"schema"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,29 +29,29 @@ from nexxus.v1 import events_pb2 as nexxus_dot_v1_dot_events__pb2
 from nexxus.v1 import subscriptions_pb2 as nexxus_dot_v1_dot_subscriptions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nexxus/v1/internal.proto\x12\tnexxus.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nexxus/v1/common.proto\x1a\x16nexxus/v1/events.proto\x1a\x1dnexxus/v1/subscriptions.proto\"\xcb\x02\n\x0cWriteCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1e\n\x02op\x18\x04 \x01(\x0e\x32\x12.nexxus.v1.WriteOp\x12\x11\n\tobject_id\x18\x05 \x01(\t\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x05patch\x18\x07 \x03(\x0b\x32\x1d.nexxus.v1.JsonPatchOperation\x12\x18\n\x10\x65xpected_version\x18\x08 \x01(\x03\x12\x1f\n\x05\x61\x63tor\x18\t \x01(\x0b\x32\x10.nexxus.v1.Actor\x12.\n\nissue_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreply_subject\x18\x0b \x01(\t\"\x91\x01\n\x0bWriteResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12!\n\x06object\x18\x05 \x01(\x0b\x32\x11.nexxus.v1.Object\x12\x14\n\x0c\x65rror_reason\x18\x06 \x01(\t\"\xe9\x02\n\nModelEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\ncommand_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\tobject_id\x18\x05 \x01(\t\x12\"\n\x04kind\x18\x06 \x01(\x0e\x32\x14.nexxus.v1.EventKind\x12\x0f\n\x07version\x18\x07 \x01(\x03\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12 \n\x05\x61\x66ter\x18\t \x01(\x0b\x32\x11.nexxus.v1.Object\x12!\n\x06\x62\x65\x66ore\x18\n \x01(\x0b\x32\x11.nexxus.v1.Object\x12,\n\x05patch\x18\x0b \x03(\x0b\x32\x1d.nexxus.v1.JsonPatchOperation\x12\x1f\n\x05\x61\x63tor\x18\x0c \x01(\x0b\x32\x10.nexxus.v1.Actor\x12(\n\x04time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x08\x44\x65livery\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12$\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x15.nexxus.v1.ModelEvent\x12*\n\x07targets\x18\x04 \x03(\x0b\x32\x19.nexxus.v1.DeliveryTarget\x12\x10\n\x08position\x18\x05 \x01(\t\"a\n\x0e\x44\x65liveryTarget\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.nexxus.v1.EventKind\x12\x18\n\x10subscription_ids\x18\x03 \x03(\t\"\xe2\x02\n\x12SubscriptionChange\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".nexxus.v1.SubscriptionChange.Kind\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12-\n\x0csubscription\x18\x05 \x01(\x0b\x32\x17.nexxus.v1.Subscription\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12\x0c\n\x04node\x18\x07 \x01(\t\"\x91\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17KIND_SUBSCRIPTION_ADDED\x10\x01\x12\x1d\n\x19KIND_SUBSCRIPTION_REMOVED\x10\x02\x12\x19\n\x15KIND_DEVICE_CONNECTED\x10\x03\x12\x1c\n\x18KIND_DEVICE_DISCONNECTED\x10\x04\"<\n\x10TransportControl\x12\x18\n\x10\x63lose_device_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*b\n\x07WriteOp\x12\x18\n\x14WRITE_OP_UNSPECIFIED\x10\x00\x12\x13\n\x0fWRITE_OP_CREATE\x10\x01\x12\x13\n\x0fWRITE_OP_UPDATE\x10\x02\x12\x13\n\x0fWRITE_OP_DELETE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nexxus/v1/internal.proto\x12\tnexxus.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16nexxus/v1/common.proto\x1a\x16nexxus/v1/events.proto\x1a\x1dnexxus/v1/subscriptions.proto\"\xe0\x02\n\x0cWriteCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x1e\n\x02op\x18\x04 \x01(\x0e\x32\x12.nexxus.v1.WriteOp\x12\x11\n\tobject_id\x18\x05 \x01(\t\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x05patch\x18\x07 \x03(\x0b\x32\x1d.nexxus.v1.JsonPatchOperation\x12\x18\n\x10\x65xpected_version\x18\x08 \x01(\x03\x12\x1f\n\x05\x61\x63tor\x18\t \x01(\x0b\x32\x10.nexxus.v1.Actor\x12.\n\nissue_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreply_subject\x18\x0b \x01(\t\x12\x13\n\x0btraceparent\x18\x0c \x01(\t\"\x91\x01\n\x0bWriteResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x12\n\nerror_code\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12!\n\x06object\x18\x05 \x01(\x0b\x32\x11.nexxus.v1.Object\x12\x14\n\x0c\x65rror_reason\x18\x06 \x01(\t\"\xfe\x02\n\nModelEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\ncommand_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\tobject_id\x18\x05 \x01(\t\x12\"\n\x04kind\x18\x06 \x01(\x0e\x32\x14.nexxus.v1.EventKind\x12\x0f\n\x07version\x18\x07 \x01(\x03\x12\x10\n\x08owner_id\x18\x08 \x01(\t\x12 \n\x05\x61\x66ter\x18\t \x01(\x0b\x32\x11.nexxus.v1.Object\x12!\n\x06\x62\x65\x66ore\x18\n \x01(\x0b\x32\x11.nexxus.v1.Object\x12,\n\x05patch\x18\x0b \x03(\x0b\x32\x1d.nexxus.v1.JsonPatchOperation\x12\x1f\n\x05\x61\x63tor\x18\x0c \x01(\x0b\x32\x10.nexxus.v1.Actor\x12(\n\x04time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x0e \x01(\t\"\xa1\x01\n\x08\x44\x65livery\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12$\n\x05\x65vent\x18\x03 \x01(\x0b\x32\x15.nexxus.v1.ModelEvent\x12*\n\x07targets\x18\x04 \x03(\x0b\x32\x19.nexxus.v1.DeliveryTarget\x12\x10\n\x08position\x18\x05 \x01(\t\x12\x13\n\x0btraceparent\x18\x06 \x01(\t\"a\n\x0e\x44\x65liveryTarget\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.nexxus.v1.EventKind\x12\x18\n\x10subscription_ids\x18\x03 \x03(\t\"\xe2\x02\n\x12SubscriptionChange\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".nexxus.v1.SubscriptionChange.Kind\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12-\n\x0csubscription\x18\x05 \x01(\x0b\x32\x17.nexxus.v1.Subscription\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12\x0c\n\x04node\x18\x07 \x01(\t\"\x91\x01\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17KIND_SUBSCRIPTION_ADDED\x10\x01\x12\x1d\n\x19KIND_SUBSCRIPTION_REMOVED\x10\x02\x12\x19\n\x15KIND_DEVICE_CONNECTED\x10\x03\x12\x1c\n\x18KIND_DEVICE_DISCONNECTED\x10\x04\"<\n\x10TransportControl\x12\x18\n\x10\x63lose_device_ids\x18\x01 \x03(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*b\n\x07WriteOp\x12\x18\n\x14WRITE_OP_UNSPECIFIED\x10\x00\x12\x13\n\x0fWRITE_OP_CREATE\x10\x01\x12\x13\n\x0fWRITE_OP_UPDATE\x10\x02\x12\x13\n\x0fWRITE_OP_DELETE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nexxus.v1.internal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WRITEOP']._serialized_start=1688
-  _globals['_WRITEOP']._serialized_end=1786
+  _globals['_WRITEOP']._serialized_start=1751
+  _globals['_WRITEOP']._serialized_end=1849
   _globals['_WRITECOMMAND']._serialized_start=182
-  _globals['_WRITECOMMAND']._serialized_end=513
-  _globals['_WRITERESULT']._serialized_start=516
-  _globals['_WRITERESULT']._serialized_end=661
-  _globals['_MODELEVENT']._serialized_start=664
-  _globals['_MODELEVENT']._serialized_end=1025
-  _globals['_DELIVERY']._serialized_start=1028
-  _globals['_DELIVERY']._serialized_end=1168
-  _globals['_DELIVERYTARGET']._serialized_start=1170
-  _globals['_DELIVERYTARGET']._serialized_end=1267
-  _globals['_SUBSCRIPTIONCHANGE']._serialized_start=1270
-  _globals['_SUBSCRIPTIONCHANGE']._serialized_end=1624
-  _globals['_SUBSCRIPTIONCHANGE_KIND']._serialized_start=1479
-  _globals['_SUBSCRIPTIONCHANGE_KIND']._serialized_end=1624
-  _globals['_TRANSPORTCONTROL']._serialized_start=1626
-  _globals['_TRANSPORTCONTROL']._serialized_end=1686
+  _globals['_WRITECOMMAND']._serialized_end=534
+  _globals['_WRITERESULT']._serialized_start=537
+  _globals['_WRITERESULT']._serialized_end=682
+  _globals['_MODELEVENT']._serialized_start=685
+  _globals['_MODELEVENT']._serialized_end=1067
+  _globals['_DELIVERY']._serialized_start=1070
+  _globals['_DELIVERY']._serialized_end=1231
+  _globals['_DELIVERYTARGET']._serialized_start=1233
+  _globals['_DELIVERYTARGET']._serialized_end=1330
+  _globals['_SUBSCRIPTIONCHANGE']._serialized_start=1333
+  _globals['_SUBSCRIPTIONCHANGE']._serialized_end=1687
+  _globals['_SUBSCRIPTIONCHANGE_KIND']._serialized_start=1542
+  _globals['_SUBSCRIPTIONCHANGE_KIND']._serialized_end=1687
+  _globals['_TRANSPORTCONTROL']._serialized_start=1689
+  _globals['_TRANSPORTCONTROL']._serialized_end=1749
 # @@protoc_insertion_point(module_scope)

@@ -66,6 +66,7 @@ class WriteCommand(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     ISSUE_TIME_FIELD_NUMBER: _builtins.int
     REPLY_SUBJECT_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     """The operation id; the writer applies each command id once."""
     app_id: _builtins.str
@@ -76,6 +77,8 @@ class WriteCommand(_message.Message):
     """When > 0: apply only at this version."""
     reply_subject: _builtins.str
     """When set, the writer publishes a WriteResult on this core NATS subject."""
+    traceparent: _builtins.str
+    """W3C trace context of the api's span (docs/observability.md); empty when not traced."""
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
         """For creates: the object data."""
@@ -102,10 +105,11 @@ class WriteCommand(_message.Message):
         actor: _common_pb2.Actor | None = ...,
         issue_time: _timestamp_pb2.Timestamp | None = ...,
         reply_subject: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "data", b"data", "issue_time", b"issue_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "app_id", b"app_id", "command_id", b"command_id", "data", b"data", "expected_version", b"expected_version", "issue_time", b"issue_time", "model", b"model", "object_id", b"object_id", "op", b"op", "patch", b"patch", "reply_subject", b"reply_subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "app_id", b"app_id", "command_id", b"command_id", "data", b"data", "expected_version", b"expected_version", "issue_time", b"issue_time", "model", b"model", "object_id", b"object_id", "op", b"op", "patch", b"patch", "reply_subject", b"reply_subject", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,6 +177,7 @@ class ModelEvent(_message.Message):
     PATCH_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique per write; also the JetStream message id (deduplication)."""
     command_id: _builtins.str
@@ -183,6 +188,8 @@ class ModelEvent(_message.Message):
     """CREATED, UPDATED or DELETED."""
     version: _builtins.int
     owner_id: _builtins.str
+    traceparent: _builtins.str
+    """W3C trace context of the writer's commit span; empty when not traced."""
     @_builtins.property
     def after(self) -> _common_pb2.Object:
         """Unset for deletes."""
@@ -213,10 +220,11 @@ class ModelEvent(_message.Message):
         patch: _abc.Iterable[_common_pb2.JsonPatchOperation] | None = ...,
         actor: _common_pb2.Actor | None = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after", b"after", "before", b"before", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after", b"after", "app_id", b"app_id", "before", b"before", "command_id", b"command_id", "event_id", b"event_id", "kind", b"kind", "model", b"model", "object_id", b"object_id", "owner_id", b"owner_id", "patch", b"patch", "time", b"time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after", b"after", "app_id", b"app_id", "before", b"before", "command_id", b"command_id", "event_id", b"event_id", "kind", b"kind", "model", b"model", "object_id", b"object_id", "owner_id", b"owner_id", "patch", b"patch", "time", b"time", "traceparent", b"traceparent", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,10 +243,13 @@ class Delivery(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     node: _builtins.str
     position: _builtins.str
     """The event's position ("<epoch>.<sequence>" of the EVENTS stream)."""
+    traceparent: _builtins.str
+    """W3C trace context of the router's match span; empty when not traced."""
     @_builtins.property
     def event(self) -> Global___ModelEvent: ...
     @_builtins.property
@@ -251,10 +262,11 @@ class Delivery(_message.Message):
         event: Global___ModelEvent | None = ...,
         targets: _abc.Iterable[Global___DeliveryTarget] | None = ...,
         position: _builtins.str = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "event", b"event", "node", b"node", "position", b"position", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "event", b"event", "node", b"node", "position", b"position", "targets", b"targets", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

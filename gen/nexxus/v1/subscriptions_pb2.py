@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnexxus/v1/subscriptions.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tobject_id\x18\x04 \x01(\t\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12\x12\n\npersistent\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12subscriber_user_id\x18\t \x01(\t\x12\x12\n\nprivileged\x18\n \x01(\x08\"\xb2\x01\n\x19\x43reateSubscriptionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tobject_id\x18\x04 \x01(\t\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\npersistent\x18\x06 \x01(\x08\x12\x15\n\rinitial_state\x18\x07 \x01(\x08\"K\n\x1a\x43reateSubscriptionResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nexxus.v1.Subscription\"Q\n\x18ListSubscriptionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x19ListSubscriptionsResponse\x12.\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x17.nexxus.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x19\x44\x65leteSubscriptionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65leteSubscriptionResponse2\xce\x03\n\x13SubscriptionService\x12\x8d\x01\n\x12\x43reateSubscription\x12$.nexxus.v1.CreateSubscriptionRequest\x1a%.nexxus.v1.CreateSubscriptionResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/apps/{app_id}/subscriptions:\x01*\x12\x87\x01\n\x11ListSubscriptions\x12#.nexxus.v1.ListSubscriptionsRequest\x1a$.nexxus.v1.ListSubscriptionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/apps/{app_id}/subscriptions\x12\x9c\x01\n\x12\x44\x65leteSubscription\x12$.nexxus.v1.DeleteSubscriptionRequest\x1a%.nexxus.v1.DeleteSubscriptionResponse\"9\x82\xd3\xe4\x93\x02\x33*1/v1/apps/{app_id}/subscriptions/{subscription_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnexxus/v1/subscriptions.proto\x12\tnexxus.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tobject_id\x18\x04 \x01(\t\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tdevice_id\x18\x06 \x01(\t\x12\x12\n\npersistent\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12subscriber_user_id\x18\t \x01(\t\x12\x12\n\nprivileged\x18\n \x01(\x08\"\xc4\x01\n\x19\x43reateSubscriptionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x11\n\tobject_id\x18\x04 \x01(\t\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\npersistent\x18\x06 \x01(\x08\x12\x15\n\rinitial_state\x18\x07 \x01(\x08\x12\x10\n\x08model_id\x18\x08 \x01(\t\"K\n\x1a\x43reateSubscriptionResponse\x12-\n\x0csubscription\x18\x01 \x01(\x0b\x32\x17.nexxus.v1.Subscription\"Q\n\x18ListSubscriptionsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x19ListSubscriptionsResponse\x12.\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x17.nexxus.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"D\n\x19\x44\x65leteSubscriptionRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\x1c\n\x1a\x44\x65leteSubscriptionResponse2\xce\x03\n\x13SubscriptionService\x12\x8d\x01\n\x12\x43reateSubscription\x12$.nexxus.v1.CreateSubscriptionRequest\x1a%.nexxus.v1.CreateSubscriptionResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/v1/apps/{app_id}/subscriptions:\x01*\x12\x87\x01\n\x11ListSubscriptions\x12#.nexxus.v1.ListSubscriptionsRequest\x1a$.nexxus.v1.ListSubscriptionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/apps/{app_id}/subscriptions\x12\x9c\x01\n\x12\x44\x65leteSubscription\x12$.nexxus.v1.DeleteSubscriptionRequest\x1a%.nexxus.v1.DeleteSubscriptionResponse\"9\x82\xd3\xe4\x93\x02\x33*1/v1/apps/{app_id}/subscriptions/{subscription_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,17 +43,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBSCRIPTION']._serialized_start=138
   _globals['_SUBSCRIPTION']._serialized_end=392
   _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=395
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=573
-  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_start=575
-  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_end=650
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=652
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=733
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=735
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=835
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=837
-  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=905
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=907
-  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=935
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=938
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=1400
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=591
+  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_start=593
+  _globals['_CREATESUBSCRIPTIONRESPONSE']._serialized_end=668
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=670
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=751
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=753
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=853
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_start=855
+  _globals['_DELETESUBSCRIPTIONREQUEST']._serialized_end=923
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_start=925
+  _globals['_DELETESUBSCRIPTIONRESPONSE']._serialized_end=953
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=956
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=1418
 # @@protoc_insertion_point(module_scope)

@@ -94,6 +94,7 @@ class CreateSubscriptionRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     PERSISTENT_FIELD_NUMBER: _builtins.int
     INITIAL_STATE_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     model: _builtins.str
     user_id: _builtins.str
@@ -104,6 +105,10 @@ class CreateSubscriptionRequest(_message.Message):
     `subscribe` frame): send the objects the subscription matches now first,
     as `snapshot` frames, consistently positioned with the events that follow.
     CreateSubscription refuses it (INVALID_ARGUMENT): it has no stream.
+    """
+    model_id: _builtins.str
+    """The seed's name of `object_id` (its channel field `modelId`), accepted as
+    an alias: set either, or both to the same id.
     """
     @_builtins.property
     def filter(self) -> _struct_pb2.Struct: ...
@@ -117,10 +122,11 @@ class CreateSubscriptionRequest(_message.Message):
         filter: _struct_pb2.Struct | None = ...,
         persistent: _builtins.bool = ...,
         initial_state: _builtins.bool = ...,
+        model_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "initial_state", b"initial_state", "model", b"model", "object_id", b"object_id", "persistent", b"persistent", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "initial_state", b"initial_state", "model", b"model", "model_id", b"model_id", "object_id", b"object_id", "persistent", b"persistent", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

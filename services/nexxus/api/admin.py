@@ -24,11 +24,11 @@ from nexxus.api.users import user_to_proto
 from nexxus.auth.server_keys import generate_server_key, hash_server_key
 from nexxus.core.convert import struct_to_dict
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound
+from nexxus.core.events import build_event
 from nexxus.core.filterquery import compile_matcher, parse_filter
 from nexxus.core.filterquery.matcher import Matcher
 from nexxus.core.positions import Position, parse_position
 from nexxus.rpc.errors import abort_with_error
-from nexxus.transport.events import build_event
 from nexxus.v1 import admin_pb2 as pb
 from nexxus.v1 import events_pb2, internal_pb2
 from nexxus.v1.admin_pb2_grpc import AdminServiceServicer

@@ -12,6 +12,7 @@ from nexxus.api.calls import caller_of, require_app, require_operator, rpc
 from nexxus.api.context import ApiContext
 from nexxus.auth.rules import RuleSet
 from nexxus.auth.server_keys import generate_server_key, hash_server_key
+from nexxus.core.convert import struct_to_dict
 from nexxus.core.errors import AlreadyExists, InvalidArgument, PermissionDenied
 from nexxus.core.ids import new_id
 from nexxus.core.models import AppRecord, utcnow
@@ -96,9 +97,16 @@ class ApplicationServicer(ApplicationServiceServicer):
         self, request: pb.PutModelSchemaRequest, context: Ctx
     ) -> pb.PutModelSchemaResponse:
         await self._schema_admin(request.app_id, context)
-        raw = json_format.MessageToDict(request.schema, preserving_proto_field_name=True)
-        raw["name"] = request.model
-        schema = ModelSchema.from_dict(raw, name=request.model)
+        if request.HasField("document"):
+            if request.HasField("schema"):
+                raise InvalidArgument("set schema or document, not both", field="document")
+            # The REST body: docs/schema.md's form (short names) or the enum names.
+            document = struct_to_dict(request.document)
+            schema = ModelSchema.from_dict(document, name=request.model)
+        else:
+            raw = json_format.MessageToDict(request.schema, preserving_proto_field_name=True)
+            raw["name"] = request.model
+            schema = ModelSchema.from_dict(raw, name=request.model)
         # Access filters are FilterQueries over the schema itself: reject bad ones now.
         RuleSet.from_schema(schema)
         await self.ctx.identity.put_schema(request.app_id, schema.to_dict())

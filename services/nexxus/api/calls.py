@@ -47,6 +47,14 @@ def authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return None
 
 
+def incoming_traceparent(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's W3C `traceparent` (gRPC metadata or, through Envoy, the HTTP header), or ""."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "traceparent":
+            return value if isinstance(value, str) else value.decode()
+    return ""
+
+
 async def caller_of(ctx: ApiContext, context: grpc.aio.ServicerContext[Any, Any], app_id: str) -> Caller:
     """Authenticate the call for `app_id` (the interceptor's job, done per call)."""
     return await ctx.authenticator.authenticate(app_id, authorization(context))

@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from nexxus.api.calls import caller_of, rpc
+from nexxus.api.calls import caller_of, incoming_traceparent, rpc
 from nexxus.api.context import ApiContext
 from nexxus.api.writes import actor_of, new_command_id, submit
 from nexxus.auth.caller import Caller
@@ -17,8 +17,10 @@ from nexxus.core.errors import InvalidArgument, NotFound
 from nexxus.core.filterquery import And, FilterNode, parse_filter
 from nexxus.core.ids import is_valid_id, new_id
 from nexxus.core.jsonpatch import apply_patch, patch_from_proto
+from nexxus.core.limits import limits_of
 from nexxus.core.models import SortKey, StoredObject, utcnow
 from nexxus.core.operations import issued_at, verify_operation_id
+from nexxus.core.pages import search_page
 from nexxus.core.schema import ModelSchema
 from nexxus.v1 import objects_pb2 as pb
 from nexxus.v1.internal_pb2 import WRITE_OP_CREATE, WRITE_OP_DELETE, WRITE_OP_UPDATE, WriteCommand, WriteOp
@@ -83,6 +85,7 @@ class ObjectServicer(ObjectServiceServicer):
     async def CreateObject(self, request: pb.CreateObjectRequest, context: Ctx) -> pb.CreateObjectResponse:
         caller, schema, rules = await self._model(context, request.app_id, request.model)
         data = schema.validate_object(struct_to_dict(request.data), path="data")
+        limits_of(self.ctx.settings).check_object(data, field="data")
         rules.check_create(caller, data)
         object_id = request.object_id or new_id()
         if not is_valid_id(object_id):
@@ -98,7 +101,9 @@ class ObjectServicer(ObjectServiceServicer):
             data=dict_to_struct(data),
             actor=actor_of(caller),
         )
-        operation, obj = await submit(self.ctx, cmd, wait=request.wait)
+        operation, obj = await submit(
+            self.ctx, cmd, wait=request.wait, traceparent=incoming_traceparent(context)
+        )
         return pb.CreateObjectResponse(operation=operation, object=obj)
 
     @rpc
@@ -112,14 +117,28 @@ class ObjectServicer(ObjectServiceServicer):
         caller, schema, rules = await self._model(context, request.app_id, request.model)
         if not request.patch:
             raise InvalidArgument("patch must hold at least one operation", field="patch")
+        limit = limits_of(self.ctx.settings)
+        patch_bytes = sum(op.ByteSize() for op in request.patch)
+        if patch_bytes > limit.max_object_bytes:
+            raise InvalidArgument(
+                f"the patch is {patch_bytes} bytes; the limit (limits.max_object_bytes) is "
+                f"{limit.max_object_bytes} bytes",
+                field="patch",
+                reason="OBJECT_TOO_LARGE",
+            )
         patch = patch_from_proto(request.patch, schema)
         current = await self._readable(caller, rules, request.app_id, request.model, request.object_id)
-        # Check the rule against the stored object and the result the patch would give.
-        rules.check_update(caller, current, apply_patch(current.data, patch, schema))
+        # Check the rule against the stored object and the result the patch would give
+        # (and its size: the writer checks again against the object it really patches).
+        patched = apply_patch(current.data, patch, schema)
+        limit.check_object(patched, field="patch")
+        rules.check_update(caller, current, patched)
         cmd_id = new_command_id(self.ctx, request.app_id)
         cmd = _change_command(cmd_id, request, WRITE_OP_UPDATE, caller, schema, current)
         cmd.patch.extend(request.patch)
-        operation, obj = await submit(self.ctx, cmd, wait=request.wait)
+        operation, obj = await submit(
+            self.ctx, cmd, wait=request.wait, traceparent=incoming_traceparent(context)
+        )
         return pb.UpdateObjectResponse(operation=operation, object=obj)
 
     @rpc
@@ -129,7 +148,9 @@ class ObjectServicer(ObjectServiceServicer):
         rules.check_delete(caller, current)
         cmd_id = new_command_id(self.ctx, request.app_id)
         cmd = _change_command(cmd_id, request, WRITE_OP_DELETE, caller, schema, current)
-        operation, _ = await submit(self.ctx, cmd, wait=request.wait)
+        operation, _ = await submit(
+            self.ctx, cmd, wait=request.wait, traceparent=incoming_traceparent(context)
+        )
         return pb.DeleteObjectResponse(operation=operation)
 
     @rpc
@@ -149,12 +170,18 @@ class ObjectServicer(ObjectServiceServicer):
         page_size = request.page_size or 100
         if not 0 < page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument(f"page_size must be 1..{MAX_PAGE_SIZE}", field="page_size")
-        page = await self.ctx.db.search_objects(
-            request.app_id, request.model, node, sort, page_size, request.page_token, owner_id=scope.owner_id
+        objects, token = await search_page(
+            self.ctx.db,
+            request.app_id,
+            request.model,
+            node,
+            sort,
+            page_size,
+            request.page_token,
+            budget=limits_of(self.ctx.settings).page_bytes,
+            owner_id=scope.owner_id,
         )
-        return pb.SearchObjectsResponse(
-            objects=[stored_to_proto(o) for o in page.objects], next_page_token=page.next_page_token
-        )
+        return pb.SearchObjectsResponse(objects=objects, next_page_token=token)
 
     @staticmethod
     def _sort_key(schema: ModelSchema, index: int, sort: pb.SortField) -> SortKey:

@@ -1,6 +1,6 @@
 """Waiting for the writer's outcome of a write (`wait: true`).
 
-One core-NATS subscription per api process on `<prefix>.results.<node>.*`;
+One core-NATS subscription per api process on `<prefix>.sys.results.<node>.*` (`nexxus.core.subjects`);
 each waiting call registers a future under its command id, and the writer
 publishes a WriteResult on the command's `reply_subject`.
 """
@@ -27,12 +27,10 @@ class WriteResults:
         self._sub: BusSubscription | None = None
 
     def reply_subject(self, command_id: str) -> str:
-        return self._bus.subject("results", self._node_id, command_id)
+        return self._bus.subjects.result(self._node_id, command_id)
 
     async def start(self) -> None:
-        self._sub = await self._bus.subscribe(
-            self._bus.subject("results", self._node_id, "*"), self._on_result
-        )
+        self._sub = await self._bus.subscribe(self._bus.subjects.results(self._node_id), self._on_result)
 
     async def stop(self) -> None:
         if self._sub is not None:

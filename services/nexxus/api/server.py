@@ -14,11 +14,11 @@ from nexxus.api.applications import ApplicationServicer
 from nexxus.api.context import ApiContext
 from nexxus.api.devices import DeviceServicer
 from nexxus.api.objects import ObjectServicer
-from nexxus.api.subscribing import SubscriptionManager
 from nexxus.api.subscriptions import SubscriptionServicer
 from nexxus.api.users import UserServicer
 from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import add_health_and_reflection, bind, new_server
+from nexxus.subscribing import SubscriptionManager
 from nexxus.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -52,7 +52,7 @@ def build_api_server(ctx: ApiContext, address: str) -> tuple[grpc.aio.Server, in
     devices_pb2_grpc.add_DeviceServiceServicer_to_server(DeviceServicer(ctx), server)
     objects_pb2_grpc.add_ObjectServiceServicer_to_server(ObjectServicer(ctx), server)
     subscriptions_pb2_grpc.add_SubscriptionServiceServicer_to_server(
-        SubscriptionServicer(ctx, SubscriptionManager(ctx)), server
+        SubscriptionServicer(ctx, SubscriptionManager(ctx.schemas, ctx.store, ctx.db)), server
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(ctx), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAMES)

@@ -20,7 +20,7 @@ async def issue_tokens(ctx: ApiContext, app_id: str, user_id: str, device_id: st
 async def close_device_connections(ctx: ApiContext, app_id: str, device_ids: list[str], reason: str) -> None:
     if device_ids:
         control = TransportControl(close_device_ids=device_ids, reason=reason)
-        await ctx.bus.publish_volatile(ctx.bus.subject("control", app_id), control.SerializeToString())
+        await ctx.bus.publish_volatile(ctx.bus.subjects.control(app_id), control.SerializeToString())
 
 
 async def revoke_device(ctx: ApiContext, app_id: str, device_id: str, reason: str) -> None:

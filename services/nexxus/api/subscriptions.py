@@ -9,8 +9,8 @@ import grpc
 from nexxus.api.calls import caller_of, rpc
 from nexxus.api.context import ApiContext
 from nexxus.api.paging import page_of
-from nexxus.api.subscribing import SubscriptionManager
 from nexxus.core.errors import InvalidArgument
+from nexxus.subscribing import SubscriptionManager
 from nexxus.v1 import subscriptions_pb2 as pb
 from nexxus.v1.subscriptions_pb2_grpc import SubscriptionServiceServicer
 

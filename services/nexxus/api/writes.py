@@ -9,8 +9,12 @@ from nexxus.auth.caller import Caller
 from nexxus.core.errors import error_from_code
 from nexxus.core.operations import new_operation_id
 from nexxus.core.partitions import write_partition
+from nexxus.observability.metrics import WRITES_ACCEPTED
+from nexxus.observability.tracing import sampled_context, start_span, traceparent_of
 from nexxus.v1 import common_pb2, objects_pb2
-from nexxus.v1.internal_pb2 import WriteCommand
+from nexxus.v1.internal_pb2 import WriteCommand, WriteOp
+
+_OPS = {op: WriteOp.Name(op).removeprefix("WRITE_OP_").lower() for op in WriteOp.values()}
 
 
 def new_command_id(ctx: ApiContext, app_id: str) -> str:
@@ -23,11 +27,26 @@ def actor_of(caller: Caller) -> common_pb2.Actor:
 
 
 async def submit(
-    ctx: ApiContext, cmd: WriteCommand, *, wait: bool
+    ctx: ApiContext, cmd: WriteCommand, *, wait: bool, traceparent: str = ""
 ) -> tuple[objects_pb2.Operation, common_pb2.Object | None]:
     """Publish `cmd` durably on its object's partition; with `wait`, return the
     writer's outcome (raising its error when the write failed) or PENDING when it
-    takes too long. A full write queue raises ResourceExhausted (nothing queued)."""
+    takes too long. A full write queue raises ResourceExhausted (nothing queued).
+
+    The write is the span `api.write`, a child of the caller's `traceparent` when
+    it sent one; its context travels with the command (docs/observability.md)."""
+    parent = sampled_context(traceparent, sampled_only=False) if traceparent else None
+    attributes = {"nexxus.app": cmd.app_id, "nexxus.model": cmd.model, "nexxus.op": _OPS.get(cmd.op, "")}
+    with start_span("api", "api.write", parent=parent, root=True, attributes=attributes) as span:
+        if span is not None:
+            cmd.traceparent = traceparent_of(span)
+            span.set_attribute("nexxus.command_id", cmd.command_id)
+        return await _submit(ctx, cmd, wait=wait)
+
+
+async def _submit(
+    ctx: ApiContext, cmd: WriteCommand, *, wait: bool
+) -> tuple[objects_pb2.Operation, common_pb2.Object | None]:
     cmd.issue_time.FromDatetime(datetime.now(UTC))
     operation = objects_pb2.Operation(
         operation_id=cmd.command_id, state=objects_pb2.Operation.STATE_PENDING, object_id=cmd.object_id
@@ -39,11 +58,15 @@ async def submit(
     try:
         partition = write_partition(cmd.app_id, cmd.model, cmd.object_id, ctx.settings.writer.partitions)
         await ctx.bus.publish(
-            ctx.bus.write_subject(cmd.app_id, partition), cmd.SerializeToString(), msg_id=cmd.command_id
+            ctx.bus.write_subject(cmd.app_id, partition),
+            cmd.SerializeToString(),
+            msg_id=cmd.command_id,
+            headers={"traceparent": cmd.traceparent} if cmd.traceparent else None,
         )
     except BaseException:
         ctx.results.forget(cmd.command_id)
         raise
+    WRITES_ACCEPTED.labels(cmd.app_id, cmd.model, _OPS.get(cmd.op, "")).inc()
     if fut is None:
         return operation, None
     result = await ctx.results.wait(cmd.command_id, fut, ctx.settings.api.write_wait_seconds)

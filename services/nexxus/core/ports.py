@@ -29,6 +29,7 @@ from nexxus.core.models import (
     StoredObject,
     UserRecord,
 )
+from nexxus.core.subjects import Subjects
 
 if TYPE_CHECKING:
     from nexxus.core.filterquery import FilterNode
@@ -145,6 +146,10 @@ class DatabaseAdapter(Lifecycle):
         """Retention: delete operation records created before `operations_before`
         and tombstones of objects deleted before `tombstones_before`; returns how
         many rows went."""
+
+    async def ping(self) -> None:
+        """Raise when the database cannot answer (readiness); a cheap read by default."""
+        await self.get_operation("_ping", "_ping")
 
 
 class IdentityStore(Lifecycle):
@@ -314,14 +319,31 @@ MessageHandler = Callable[[BusMessage], Awaitable[None]]
 SequencedHandler = Callable[[int, bytes], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class StreamStats:
+    """A durable stream's depth and its consumers' lag (metrics)."""
+
+    stream: str
+    messages: int
+    bytes: int
+    # consumer name (per-incarnation suffix removed) → (not yet delivered, not yet acked)
+    consumers: dict[str, tuple[int, int]]
+
+
 class MessageBus(Lifecycle):
     """Durable streams (JetStream) and volatile pub/sub (core NATS).
 
-    Streams (created by `start`, idempotently):
-      NEXXUS_WRITES  subjects nexxus.*.write.*        (api → writer, one subject per partition)
-      NEXXUS_EVENTS  subjects nexxus.*.events.>       (writer → router, custom workers)
-      NEXXUS_PARKED  subjects nexxus.*.parked[.>]     (poison commands with their reason)
+    Streams (created by `start`, idempotently; subjects from `nexxus.core.subjects`):
+      NEXXUS_WRITES      nexxus.app.*.write.*     (api → writer, one subject per partition)
+      NEXXUS_EVENTS      nexxus.app.*.events.>    (writer → router, custom workers)
+      NEXXUS_PARKED      nexxus.app.*.parked[.>]  (poison commands with their reason)
+      NEXXUS_DELIVERIES  nexxus.sys.transport.*   (router → transport)
     """
+
+    @property
+    def subjects(self) -> Subjects:
+        """Every subject this bus carries (tenant and internal namespaces apart)."""
+        return Subjects()
 
     @abstractmethod
     async def publish(
@@ -341,23 +363,19 @@ class MessageBus(Lifecycle):
         for subject, data, msg_id in items:
             await self.publish(subject, data, msg_id=msg_id)
 
-    def subject(self, *parts: str) -> str:
-        """A subject under the configured prefix: subject("app1", "write") → "nexxus.app1.write"."""
-        return ".".join(("nexxus", *parts))
-
     def parked_subject(self, app_id: str) -> str:
         """Where poison messages of an application are parked, with their reason."""
-        return self.subject(app_id, "parked")
+        return self.subjects.parked(app_id)
 
     # ---- the write queue: partitions consumed in order (writer)
 
     def write_subject(self, app_id: str, partition: int) -> str:
         """Where the api queues a write command of `partition` (see `nexxus.core.partitions`)."""
-        return self.subject(app_id, "write", str(partition))
+        return self.subjects.write(app_id, partition)
 
     def write_partition_filter(self, partition: int) -> str:
         """Every application's commands of one partition."""
-        return self.subject("*", "write", str(partition))
+        return self.subjects.write_partition(partition)
 
     async def consume_ordered(
         self, subject_filter: str, name: str, handler: BatchHandler, *, batch: int = 256
@@ -406,6 +424,16 @@ class MessageBus(Lifecycle):
 
     @abstractmethod
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes: ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether the bus is connected now (readiness)."""
+        return True
+
+    async def stream_stats(self, hop: str) -> StreamStats | None:
+        """Depth and consumer lag of the stream of `hop` ("writes", "events",
+        "deliveries", "parked"); None when the bus keeps no such stream."""
+        return None
 
     # ------------------------------------------------------------- event history
 
@@ -464,6 +492,10 @@ class NodeConnections:
 class SubscriptionStore(Lifecycle):
     """Subscriptions, device connections and the per-application change log that
     routers replay (Redis / Valkey). Every key is scoped by application id."""
+
+    async def ping(self) -> None:
+        """Raise when the store cannot answer (readiness); a cheap read by default."""
+        await self.acked_position("_ping", "_ping")
 
     @abstractmethod
     async def add_subscription(self, app_id: str, subscription: Subscription) -> None: ...

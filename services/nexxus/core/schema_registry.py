@@ -2,7 +2,7 @@
 
 Schemas change rarely; each process caches an application's schemas for
 `ttl` seconds and drops them at once when told (the api publishes
-`<prefix>.schemas.changed` with the app id after a PutModelSchema, and every
+`<prefix>.sys.schemas.changed` with the app id after a PutModelSchema, and every
 service subscribes with `listen`).
 """
 
@@ -14,8 +14,6 @@ import time
 from nexxus.core.errors import NotFound
 from nexxus.core.ports import BusMessage, IdentityStore, MessageBus
 from nexxus.core.schema import ModelSchema
-
-SCHEMA_CHANGED = ("schemas", "changed")
 
 
 class SchemaRegistry:
@@ -59,8 +57,8 @@ class SchemaRegistry:
         async def on_change(msg: BusMessage) -> None:
             self.invalidate(msg.data.decode())
 
-        await bus.subscribe(bus.subject(*SCHEMA_CHANGED), on_change)
+        await bus.subscribe(bus.subjects.schemas_changed, on_change)
 
     @staticmethod
     async def announce(bus: MessageBus, app_id: str) -> None:
-        await bus.publish_volatile(bus.subject(*SCHEMA_CHANGED), app_id.encode())
+        await bus.publish_volatile(bus.subjects.schemas_changed, app_id.encode())

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nexxus.core import limits
 from nexxus.core.convert import datetime_to_timestamp, stored_to_proto, struct_to_dict
 from nexxus.core.errors import AlreadyExists, InvalidArgument, NotFound, VersionConflict
 from nexxus.core.jsonpatch import apply_patch, patch_from_proto
@@ -98,6 +99,7 @@ def _create(
             details={"model": cmd.model, "object_id": cmd.object_id},
         )
     data = schema.validate_object(struct_to_dict(cmd.data))
+    limits.current().check_object(data)
     new = StoredObject(
         app_id=cmd.app_id,
         model=cmd.model,
@@ -116,13 +118,16 @@ def _update(
     current: StoredObject, cmd: internal_pb2.WriteCommand, schema: ModelSchema, now: datetime
 ) -> WritePlan:
     patch = patch_from_proto(cmd.patch, schema)
+    data = apply_patch(current.data, patch, schema)
+    # The api checked the size against the object it saw; a write between may have grown it.
+    limits.current().check_object(data, field="patch")
     new = StoredObject(
         app_id=current.app_id,
         model=current.model,
         id=current.id,
         owner_id=current.owner_id,
         version=current.version + 1,
-        data=apply_patch(current.data, patch, schema),
+        data=data,
         created_at=current.created_at,
         updated_at=now,
     )

@@ -40,6 +40,7 @@ from typing import Any
 from google.api import annotations_pb2
 
 from nexxus.core.config.settings import Settings
+from nexxus.core.limits import Limits, limits_of
 from nexxus.v1 import (
     admin_pb2,
     applications_pb2,
@@ -113,6 +114,8 @@ class EdgeConfig:
     descriptor_path: str = str(DEFAULT_DESCRIPTOR)
     cors_allow_origins: Sequence[str] = field(default_factory=lambda: ("*",))
     access_log_path: str = "/dev/stdout"
+    # The deployment's limits (`nexxus.core.limits`): request and response buffers above them.
+    limits: Limits = field(default_factory=Limits)
 
 
 def _typed(type_name: str, **body: Any) -> dict[str, Any]:
@@ -249,7 +252,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _transcoder(descriptor_path: str, *, newline_delimited: bool = False) -> dict[str, Any]:
+def _transcoder(descriptor_path: str, limits: Limits, *, newline_delimited: bool = False) -> dict[str, Any]:
     """The transcoder's config; `newline_delimited`: a server stream's messages as
     one JSON object per line (the inspector route) instead of one JSON array."""
     stream = {"stream_newline_delimited": True} if newline_delimited else {}
@@ -274,8 +277,8 @@ def _transcoder(descriptor_path: str, *, newline_delimited: bool = False) -> dic
         },
         case_insensitive_enum_parsing=True,
         ignored_query_parameters=path_bound_query_parameters(),
-        max_request_body_size=MAX_REQUEST_BYTES,
-        max_response_body_size=MAX_RESPONSE_BYTES,
+        max_request_body_size=limits.edge_request_bytes,
+        max_response_body_size=max(MIN_RESPONSE_BYTES, limits.edge_response_bytes),
     )
 
 
@@ -294,10 +297,9 @@ _LOCAL_REPLY_CODES = {
     503: 14,  # UNAVAILABLE: overloaded or down
     504: 4,  # DEADLINE_EXCEEDED
 }
-# The largest request body Envoy accepts (413 above); gRPC's own limit (4 MiB) stays above it.
-MAX_REQUEST_BYTES = 3 * 1024 * 1024
-# The largest REST response the transcoder assembles (a page of search results).
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# The largest REST response the transcoder assembles (a page of search results):
+# at least this, more when the limits need it (`Limits.edge_response_bytes`).
+MIN_RESPONSE_BYTES = 64 * 1024 * 1024
 # The largest request header block (431 above); the services accept more (GRPC_OPTIONS).
 MAX_REQUEST_HEADERS_KB = 32
 
@@ -393,7 +395,7 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
             "match": {"safe_regex": {"regex": INSPECT_PATH_REGEX}},
             "route": {"cluster": "api", "timeout": "0s", "idle_timeout": "0s"},
             "typed_per_filter_config": {
-                _TRANSCODER: _transcoder(edge.descriptor_path, newline_delimited=True)
+                _TRANSCODER: _transcoder(edge.descriptor_path, edge.limits, newline_delimited=True)
             },
         },
         {
@@ -462,14 +464,16 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
         http_filters=[
             {"name": _CORS, "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors")},
             {"name": _GRPC_WEB, "typed_config": _typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb")},
-            # Whole request bodies up to MAX_REQUEST_BYTES (413 past it), before transcoding.
+            # Whole request bodies up to the limits' edge_request_bytes (413 past it), before
+            # transcoding; the api refuses objects past limits.max_object_bytes with a 400 naming it.
             {
                 "name": _BUFFER,
                 "typed_config": _typed(
-                    "envoy.extensions.filters.http.buffer.v3.Buffer", max_request_bytes=MAX_REQUEST_BYTES
+                    "envoy.extensions.filters.http.buffer.v3.Buffer",
+                    max_request_bytes=edge.limits.edge_request_bytes,
                 ),
             },
-            {"name": _TRANSCODER, "typed_config": _transcoder(edge.descriptor_path)},
+            {"name": _TRANSCODER, "typed_config": _transcoder(edge.descriptor_path, edge.limits)},
             {"name": _ROUTER, "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router")},
         ],
     )
@@ -533,6 +537,7 @@ def envoy_config_for(settings: Settings, *, descriptor_path: Path | None = None)
             transport_sse=(s.transport.host, s.transport.sse_port),
             descriptor_path=str((descriptor_path or DEFAULT_DESCRIPTOR).resolve()),
             cors_allow_origins=tuple(s.envoy.cors_allow_origins),
+            limits=limits_of(s),
         )
     )
 

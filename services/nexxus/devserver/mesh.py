@@ -16,11 +16,15 @@ from typing import Any
 
 from nexxus.core.config.dump import settings_to_dict
 from nexxus.core.config.settings import Settings
+from nexxus.core.limits import limits_of
+from nexxus.devserver.console_api import ConsoleApi
+from nexxus.devserver.endpoints import ENDPOINTS_FILE, ServiceEndpoint, write_endpoints
 from nexxus.devserver.envoy_config import (
     DEFAULT_DESCRIPTOR,
     envoy_config_for,
     write_envoy_config,
 )
+from nexxus.devserver.probes import http_get
 from nexxus.devserver.process import ManagedProcess, free_port
 from nexxus.devserver.servers import EnvoyServer, NatsServer, ValkeyServer
 from nexxus.devserver.static import CONSOLE_ROOT, StaticServer, add_static_routes
@@ -42,10 +46,13 @@ class Mesh:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).resolve()
         settings.data_dir = str(self.data_dir)
-        self.nats = NatsServer(self.data_dir / "nats") if start_nats else None
+        max_payload = limits_of(settings).nats_max_payload
+        self.nats = NatsServer(self.data_dir / "nats", max_payload=max_payload) if start_nats else None
         self.valkey = ValkeyServer(self.data_dir / "valkey") if start_valkey else None
         self.service_names = services
         self.processes: dict[str, ManagedProcess] = {}
+        # process name → its observability port (always a free one, picked here)
+        self.observability_ports: dict[str, int] = {}
         self.config_path = self.data_dir / "mesh-config.json"
         self.envoy: EnvoyServer | None = None
         self.static: StaticServer | None = None
@@ -72,6 +79,9 @@ class Mesh:
         if s.transport.sse_port == 0:
             s.transport.sse_port = free_port(s.transport.host)
         raw: dict[str, Any] = settings_to_dict(s, redact=False)
+        # Each process gets its observability port on its command line (`process`); any other
+        # process started from this file (a test's extra node) binds a free one.
+        raw["observability"].update({f"{role}_port": 0 for role in SERVICES})
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(raw, indent=2))
         self.config_path.chmod(0o600)
@@ -81,13 +91,41 @@ class Mesh:
         proc = self.processes.get(name)
         if proc is None:
             service = name.split("@", 1)[0]
-            proc = ManagedProcess(
-                name,
-                [sys.executable, "-m", "nexxus.cli", "serve", service, "--config", str(self.config_path)],
-                log_path=self.data_dir / "logs" / f"{name}.log",
-            )
+            command = [
+                sys.executable,
+                "-m",
+                "nexxus.cli",
+                "serve",
+                service,
+                "--config",
+                str(self.config_path),
+            ]
+            obs = self.settings.observability
+            if obs.enabled and obs.port_of(service) is not None:
+                port = self.observability_ports[name] = free_port(obs.host)
+                command += ["--set", f"observability.{service}_port={port}"]
+            proc = ManagedProcess(name, command, log_path=self.data_dir / "logs" / f"{name}.log")
             self.processes[name] = proc
+            write_endpoints(self.data_dir / ENDPOINTS_FILE, self.endpoints())
         return proc
+
+    def endpoints(self) -> list[ServiceEndpoint]:
+        """The observability endpoint of every service process of this mesh (started or not)."""
+        host = self.settings.observability.host
+        return [
+            ServiceEndpoint(name, name.split("@", 1)[0], f"http://{host}:{port}")
+            for name, port in self.observability_ports.items()
+        ]
+
+    def endpoint(self, name: str) -> ServiceEndpoint:
+        """The observability endpoint of process `name` ("api", "writer@2")."""
+        host = self.settings.observability.host
+        return ServiceEndpoint(name, name.split("@", 1)[0], f"http://{host}:{self.observability_ports[name]}")
+
+    async def readiness(self, name: str) -> tuple[int, bytes]:
+        """(status, body) of GET /readyz of process `name`."""
+        host = self.settings.observability.host
+        return await http_get(host, self.observability_ports[name], "/readyz", timeout=5.0)
 
     async def start_service(self, name: str, *, timeout: float = 60.0) -> None:
         proc = self.process(name)
@@ -100,7 +138,11 @@ class Mesh:
             except OSError:
                 return False
             service = name.split("@", 1)[0]
-            return "nexxus.runtime started" in text or f"started {service}" in text
+            started = "nexxus.runtime started" in text or f"started {service}" in text
+            if not started or name not in self.observability_ports:
+                return started
+            status, _ = await self.readiness(name)  # its real dependencies, not just "started"
+            return status == 200
 
         await proc.wait_ready(ready, timeout=timeout)
 
@@ -127,7 +169,9 @@ class Mesh:
         demo = DEMO_ROOT if DEMO_ROOT.is_dir() else None
         console = CONSOLE_ROOT if (CONSOLE_ROOT / "index.html").is_file() else None
         if demo is not None or console is not None:
-            self.static = StaticServer(demo, console=console)
+            # /admin/api/: the console's view of every process's metrics, readiness and traces.
+            api = ConsoleApi(self.settings.operator_key, self.endpoints) if console is not None else None
+            self.static = StaticServer(demo, console=console, console_api=api)
             await self.static.start()
             add_static_routes(config, "127.0.0.1", self.static.port)
         path = write_envoy_config(envoy_dir / "envoy.yaml", config)
@@ -165,6 +209,10 @@ class Mesh:
             "nats": ",".join(s.bus.nats.servers),
             "redis": s.store.redis.url,
             "database": s.database.adapter,
+            **{
+                f"{e.name} observability": f"{e.url}  (/metrics /healthz /readyz /debug/traces)"
+                for e in self.endpoints()
+            },
             "data dir": str(self.data_dir),
         }
         return out

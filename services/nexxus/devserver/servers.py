@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from nexxus.core.limits import Limits
 from nexxus.devserver.probes import http_get, nats_probe, redis_ping
 from nexxus.devserver.process import ManagedProcess, ProcessExited, free_port
 
@@ -170,20 +171,31 @@ class NatsServer(_Server):
 
     name = "nats"
 
-    def __init__(self, data_dir: Path, port: int = 0, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, data_dir: Path, port: int = 0, *, host: str = "127.0.0.1", max_payload: int | None = None
+    ) -> None:
         super().__init__(data_dir, port, host)
+        # Above the largest message the limits allow (nats-server's default is 1 MiB).
+        self.max_payload = max_payload or Limits().nats_max_payload
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
     @property
+    def config_path(self) -> Path:
+        return self.data_dir / "nats-server.conf"
+
+    @property
     def store_dir(self) -> Path:
         return self.data_dir / "jetstream"
 
     def _argv(self) -> Sequence[str]:
+        # max_payload has no command-line flag: a one-line configuration file.
+        self.config_path.write_text(f"max_payload: {self.max_payload}\n")
         return [
             str(nats_server_binary()),
+            "--config", str(self.config_path),
             "--addr", self.host,
             "--port", str(self.port),
             "--jetstream",

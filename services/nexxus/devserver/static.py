@@ -12,6 +12,8 @@ console's built assets, shipped in the package as ``nexxus/console/static``):
 
 - ``/admin/…`` → ``console/…`` (any path that is not a file → ``index.html``:
   the console routes in the page)
+- ``/admin/api/…`` → `console_api` (the mesh's metrics, readiness and traces,
+  for the operator; see `nexxus.devserver.console_api`)
 - ``/demo/…`` → ``root/demo/…`` (``/demo/`` → ``root/demo/index.html``)
 - ``/js/…``   → ``root/src/…``  (the client module: ``/js/nexxus.js``)
 - ``/src/…``  → ``root/src/…``
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from nexxus.devserver.console_api import API_PREFIX, ConsoleApi
 
 __all__ = ["CONSOLE_ROOT", "STATIC_CLUSTER", "STATIC_PREFIXES", "StaticServer", "add_static_routes"]
 
@@ -50,10 +54,17 @@ class StaticServer:
     """Serves the console and `root`'s demo/ and src/ over HTTP/1.1 on `host:port` (0 = a free port)."""
 
     def __init__(
-        self, root: Path | None, port: int = 0, host: str = "127.0.0.1", *, console: Path | None = None
+        self,
+        root: Path | None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        console: Path | None = None,
+        console_api: ConsoleApi | None = None,
     ) -> None:
         self.root = Path(root).resolve() if root is not None else None
         self.console = Path(console).resolve() if console is not None else None
+        self.console_api = console_api
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -91,6 +102,8 @@ class StaticServer:
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(API_PREFIX) and self.console_api is not None:
+            return await self.console_api.handle(request)
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
         if request.path in ("/demo", "/admin"):
@@ -122,6 +135,8 @@ class StaticServer:
         await web.SockSite(self._runner, sock).start()
 
     async def stop(self) -> None:
+        if self.console_api is not None:
+            await self.console_api.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -54,6 +54,8 @@ __all__ = [
     "position_field",
     "route_event",
     "route_event_bytes",
+    "route_event_counted",
+    "traceparent_field",
 ]
 
 # seen before, seen after → kind (for UPDATED events)
@@ -278,6 +280,14 @@ def position_field(position: str) -> bytes:
     return _len_field(_POSITION_TAG, position)
 
 
+_TRACEPARENT_TAG = bytes([6 << 3 | 2])
+
+
+def traceparent_field(traceparent: str) -> bytes:
+    """`Delivery.traceparent`, serialized: append it to a serialized Delivery."""
+    return _len_field(_TRACEPARENT_TAG, traceparent)
+
+
 # Delivery.targets (field 4) and DeliveryTarget's device_id (1), kind (2, varint), subscription_ids (3).
 _TARGETS_TAG = bytes([4 << 3 | 2])
 _DEVICE_TAG = bytes([1 << 3 | 2])
@@ -337,10 +347,20 @@ def route_event_bytes(
     gate: ReadGate | None = None,
 ) -> list[tuple[str, bytes]]:
     """`route_event`, serialized for publishing: (node, Delivery bytes)."""
+    return route_event_counted(index, event, device_nodes, gate)[0]
+
+
+def route_event_counted(
+    index: ModelIndex,
+    event: ModelEvent,
+    device_nodes: Mapping[str, Iterable[str]],
+    gate: ReadGate | None = None,
+) -> tuple[list[tuple[str, bytes]], int]:
+    """`route_event_bytes` and how many devices matched (metrics)."""
     if event.kind not in (EVENT_KIND_CREATED, EVENT_KIND_UPDATED, EVENT_KIND_DELETED):
-        return []
+        return [], 0
     before, after = event_states(event)
     devices = match_devices(index, event.kind, before, after, gate, event.app_id)
     if not devices:
-        return []
-    return encode_deliveries(event, devices, device_nodes)
+        return [], 0
+    return encode_deliveries(event, devices, device_nodes), len(devices)

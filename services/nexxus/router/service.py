@@ -12,7 +12,7 @@ Loop, per batch of the durable consumer "router" on ``nexxus.*.events.>``:
 4. match each event in order and stamp each Delivery with the event's position
    (``<epoch>.<stream sequence>`` of the EVENTS stream);
 5. publish the batch's Deliveries durably, in order (the DELIVERIES stream,
-   subject ``nexxus.<node>.transport``; message id ``<position>:<node>``, so a
+   subject ``nexxus.sys.transport.<node>``; message id ``<position>:<node>``, so a
    redelivered event's deliveries are stored once), then ack the batch.
 
 On a store or bus failure the batch is retried in place (so later events never
@@ -35,7 +35,16 @@ from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import Settings
 from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SubscriptionStore
-from nexxus.router.matching import AllowAll, ReadGate, position_field, route_event, route_event_bytes
+from nexxus.observability.metrics import ROUTER_EVENTS, ROUTER_MATCH_SECONDS, ROUTER_MATCHES
+from nexxus.observability.tracing import sampled_context, start_span, traceparent_of
+from nexxus.router.matching import (
+    AllowAll,
+    ReadGate,
+    position_field,
+    route_event,
+    route_event_counted,
+    traceparent_field,
+)
 from nexxus.router.state import AppState, FilterParser, SchemaLookup
 from nexxus.v1.internal_pb2 import Delivery, ModelEvent
 
@@ -80,7 +89,7 @@ class RouterService:
     async def start(self) -> None:
         if self._consumer is not None:
             return
-        subject = self._bus.subject("*", "events", ">")
+        subject = self._bus.subjects.all_events
         self._stopping = False
         rsettings = self._settings.router
         self._consumer = await self._bus.consume(
@@ -94,6 +103,11 @@ class RouterService:
             in_order=True,
         )
         log.info("router consuming %s (durable %s)", subject, DURABLE)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the durable consumer is attached (readiness)."""
+        return self._consumer is not None
 
     async def stop(self) -> None:
         self._stopping = True
@@ -160,11 +174,35 @@ class RouterService:
 
     def route_bytes(self, event: ModelEvent) -> list[tuple[str, bytes]]:
         """`route`, serialized: (node, Delivery bytes)."""
+        return self._route_counted(event)[0]
+
+    def _route_counted(self, event: ModelEvent) -> tuple[list[tuple[str, bytes]], int]:
         state = self._apps.get(event.app_id)
         index = state.index(event.model) if state is not None else None
         if state is None or index is None:
-            return []
-        return route_event_bytes(index, event, state.nodes, self._gate)
+            return [], 0
+        return route_event_counted(index, event, state.nodes, self._gate)
+
+    def _route_observed(self, event: ModelEvent) -> list[tuple[str, bytes]]:
+        """`route_bytes`, timed and counted; traced (span `router.match`, its context
+        appended to each Delivery) when the event's trace is sampled."""
+        parent = sampled_context(event.traceparent) if event.traceparent else None
+        started = time.perf_counter()
+        if parent is None:
+            routed, matched = self._route_counted(event)
+        else:
+            attributes = {"nexxus.app": event.app_id, "nexxus.model": event.model}
+            with start_span("router", "router.match", parent=parent, attributes=attributes) as span:
+                routed, matched = self._route_counted(event)
+                if span is not None:
+                    span.set_attribute("nexxus.matched_devices", matched)
+                    span.set_attribute("nexxus.nodes", len(routed))
+                    tail = traceparent_field(traceparent_of(span))
+                    routed = [(node, data + tail) for node, data in routed]
+        ROUTER_MATCH_SECONDS.observe(time.perf_counter() - started)
+        ROUTER_MATCHES.observe(matched)
+        ROUTER_EVENTS.labels(event.app_id, event.model).inc()
+        return routed
 
     async def _handle_batch(self, messages: Sequence[BusMessage]) -> None:
         parsed: list[tuple[BusMessage, ModelEvent]] = []
@@ -219,7 +257,7 @@ class RouterService:
             seq = msg.stream_sequence
             position = f"{await self._epoch_for(seq)}.{seq}"
             tail = position_field(position)
-            for node, data in self.route_bytes(event):
+            for node, data in self._route_observed(event):
                 out.append((node, data + tail, f"{position}:{node}"))
         await self._bus.publish_deliveries(out)
         self.deliveries_published += len(out)

@@ -19,6 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from nexxus.core.errors import NexxusError
+from nexxus.observability.metrics import observe_error
 from nexxus.v1 import events_pb2
 
 __all__ = [
@@ -73,6 +74,7 @@ def _log_internal(err: NexxusError) -> None:
 def error_to_status(err: NexxusError) -> grpc.Status:
     """A rich `grpc.Status` (google.rpc.Status + ErrorInfo) for `err`."""
     _log_internal(err)
+    observe_error(err)
     info = error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=err.metadata())
     detail = any_pb2.Any()
     detail.Pack(info)
@@ -90,6 +92,7 @@ def error_to_stream_error(err: NexxusError) -> events_pb2.StreamError:
     """The in-stream error frame payload: code name, message, and the ErrorInfo
     metadata plus ``reason`` as `details`."""
     _log_internal(err)
+    observe_error(err)
     details = struct_pb2.Struct()
     details.update({"reason": err.reason, **err.metadata()})
     return events_pb2.StreamError(code=grpc_status_code(err).name, message=err.message, details=details)

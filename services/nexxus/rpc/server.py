@@ -8,10 +8,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from nexxus.core import limits
 from nexxus.rpc.decode_guard import DecodeGuard
 
 GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
     # Above the edge's header limit (Envoy answers 431 first): a long bearer token reaches the
     # authenticator (401) instead of tripping gRPC's default 8 KiB metadata limit (429).
     ("grpc.max_metadata_size", 64 * 1024),
@@ -23,8 +23,11 @@ GRPC_OPTIONS = [
 
 
 def new_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
-    """A server with our options; every method's undecodable requests answered INVALID_ARGUMENT."""
-    return grpc.aio.server(options=GRPC_OPTIONS, interceptors=[*interceptors, DecodeGuard()])
+    """A server with our options; every method's undecodable requests answered INVALID_ARGUMENT.
+    Messages both ways may be as large as this process's limits allow (`nexxus.core.limits`:
+    above the largest object, page and event, so none is refused in between)."""
+    options = [*GRPC_OPTIONS, *limits.current().grpc_options()]
+    return grpc.aio.server(options=options, interceptors=[*interceptors, DecodeGuard()])
 
 
 def add_health_and_reflection(

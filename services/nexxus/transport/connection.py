@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 
 from nexxus.core.ports import Connection
+from nexxus.observability.metrics import SLOW_CONSUMER_DROPS
 from nexxus.v1 import events_pb2
 
 __all__ = ["BufferStats", "ConnectionClosed", "QueuedConnection"]
@@ -233,6 +234,7 @@ class QueuedConnection(Connection):
                 self._log_slow(self._held_bytes)
                 self._held = None
                 self.stats.slow_closed += 1
+                SLOW_CONSUMER_DROPS.labels(self.transport).inc()
                 self._close(
                     "RESOURCE_EXHAUSTED",
                     f"client too slow: more than {self.max_bytes} bytes arrived while it caught up; "
@@ -349,6 +351,7 @@ class QueuedConnection(Connection):
             self._queue.clear()
             self._queued_bytes = 0
             self.stats.slow_closed += 1
+            SLOW_CONSUMER_DROPS.labels(self.transport).inc()
             self._close(
                 "RESOURCE_EXHAUSTED",
                 f"client too slow: more than {self.max_bytes} bytes waiting; resume from your last position",
@@ -448,15 +451,25 @@ class QueuedConnection(Connection):
         item = await self._next(idle_seconds)
         return None if item is None else _as_bytes(item)
 
-    def drain(self, max_events: int) -> list[events_pb2.Event]:
-        """Up to `max_events` more events that are already queued (no waiting)."""
-        count = min(max_events, len(self._queue))
-        return [_as_event(self._take()) for _ in range(count)]
+    def _drainable(self, max_events: int, max_bytes: int | None) -> int:
+        """How many queued events fit in `max_events` and `max_bytes`."""
+        if max_bytes is None:
+            return min(max_events, len(self._queue))
+        count = used = 0
+        for _, size, _ in self._queue:
+            if count >= max_events or used + size > max_bytes:
+                break
+            used += size
+            count += 1
+        return count
 
-    def drain_encoded(self, max_events: int) -> list[bytes]:
+    def drain(self, max_events: int, max_bytes: int | None = None) -> list[events_pb2.Event]:
+        """Up to `max_events` more events (and `max_bytes` of them) that are already queued (no waiting)."""
+        return [_as_event(self._take()) for _ in range(self._drainable(max_events, max_bytes))]
+
+    def drain_encoded(self, max_events: int, max_bytes: int | None = None) -> list[bytes]:
         """`drain()`, serialized."""
-        count = min(max_events, len(self._queue))
-        return [_as_bytes(self._take()) for _ in range(count)]
+        return [_as_bytes(self._take()) for _ in range(self._drainable(max_events, max_bytes))]
 
     def __repr__(self) -> str:
         return (

@@ -21,6 +21,7 @@ from typing import Generic
 
 import grpc
 
+from nexxus.core import limits
 from nexxus.core.errors import InvalidArgument, NexxusError
 from nexxus.core.positions import Position
 from nexxus.rpc.errors import abort_with_error, error_to_stream_error
@@ -175,7 +176,8 @@ class EventStreamServicer(Generic[CallerT]):
                 if event is None:
                     yield events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame()).SerializeToString()
                 elif max_batch > 1 and conn.queued:
-                    yield batch_frame([event, *conn.drain_encoded(max_batch - 1)])
+                    more = conn.drain_encoded(max_batch - 1, limits.current().page_bytes - len(event))
+                    yield batch_frame([event, *more])
                 else:
                     yield event_frame(event)
         finally:

@@ -11,7 +11,7 @@ The hub:
     by `bus.consume_deliveries`) and offers each target's Event, stamped with
     its position, to every local connection of that device (which drops
     duplicates by position, see `QueuedConnection.offer`);
-  * obeys `nexxus.v1.TransportControl` on `<prefix>.control.<app>`: closes the
+  * obeys `nexxus.v1.TransportControl` on `<prefix>.sys.control.<app>`: closes the
     listed devices' connections (token revoked, device deleted).
 """
 
@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 
 from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import TransportSettings
 from nexxus.core.errors import Unavailable
+from nexxus.core.events import build_event
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
+from nexxus.observability.metrics import DELIVERIES, WRITE_TO_PUSH_SECONDS
+from nexxus.observability.tracing import record_span, sampled_context
 from nexxus.transport.connection import BufferStats, QueuedConnection
-from nexxus.transport.events import build_event
 from nexxus.transport.tokens import TokenWatch
 from nexxus.transport.types import CallerT, Subscribe
 from nexxus.transport.wire import encode_position, encode_subscription_ids
@@ -47,6 +50,29 @@ def _sequence_of(position: str) -> int:
     return int(seq) if seq.isdigit() else 0
 
 
+def _observe_pushes(delivery: internal_pb2.Delivery, by_kind: dict[str, int], started_ns: int) -> None:
+    """Deliveries per transport kind, write → push latency, and a `transport.push` span
+    per kind when the delivery's trace is sampled."""
+    event_time = delivery.event.time
+    latency = time.time() - (event_time.seconds + event_time.nanos / 1e9) if event_time.seconds else None
+    for kind, count in by_kind.items():
+        DELIVERIES.labels(kind).inc(count)
+        if latency is not None:
+            WRITE_TO_PUSH_SECONDS.labels(kind).observe(max(latency, 0.0))
+    parent = sampled_context(delivery.traceparent) if delivery.traceparent else None
+    if parent is None:
+        return
+    for kind, count in by_kind.items():
+        attributes = {
+            "nexxus.app": delivery.app_id,
+            "nexxus.model": delivery.event.model,
+            "nexxus.transport": kind,
+            "nexxus.connections": count,
+            "nexxus.position": delivery.position,
+        }
+        record_span("transport", "transport.push", parent, started_ns, attributes)
+
+
 class ConnectionHub:
     def __init__(
         self, node_id: str, store: SubscriptionStore, bus: MessageBus, settings: TransportSettings
@@ -56,6 +82,8 @@ class ConnectionHub:
         self.bus = bus
         self.settings = settings
         self._devices: dict[DeviceKey, dict[str, Connection]] = {}
+        # connection id → subscriptions created on it (metrics)
+        self._made: dict[str, int] = {}
         self._subscriptions: list[BusSubscription] = []
         self._empty = asyncio.Event()
         self._empty.set()
@@ -68,7 +96,12 @@ class ConnectionHub:
 
     @property
     def control_subject(self) -> str:
-        return self.bus.subject("control", "*")
+        return self.bus.subjects.all_control
+
+    @property
+    def following(self) -> bool:
+        """Whether the hub follows its node's deliveries (readiness)."""
+        return self._started
 
     async def start(self) -> None:
         if self._started:
@@ -158,6 +191,8 @@ class ConnectionHub:
                 conn.app_id, conn.device_id, conn.connection_id, sub.id
             ):
                 raise Unavailable("the connection closed while subscribing", reason="CONNECTION_CLOSED")
+            if conn.connection_id in self._made or self._knows(conn):
+                self._made[conn.connection_id] = self._made.get(conn.connection_id, 0) + 1
             return sub
 
         return create
@@ -178,7 +213,11 @@ class ConnectionHub:
     def _queued_connections(self) -> list[QueuedConnection]:
         return [c for c in self.connections() if isinstance(c, QueuedConnection)]
 
+    def _knows(self, conn: Connection) -> bool:
+        return conn.connection_id in self._devices.get((conn.app_id, conn.device_id), {})
+
     def _forget(self, conn: Connection) -> bool:
+        self._made.pop(conn.connection_id, None)
         key = (conn.app_id, conn.device_id)
         conns = self._devices.get(key)
         if conns is None or conns.pop(conn.connection_id, None) is None:
@@ -208,6 +247,8 @@ class ConnectionHub:
         key = (delivery.event.model, delivery.event.object_id)
         version = delivery.event.version
         pushed = 0
+        started_ns = time.time_ns()
+        by_kind: dict[str, int] = {}
         for target in delivery.targets:
             conns = devices.get((app_id, target.device_id))
             if not conns:
@@ -228,8 +269,17 @@ class ConnectionHub:
                     conn.offer(seq, item, size, position, key, version)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
+                kind_name = getattr(conn, "transport", "other")
+                by_kind[kind_name] = by_kind.get(kind_name, 0) + 1
                 pushed += 1
+        if by_kind:
+            _observe_pushes(delivery, by_kind, started_ns)
         return pushed
+
+    @property
+    def subscriptions_made(self) -> int:
+        """Subscriptions created on this node's open connections (the metrics' gauge)."""
+        return sum(self._made.values())
 
     async def close_devices(
         self, app_id: str, device_ids: Iterable[str], code: str, reason: str, error_reason: str = ""

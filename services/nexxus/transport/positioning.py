@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from nexxus.core.errors import InvalidArgument
 from nexxus.core.ports import MessageBus, SubscriptionStore
 from nexxus.core.positions import HistoryBounds, Position, parse_position
+from nexxus.observability.metrics import RESUMES, SNAPSHOTS
 from nexxus.router.matching import ReadGate
 from nexxus.router.state import SchemaLookup
 from nexxus.transport.connection import QueuedConnection
@@ -143,6 +144,7 @@ class StreamPositions:
                 replayed += 1
                 yield event
             conn.sent_position = head
+            RESUMES.labels("replayed").inc()
             log.debug("%r resumed after %s: %d events replayed up to %s", conn, start, replayed, head)
             yield events_pb2.Resumed(position=head, replayed=replayed)
             return
@@ -154,6 +156,7 @@ class StreamPositions:
         oldest = (
             str(Position(bounds.epoch, bounds.first_seq - 1)) if bounds.last_seq >= bounds.first_seq else ""
         )
+        RESUMES.labels("gap").inc()
         log.info("%r cannot resume after %s (%s): gap and snapshot at %s", conn, start, reason, head)
         yield events_pb2.Gap(requested_position=str(start), reason=reason, oldest_position=oldest)
         async for frame in self.snapshots(conn, subs, bounds, events_pb2.SNAPSHOT_REASON_GAP, page_size):
@@ -171,6 +174,7 @@ class StreamPositions:
         """Each subscription's snapshot pages, positioned at `bounds.head`."""
         head = str(bounds.head)
         for sub in subs:
+            SNAPSHOTS.inc()
             token = ""
             while True:
                 objects, token = await self.snapshot(conn.app_id, sub, page_size, token)

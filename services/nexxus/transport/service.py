@@ -89,7 +89,7 @@ class TransportService(Generic[CallerT]):
         self._ws_socket = bind_ws_socket(tsettings.host, tsettings.ws_port)
         self._ws_port: int = self._ws_socket.getsockname()[1]
         self._ws: Server | None = None
-        self.sse = SseServer(self.hub, authenticate, self.stats, self.positions)
+        self.sse = SseServer(self.hub, authenticate, self.stats, self.positions, subscribe, unsubscribe)
         self._sse_socket = bind_ws_socket(tsettings.host, tsettings.sse_port)
         self._sse_port: int = self._sse_socket.getsockname()[1]
         self._sse: asyncio.Server | None = None

@@ -40,15 +40,21 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from google.protobuf import json_format
 
+from nexxus.core import limits
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, Unavailable
 from nexxus.core.positions import Position
 from nexxus.rpc.errors import DOMAIN, grpc_status_code
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
 from nexxus.transport.hub import ConnectionHub
 from nexxus.transport.positioning import Frame, StreamPositions, resolve_page_size
-from nexxus.transport.session import heartbeat_frame, require_device, resolve_heartbeat
-from nexxus.transport.types import Authenticate, CallerT
-from nexxus.v1 import events_pb2
+from nexxus.transport.session import (
+    create_inline_subscriptions,
+    heartbeat_frame,
+    require_device,
+    resolve_heartbeat,
+)
+from nexxus.transport.types import Authenticate, CallerT, Subscribe, Unsubscribe
+from nexxus.v1 import events_pb2, subscriptions_pb2
 
 __all__ = ["HTTP_STATUS", "SseServer", "SseTarget", "parse_sse_target"]
 
@@ -94,6 +100,7 @@ _QUERY_KEYS = {
     "resume_from_ack": "resume_from_ack",
     "snapshotPageSize": "snapshot_page_size",
     "snapshot_page_size": "snapshot_page_size",
+    "subscription": "subscription",
 }
 
 
@@ -107,6 +114,8 @@ class SseTarget:
     last_event_id: str = ""
     resume_from_ack: bool = False
     snapshot_page_size: int = 0
+    # `subscription` parameters: made for this stream, removed with it.
+    subscriptions: tuple[subscriptions_pb2.CreateSubscriptionRequest, ...] = ()
 
 
 def _int(name: str, raw: str) -> int:
@@ -124,10 +133,13 @@ def parse_sse_target(target: str, headers: dict[str, str]) -> SseTarget:
     if m is None:
         raise NotFound(f"no event stream at {parts.path}", field="path")
     values: dict[str, str] = {}
+    subscriptions: list[subscriptions_pb2.CreateSubscriptionRequest] = []
     for key, items in parse_qs(parts.query, keep_blank_values=True).items():
         name = _QUERY_KEYS.get(key)
         if name is None:
             raise InvalidArgument(f"unknown query parameter {key!r}", reason="UNKNOWN_FIELD", field=key)
+        if name == "subscription":
+            subscriptions += [_subscription(i, raw) for i, raw in enumerate(items)]
         values[name] = items[-1]
     max_batch = _int("max_batch", values.get("max_batch", "0"))
     if not 0 <= max_batch <= MAX_BATCH:
@@ -140,7 +152,29 @@ def parse_sse_target(target: str, headers: dict[str, str]) -> SseTarget:
         last_event_id=headers.get("last-event-id", "") or values.get("last_event_id", ""),
         resume_from_ack=values.get("resume_from_ack", "").lower() in ("1", "true", "yes"),
         snapshot_page_size=_int("snapshot_page_size", values.get("snapshot_page_size", "0")),
+        subscriptions=tuple(subscriptions),
     )
+
+
+MAX_SUBSCRIPTIONS = 100
+
+
+def _subscription(index: int, raw: str) -> subscriptions_pb2.CreateSubscriptionRequest:
+    """A `subscription` parameter: a CreateSubscriptionRequest in the proto JSON
+    mapping, e.g. ``{"model":"board","filter":{"status":{"eq":"open"}}}``."""
+    field = f"subscription[{index}]"
+    if index >= MAX_SUBSCRIPTIONS:
+        raise InvalidArgument(f"at most {MAX_SUBSCRIPTIONS} subscription parameters", field=field)
+    request = subscriptions_pb2.CreateSubscriptionRequest()
+    try:
+        json_format.Parse(raw, request)
+    except (json_format.ParseError, RecursionError) as exc:
+        raise InvalidArgument(
+            f"not a CreateSubscriptionRequest in JSON: {str(exc)[:200]}",
+            field=field,
+            reason="BAD_SUBSCRIPTION",
+        ) from None
+    return request
 
 
 def error_body(err: NexxusError) -> tuple[int, bytes]:
@@ -206,7 +240,7 @@ class _Stream:
             if event is None:
                 await self.send(sse_frame(events_pb2.StreamEventsResponse(heartbeat=heartbeat_frame())))
             elif max_batch > 1 and conn.queued:
-                events = [event, *conn.drain(max_batch - 1)]
+                events = [event, *conn.drain(max_batch - 1, limits.current().page_bytes - event.ByteSize())]
                 frame = events_pb2.StreamEventsResponse(batch=events_pb2.EventBatch(events=events))
                 await self.send(sse_frame(frame, conn.last_position))
             else:
@@ -244,9 +278,13 @@ class SseServer(Generic[CallerT]):
         authenticate: Authenticate[CallerT],
         stats: Callable[[], dict[str, Any]] | None = None,
         positions: StreamPositions | None = None,
+        subscribe: Subscribe[CallerT] | None = None,
+        unsubscribe: Unsubscribe[CallerT] | None = None,
     ) -> None:
         self.hub = hub
         self.authenticate = authenticate
+        self.subscribe = subscribe
+        self.unsubscribe = unsubscribe
         self.positions = positions
         self.stats = stats
         self._shutting_down = False
@@ -329,9 +367,33 @@ class SseServer(Generic[CallerT]):
         conn.unsent_bytes = transport.get_write_buffer_size
         await self.hub.register(conn)
         try:
-            await self._stream(reader, writer, conn, heartbeat, sse.max_batch, start, page_size)
+            try:
+                created = await self._subscribe(caller, conn, sse)
+            except NexxusError as err:
+                await self._respond(writer, *error_body(err))
+                return
+            await self._stream(reader, writer, conn, heartbeat, sse.max_batch, start, page_size, created)
         finally:
             await self.hub.unregister(conn)
+
+    async def _subscribe(
+        self, caller: CallerT, conn: QueuedConnection, sse: SseTarget
+    ) -> list[subscriptions_pb2.Subscription]:
+        """The stream's `subscription` parameters, tied to the connection (an
+        anonymous caller of an optional-auth app subscribes this way: it has no
+        device to hold subscriptions made over REST)."""
+        if not sse.subscriptions:
+            return []
+        if self.subscribe is None or self.unsubscribe is None:
+            raise InvalidArgument("this server takes no subscription parameters", field="subscription")
+        return await create_inline_subscriptions(
+            caller,
+            sse.app_id,
+            list(sse.subscriptions),
+            self.hub.bound(conn, self.subscribe),
+            self.unsubscribe,
+            field_prefix="subscription",
+        )
 
     async def _stream(
         self,
@@ -342,6 +404,7 @@ class SseServer(Generic[CallerT]):
         max_batch: int,
         start: Position | None = None,
         page_size: int = 0,
+        created: list[subscriptions_pb2.Subscription] | None = None,
     ) -> None:
         stream = _Stream(writer, conn, self.hub.settings.close_grace_seconds)
         head = _response_head(
@@ -359,7 +422,11 @@ class SseServer(Generic[CallerT]):
                 conn.close_now(err.code, err.message, err.reason)
         ready = events_pb2.StreamEventsResponse(
             ready=events_pb2.StreamReady(
-                device_id=conn.device_id, user_id=conn.user_id, node=node, position=str(from_position or "")
+                device_id=conn.device_id,
+                user_id=conn.user_id,
+                node=node,
+                position=str(from_position or ""),
+                subscriptions=created or [],
             )
         )
         await stream.send(sse_frame(ready))

@@ -360,8 +360,9 @@ class WebSocketBridge(Generic[CallerT]):
             await ws.send(dump_server_frame(frame))
             await ws.close(close_code_for(err.code), err.message[:120])
 
-    async def _authorization(self, ws: ServerConnection, target: WsTarget) -> tuple[str, str]:
-        """(authorization header value, reply_to of the auth frame)."""
+    async def _authorization(self, ws: ServerConnection, target: WsTarget) -> tuple[str | None, str]:
+        """(authorization header value, reply_to of the auth frame); None for an
+        `auth` frame without a token: an anonymous caller (optional-auth apps)."""
         if target.access_token:
             return _bearer(target.access_token), ""
         header = ws.request.headers.get("Authorization") if ws.request is not None else None
@@ -375,11 +376,13 @@ class WebSocketBridge(Generic[CallerT]):
                 f"no auth frame within {self.auth_timeout:g} s", reason="AUTH_TIMEOUT", field="auth"
             ) from None
         frame = parse_client_frame(raw)
-        if frame.WhichOneof("frame") != "auth" or not frame.auth.access_token:
-            err = BadFrame("the first frame must be auth with an access_token", field="auth")
+        if frame.WhichOneof("frame") != "auth":
+            err = BadFrame(
+                "the first frame must be auth (with an access_token, or none: anonymous)", field="auth"
+            )
             err.frame_id = frame.id
             raise err
-        return _bearer(frame.auth.access_token), frame.id
+        return (_bearer(frame.auth.access_token) if frame.auth.access_token else None), frame.id
 
     async def shutdown(self) -> None:
         """Refuse new sessions and close the ones still authenticating with an

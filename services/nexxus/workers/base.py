@@ -136,7 +136,7 @@ class BaseWorker(ABC):
 
     async def start(self) -> None:
         self._sub = await self.bus.consume(
-            self.bus.subject("*", "events", ">"),
+            self.bus.subjects.all_events,
             f"worker-{self.name}",
             self._handle_batch,
             batch=self.batch_size,

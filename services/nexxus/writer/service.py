@@ -38,10 +38,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
+from opentelemetry.trace import Span
 
 from nexxus.core.config.settings import WriterSettings
 from nexxus.core.errors import NexxusError, NotFound, Unavailable
@@ -56,7 +58,14 @@ from nexxus.core.ports import (
 )
 from nexxus.core.schema import ModelSchema
 from nexxus.core.schema_registry import SchemaRegistry
-from nexxus.v1.internal_pb2 import ModelEvent, WriteCommand, WriteResult
+from nexxus.observability.metrics import (
+    WRITER_COMMIT_SECONDS,
+    WRITES_APPLIED,
+    WRITES_FAILED,
+    WRITES_PARKED,
+)
+from nexxus.observability.tracing import begin_span, sampled_context, traceparent_of
+from nexxus.v1.internal_pb2 import ModelEvent, WriteCommand, WriteOp, WriteResult
 from nexxus.writer.partitions import PartitionOwner
 from nexxus.writer.retention import RetentionJob
 
@@ -64,6 +73,7 @@ log = logging.getLogger("nexxus.writer")
 
 LEASES = "WRITER_LEASES"
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_=-]")
+_OPS = {op: WriteOp.Name(op).removeprefix("WRITE_OP_").lower() for op in WriteOp.values()}
 
 
 @dataclass(slots=True)
@@ -107,7 +117,7 @@ class WriterService:
             "writer %s consuming %d partitions of %s (holds %s)",
             self.holder,
             self._settings.partitions,
-            self._bus.subject("*", "write", "*"),
+            self._bus.subjects.writes,
             sorted(self.partitions.owned),
         )
 
@@ -204,15 +214,66 @@ class WriterService:
     async def _apply_and_finish(self, items: list[_Item]) -> None:
         for item in items:
             item.schema = await self._schemas.lookup(item.cmd.app_id, item.cmd.model)
-        outcomes = await self._apply(items)
-        await self._publish_events(outcomes)
+        started = time.perf_counter()
+        spans = self._begin_spans(items)
+        try:
+            outcomes = await self._apply(items)
+            if spans:
+                self._link_events(spans, outcomes)
+            await self._publish_events(outcomes)
+        finally:
+            for span in spans.values():
+                span.end()
+        WRITER_COMMIT_SECONDS.observe(time.perf_counter() - started)
         for item, outcome in zip(items, outcomes, strict=True):
+            self._count(item.cmd, outcome)
             await self._reply(item.cmd, outcome)
             await item.msg.ack()
         if self._failures:
             for item in items:
                 self._failures.pop(item.cmd.command_id, None)
         self.applied += len(items)
+
+    @staticmethod
+    def _begin_spans(items: Sequence[_Item]) -> dict[int, Span]:
+        """A `writer.commit` span per traced command (index in the batch → span)."""
+        spans: dict[int, Span] = {}
+        for i, item in enumerate(items):
+            cmd = item.cmd
+            parent = sampled_context(cmd.traceparent) if cmd.traceparent else None
+            if parent is None:
+                continue
+            attributes = {
+                "nexxus.app": cmd.app_id,
+                "nexxus.model": cmd.model,
+                "nexxus.op": _OPS.get(cmd.op, ""),
+                "nexxus.command_id": cmd.command_id,
+                "nexxus.batch_size": len(items),
+            }
+            span = begin_span("writer", "writer.commit", parent, attributes)
+            if span is not None:
+                spans[i] = span
+        return spans
+
+    @staticmethod
+    def _link_events(spans: dict[int, Span], outcomes: Sequence[WriteOutcome]) -> None:
+        """Each traced command's event carries its commit span's context on to the router."""
+        for i, span in spans.items():
+            outcome = outcomes[i]
+            if outcome.event is not None:
+                outcome.event.traceparent = traceparent_of(span)
+                span.set_attribute("nexxus.version", outcome.event.version)
+            if outcome.error is not None:
+                span.set_attribute("nexxus.error", outcome.error.reason or outcome.error.code)
+
+    @staticmethod
+    def _count(cmd: WriteCommand, outcome: WriteOutcome) -> None:
+        if outcome.replayed:
+            return
+        if outcome.error is None:
+            WRITES_APPLIED.labels(cmd.app_id, cmd.model, _OPS.get(cmd.op, "")).inc()
+        else:
+            WRITES_FAILED.labels(cmd.app_id, cmd.model, outcome.error.reason or outcome.error.code).inc()
 
     async def _apply(self, items: Sequence[_Item]) -> list[WriteOutcome]:
         """Apply the batch; commands for unknown models fail without touching the database."""
@@ -246,7 +307,7 @@ class WriterService:
             await self._bus.publish_many(batch)
 
     def event_subject(self, event: ModelEvent) -> str:
-        return self._bus.subject(event.app_id, "events", event.model)
+        return self._bus.subjects.events(event.app_id, event.model)
 
     async def _reply(self, cmd: WriteCommand, outcome: WriteOutcome) -> None:
         if not cmd.reply_subject:
@@ -265,14 +326,13 @@ class WriterService:
         except NexxusError as exc:  # the caller falls back to PENDING; the write is done
             log.warning("could not answer %s: %s", cmd.command_id, exc)
 
-    @staticmethod
-    def _app_of(msg: BusMessage) -> str:
-        """The application a write subject names (<prefix>.<app>.write.<partition>)."""
-        parts = msg.subject.split(".")
-        return parts[-3] if len(parts) >= 4 else "unknown"
+    def _app_of(self, msg: BusMessage) -> str:
+        """The application a write subject names (<prefix>.app.<app>.write.<partition>)."""
+        return self._bus.subjects.app_of(msg.subject) or "unknown"
 
     async def _park(self, msg: BusMessage, reason: str, *, app_id: str) -> None:
         log.error("parking message on %s: %s", msg.subject, reason)
+        WRITES_PARKED.inc()
         await self._bus.publish(
             self._bus.parked_subject(app_id),
             msg.data,

@@ -1,13 +1,15 @@
 """NATS JetStream implementation of the `MessageBus` port.
 
 Streams (created or updated idempotently by `start()`, file storage, names and
-subjects from `NatsSettings`; `P` = stream_prefix, `s` = subject_prefix):
+subjects from `NatsSettings`; `P` = stream_prefix, `s` = subject_prefix; every
+subject is built by `nexxus.core.subjects.Subjects`: tenant data under `s.app.`,
+internal traffic under `s.sys.`, so no application id can reach an internal subject):
 
-    P_WRITES   s.*.write.*                   work queue, no age limit,   api → writer
-                                             writes_max_bytes, discard new
-    P_EVENTS   s.*.events.>                  max_age 24h   writer → router, custom workers
-    P_PARKED   s.*.parked, s.*.parked.>      max_age 7d    poison commands with their reason
-    P_DELIVERIES  s.*.transport              max_age 1h    router → transport (`s.<node>.transport`)
+    P_WRITES      s.app.*.write.*               work queue, no age limit,   api → writer
+                                                writes_max_bytes, discard new
+    P_EVENTS      s.app.*.events.>              max_age 24h   writer → router, custom workers
+    P_PARKED      s.app.*.parked, s.app.*.parked.>  max_age 7d  poison commands with their reason
+    P_DELIVERIES  s.sys.transport.*             max_age 1h    router → transport (`s.sys.transport.<node>`)
 
 EVENTS is also the event history devices resume from (docs/delivery.md): its
 age and byte limits are `events_max_age_seconds` / `events_max_bytes`; its epoch
@@ -22,18 +24,14 @@ All three keep a 2-minute duplicate window: a publish with `msg_id` (header
 `Nats-Msg-Id`) is stored once however often it is retried.
 
 P_WRITES holds one subject per application and write partition
-(`s.<app>.write.<p>`). A command leaves it when a writer acks it (work-queue
+(`s.app.<app>.write.<p>`). A command leaves it when a writer acks it (work-queue
 retention) and never because of its age; when the stream is full a publish
 fails (discard new) and the api answers RESOURCE_EXHAUSTED. Writers consume
 each partition in order (`consume_ordered`, `_nats_ordered`), holding a lease
 on it (`leases`, a key-value bucket P_WRITER_LEASES, `_nats_leases`).
 
-PARKED is scoped per application (`s.<app>.parked`), not `s.parked.>`: JetStream
-refuses streams whose subjects overlap, and `s.parked.>` overlaps both `s.*.write`
-(`s.parked.write`) and `s.*.events.>` (`s.parked.events.x`).
-
-Services build subjects with `bus.subject(...)` / `write_subject(app)` /
-`events_subject(app, model)` / `parked_subject(app)`, never with a literal "nexxus.".
+Services build subjects with `bus.subjects` (`nexxus.core.subjects`), never with a
+literal "nexxus.".
 
 Durable consumers are pull consumers named by `durable` and shared by every process
 using the name (work queue). Core NATS (`subscribe`, `publish_volatile`, `request`)
@@ -74,6 +72,8 @@ from nexxus.adapters.bus._nats_messages import (
 )
 from nexxus.adapters.bus._nats_ordered import OrderedConsumer
 from nexxus.adapters.bus._nats_reader import OrderedReader, read_range
+from nexxus.adapters.bus._nats_stats import read_stream_stats
+from nexxus.core import limits
 from nexxus.core.config.settings import NatsSettings
 from nexxus.core.errors import InvalidArgument, ResourceExhausted, Unavailable
 from nexxus.core.ports import (
@@ -83,8 +83,11 @@ from nexxus.core.ports import (
     MessageBus,
     MessageHandler,
     SequencedHandler,
+    StreamStats,
 )
 from nexxus.core.positions import HistoryBounds, epoch_of
+from nexxus.core.subjects import Subjects
+from nexxus.observability.metrics import BUS_ERRORS
 
 __all__ = ["CoreMessage", "JetStreamMessage", "NatsBus"]
 
@@ -129,22 +132,16 @@ class NatsBus(MessageBus):
 
     # ------------------------------------------------------------------ names
 
-    def subject(self, *parts: str) -> str:
-        """`subject("app1", "write")` → "nexxus.app1.write" (with the configured prefix)."""
-        return ".".join((self.settings.subject_prefix, *parts))
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.settings.subject_prefix)
 
     def events_subject(self, app_id: str, model: str) -> str:
-        return self.subject(app_id, "events", model)
-
-    def parked_subject(self, app_id: str) -> str:
-        return self.subject(app_id, "parked")
+        return self.subjects.events(app_id, model)
 
     def delivery_subject(self, node: str) -> str:
-        """Where the router publishes a transport node's deliveries (the node
-        id as one subject token: characters other than letters, digits, `-`
-        and `_` become `_`)."""
-        token = "".join(c if c.isalnum() or c in "-_" else "_" for c in node) or "_"
-        return self.subject(token, "transport")
+        """Where the router publishes a transport node's deliveries (the node id as one token)."""
+        return self.subjects.delivery(node)
 
     @property
     def stream_names(self) -> dict[str, str]:
@@ -162,7 +159,7 @@ class NatsBus(MessageBus):
         limit that refuses new commands when reached (never drops stored ones)."""
         return StreamConfig(
             name=self.stream_names["writes"],
-            subjects=[self.subject("*", "write", "*")],
+            subjects=[self.subjects.writes],
             max_age=0,
             max_bytes=self.settings.writes_max_bytes,
             discard=DiscardPolicy.NEW,
@@ -181,21 +178,21 @@ class NatsBus(MessageBus):
             self.writes_stream_config(common),
             StreamConfig(
                 name=names["events"],
-                subjects=[self.subject("*", "events", ">")],
+                subjects=[self.subjects.all_events],
                 max_age=self.settings.events_max_age_seconds,
                 max_bytes=self.settings.events_max_bytes,
                 **{**common, "duplicate_window": min(DUPLICATE_WINDOW, self.settings.events_max_age_seconds)},
             ),
             StreamConfig(
                 name=names["deliveries"],
-                subjects=[self.subject("*", "transport")],
+                subjects=[self.subjects.deliveries],
                 max_age=self.settings.deliveries_max_age_seconds,
                 max_bytes=self.settings.deliveries_max_bytes,
                 **common,
             ),
             StreamConfig(
                 name=names["parked"],
-                subjects=[self.subject("*", "parked"), self.subject("*", "parked", ">")],
+                subjects=self.subjects.all_parked,
                 max_age=7 * DAY,
                 **common,
             ),
@@ -230,6 +227,15 @@ class NatsBus(MessageBus):
             with contextlib.suppress(Exception):
                 await nc.close()
             raise _bus_down(f"cannot connect to NATS at {self.settings.servers}: {exc!r}") from exc
+        needed = limits.current().nats_max_payload
+        if nc.max_payload < needed:
+            await nc.close()
+            raise Unavailable(
+                f"the NATS server takes messages of at most {nc.max_payload} bytes (max_payload); "
+                f"limits.max_object_bytes = {limits.current().max_object_bytes} needs at least {needed}: "
+                f"set `max_payload: {needed}` in the nats-server configuration",
+                reason="NATS_MAX_PAYLOAD",
+            )
         # Once connected, never give up reconnecting.
         nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
@@ -314,6 +320,7 @@ class NatsBus(MessageBus):
                 await asyncio.wait_for(nc.close(), 5.0)
 
     async def _on_error(self, exc: Exception) -> None:
+        BUS_ERRORS.labels(type(exc).__name__).inc()
         if isinstance(exc, nats.errors.SlowConsumerError):
             # Core NATS dropped messages of this subscription: say so loudly.
             log.error("nats slow consumer: messages dropped on %s (sid %s)", exc.subject, exc.sid)
@@ -324,6 +331,7 @@ class NatsBus(MessageBus):
         log.warning("nats error: %r", exc)
 
     async def _on_disconnected(self) -> None:
+        BUS_ERRORS.labels("DISCONNECTED").inc()
         log.warning("nats disconnected; reconnecting")
 
     async def _on_reconnected(self) -> None:
@@ -526,6 +534,17 @@ class NatsBus(MessageBus):
             ) from exc
         return msg.data
 
+    # ------------------------------------------------------------------ metrics
+
+    async def stream_stats(self, hop: str) -> StreamStats | None:
+        name = self.stream_names.get(hop)
+        if name is None:
+            return None
+        try:
+            return await read_stream_stats(self._require_js(), name)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise _bus_down(f"cannot read the state of stream {name}: {exc!r}") from exc
+
     # ------------------------------------------------------------------ event history
 
     async def history_bounds(self) -> HistoryBounds:
@@ -544,7 +563,7 @@ class NatsBus(MessageBus):
         async for item in read_range(
             js,
             self.stream_names["events"],
-            self.subject(app_id, "events", ">"),
+            self.subjects.app_events(app_id),
             after_seq,
             up_to_seq,
             timeout=self._request_timeout,
@@ -585,6 +604,7 @@ class NatsBus(MessageBus):
 
 def _bus_down(internal: str) -> Unavailable:
     """The client's view of a bus failure; the details go to the operator's log only."""
+    BUS_ERRORS.labels("BUS_UNAVAILABLE").inc()
     return Unavailable(
         "the message bus is unavailable; retry later", reason="BUS_UNAVAILABLE", internal=internal
     )
@@ -600,6 +620,7 @@ def _publish_error(subject: str, exc: BaseException) -> Unavailable | ResourceEx
             10047,  # insufficient resources
         )
     ):
+        BUS_ERRORS.labels("QUEUE_FULL").inc()
         return ResourceExhausted(
             "the write queue is full; retry later",
             reason="QUEUE_FULL",

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from nexxus.core.errors import FailedPrecondition, NexxusError, Unavailable
+from nexxus.observability.metrics import observe_database_error
 
 __all__ = [
     "ENGINE_ERRORS",
@@ -145,7 +146,7 @@ class EngineBase:
         return self._client
 
     def _translate(self, exc: Exception) -> NexxusError:
-        return translate_engine_error(exc, self.engine)
+        return observe_database_error(translate_engine_error(exc, self.engine))
 
     @staticmethod
     async def _create_index(client: EngineClient, index: str, mappings: dict[str, Any]) -> None:

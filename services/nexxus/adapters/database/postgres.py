@@ -19,6 +19,7 @@ import asyncpg
 
 from nexxus.core.config.settings import PostgresSettings
 from nexxus.core.errors import NexxusError
+from nexxus.observability.metrics import observe_database_error
 
 from ._sql_base import SqlDatabase
 from ._sql_common import (
@@ -50,7 +51,11 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, *_UNAVAILABLE)
 
 
 def _translate(exc: BaseException) -> NexxusError:
-    """A driver exception as a Nexxus error (the caller raises it `from exc`)."""
+    """A driver exception as a Nexxus error (the caller raises it `from exc`), counted."""
+    return observe_database_error(_translate_driver(exc))
+
+
+def _translate_driver(exc: BaseException) -> NexxusError:
     if isinstance(exc, asyncpg.UniqueViolationError):
         return unique_violation(f"{exc.constraint_name} {exc}")
     if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):

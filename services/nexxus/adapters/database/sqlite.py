@@ -22,6 +22,7 @@ import aiosqlite
 
 from nexxus.core.config.settings import SqliteSettings
 from nexxus.core.errors import NexxusError
+from nexxus.observability.metrics import observe_database_error
 
 from ._sql_base import SqlDatabase
 from ._sql_common import (
@@ -44,7 +45,11 @@ T = TypeVar("T")
 
 
 def _translate(exc: Exception) -> NexxusError:
-    """A driver exception as a Nexxus error (the caller raises it `from exc`)."""
+    """A driver exception as a Nexxus error (the caller raises it `from exc`), counted."""
+    return observe_database_error(_translate_driver(exc))
+
+
+def _translate_driver(exc: Exception) -> NexxusError:
     text = str(exc)
     if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in text.upper():
         return unique_violation(text)

@@ -103,6 +103,12 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
             with contextlib.suppress(redis_errors.RedisError):
                 await client.aclose()
 
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except redis_errors.RedisError as exc:
+            raise store_down(f"redis ping: {exc!r}") from exc
+
     @property
     def redis(self) -> Redis:
         if self._redis is None:

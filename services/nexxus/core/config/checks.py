@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from nexxus.core.config.coerce import Problems
 from nexxus.core.config.settings import MIN_SIGNING_KEY_LENGTH, Settings
+from nexxus.core.limits import MAX_OBJECT_BYTES, MIN_OBJECT_BYTES
 
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "check_settings"]
 
@@ -25,6 +26,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "database.postgres.min_pool": (0, None),
     "database.postgres.max_pool": (1, None),
     "bus.nats.replicas": (1, 5),
+    "limits.max_object_bytes": (MIN_OBJECT_BYTES, MAX_OBJECT_BYTES),
     "store.redis.change_log_length": (1, None),
     "auth.access_token_ttl_seconds": (1, None),
     "auth.refresh_token_ttl_seconds": (1, None),
@@ -51,6 +53,8 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "transport.lease_seconds": (1, None),
     "transport.close_grace_seconds": (0, None),
     "transport.token_check_seconds": (1, None),
+    "observability.trace_sample_ratio": (0, 1),
+    "observability.trace_buffer_spans": (1, None),
 }
 
 
@@ -69,7 +73,7 @@ def _walk(obj: object, path: str = "") -> Iterator[tuple[str, str, Any]]:
 
 
 def _check_adapters(settings: Settings, problems: Problems) -> None:
-    from nexxus.adapters.registry import BUS, DATABASE, STORE, known_adapters
+    from nexxus.core.plugins import BUS, DATABASE, STORE, known_adapters
 
     for key, group, name in (
         ("database.adapter", DATABASE, settings.database.adapter),

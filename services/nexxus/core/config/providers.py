@@ -203,7 +203,7 @@ ProviderFactory = Callable[[], ConfigProvider]
 def register_provider(name: str, factory: ProviderFactory) -> None:
     """Register a custom provider (a class or a zero-argument callable) so that
     `load_settings` applies it on top of the standard layers."""
-    from nexxus.adapters.registry import CONFIG_PROVIDERS, register_adapter
+    from nexxus.core.plugins import CONFIG_PROVIDERS, register_adapter
 
     register_adapter(CONFIG_PROVIDERS, name, factory)
 
@@ -211,7 +211,7 @@ def register_provider(name: str, factory: ProviderFactory) -> None:
 def discover_providers() -> list[ConfigProvider]:
     """Every custom provider, registered or from the ``nexxus.config_providers``
     entry points (built-ins skipped), instantiated with no arguments, by name."""
-    from nexxus.adapters.registry import CONFIG_PROVIDERS, known_adapters, load_adapter
+    from nexxus.core.plugins import CONFIG_PROVIDERS, known_adapters, load_adapter
 
     found: list[ConfigProvider] = []
     for name in known_adapters(CONFIG_PROVIDERS):

@@ -201,12 +201,49 @@ class EnvoySettings:
 
 
 @dataclass(slots=True)
+class LimitSettings:
+    # The largest object (its data, protobuf-encoded) the api accepts; every
+    # other size (pages, gRPC and NATS messages, Envoy buffers) is derived from
+    # it (`nexxus.core.limits`). 65536 .. 8388608.
+    max_object_bytes: int = 1024 * 1024
+
+
+@dataclass(slots=True)
 class LoggingSettings:
     level: str = "INFO"
     # "text" or "json"
     format: str = "text"
     # Optional custom sink: "module:callable" returning a logging.Handler.
     handler: str = ""
+
+
+@dataclass(slots=True)
+class ObservabilitySettings:
+    """Each service process's observability port: /metrics, /healthz, /readyz,
+    /debug/traces (docs/observability.md). One port per role (0 = a free port);
+    a process running several roles serves one, at its first role's port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    api_port: int = 9461
+    writer_port: int = 9462
+    router_port: int = 9463
+    transport_port: int = 9464
+    # OpenTelemetry spans: recorded at all, the fraction of new traces kept (a
+    # caller's sampled traceparent is always followed), spans kept in memory.
+    # A sampled write costs its four services about 0.3-0.6 ms of CPU in all
+    # (bench/observability_bench.py); an unsampled one a string check per hop.
+    tracing: bool = True
+    trace_sample_ratio: float = 0.1
+    trace_buffer_spans: int = 4096
+    # An OTLP/gRPC collector, e.g. http://127.0.0.1:4317 (OTEL_EXPORTER_OTLP_ENDPOINT too);
+    # needs the `otlp` extra.
+    otlp_endpoint: str = ""
+
+    def port_of(self, role: str) -> int | None:
+        """The configured port of `role` (api, writer, router, transport), None for others."""
+        value = getattr(self, f"{role}_port", None)
+        return value if isinstance(value, int) else None
 
 
 @dataclass(slots=True)
@@ -227,3 +264,5 @@ class Settings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     envoy: EnvoySettings = field(default_factory=EnvoySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)

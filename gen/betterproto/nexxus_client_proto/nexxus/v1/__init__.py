@@ -816,6 +816,12 @@ class CreateSubscriptionRequest(betterproto2.Message):
     CreateSubscription refuses it (INVALID_ARGUMENT): it has no stream.
     """
 
+    model_id: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
+    """
+    The seed's name of `object_id` (its channel field `modelId`), accepted as
+    an alias: set either, or both to the same id.
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "CreateSubscriptionRequest", CreateSubscriptionRequest)
 
@@ -922,6 +928,11 @@ class Delivery(betterproto2.Message):
     position: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
     """
     The event's position ("<epoch>.<sequence>" of the EVENTS stream).
+    """
+
+    traceparent: "str" = betterproto2.field(6, betterproto2.TYPE_STRING)
+    """
+    W3C trace context of the router's match span; empty when not traced.
     """
 
 
@@ -1531,6 +1542,11 @@ class ModelEvent(betterproto2.Message):
         13, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
     )
 
+    traceparent: "str" = betterproto2.field(14, betterproto2.TYPE_STRING)
+    """
+    W3C trace context of the writer's commit span; empty when not traced.
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "ModelEvent", ModelEvent)
 
@@ -1699,6 +1715,16 @@ class PutModelSchemaRequest(betterproto2.Message):
     schema: "ModelSchema | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
     """
     The schema; its `name` is taken from `model`.
+    """
+
+    document: "__google__protobuf__.Struct | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The same schema as a JSON document, in the form docs/schema.md shows:
+    short type and access-kind names (`"string"`, `"owner"`) or the enum
+    names (`"FIELD_TYPE_STRING"`), camelCase or snake_case keys. The REST
+    route's body is this document; set `schema` or `document`, not both.
     """
 
 
@@ -2471,6 +2497,11 @@ class WriteCommand(betterproto2.Message):
     reply_subject: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
     """
     When set, the writer publishes a WriteResult on this core NATS subject.
+    """
+
+    traceparent: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+    """
+    W3C trace context of the api's span (docs/observability.md); empty when not traced.
     """
 
 
