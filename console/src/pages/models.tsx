@@ -10,9 +10,24 @@ const EXAMPLE = {
   },
 };
 
+/** The schema without its defaults (false flags, empty lists and maps), as the server prints every field. */
+function prune(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(prune);
+  if (value && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) {
+      const p = prune(v);
+      const empty = p === false || p === "" || (Array.isArray(p) && !p.length) || (p && typeof p === "object" && !Object.keys(p).length);
+      if (!empty) out[k] = p;
+    }
+    return out;
+  }
+  return value;
+}
+
 const schemaText = (schema: ModelSchema): string => {
   const { name: _name, ...rest } = schema;
-  return JSON.stringify(rest, null, 2);
+  return JSON.stringify(prune(rest), null, 2);
 };
 
 /** Model schemas of the chosen application: view, edit, create; the server's validation errors inline. */
