@@ -23,7 +23,7 @@ from nexxus.api.sessions import revoke_device, revoke_user
 from nexxus.api.users import user_to_proto
 from nexxus.auth.server_keys import generate_server_key, hash_server_key
 from nexxus.core.convert import struct_to_dict
-from nexxus.core.errors import InvalidArgument, NexxusError, NotFound
+from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, Unavailable
 from nexxus.core.events import build_event
 from nexxus.core.filterquery import compile_matcher, parse_filter
 from nexxus.core.filterquery.matcher import Matcher
@@ -40,6 +40,8 @@ INSPECT_POLL_SECONDS = 0.2
 INSPECT_HEARTBEAT_SECONDS = 5.0
 # Events read from the history per round (the rest follow in the next rounds).
 INSPECT_BATCH = 500
+# Pause before reading again after the bus was unavailable.
+INSPECT_RETRY_SECONDS = 1.0
 
 
 def _page_size(value: int) -> int:
@@ -209,18 +211,24 @@ class AdminServicer(AdminServiceServicer):
     ) -> AsyncIterator[pb.InspectEventsResponse]:
         quiet_since = time.monotonic() - INSPECT_HEARTBEAT_SECONDS  # a first heartbeat at once
         while True:
-            head = (await self.ctx.bus.history_bounds()).last_seq
-            if head > last:
-                up_to = min(head, last + INSPECT_BATCH)
-                async for seq, data in self.ctx.bus.read_history(app_id, last, up_to):
-                    event = internal_pb2.ModelEvent.FromString(data)
-                    kind = selected.kind_of(event)
-                    if kind is not None:
-                        shown = build_event(event, kind)
-                        shown.position = str(Position(epoch, seq))
-                        yield pb.InspectEventsResponse(event=shown)
-                        quiet_since = time.monotonic()
-                last = up_to
+            try:
+                head = (await self.ctx.bus.history_bounds()).last_seq
+                if head > last:
+                    up_to = min(head, last + INSPECT_BATCH)
+                    async for seq, data in self.ctx.bus.read_history(app_id, last, up_to):
+                        last = seq  # a retry after a failed read goes on from here: nothing twice
+                        event = internal_pb2.ModelEvent.FromString(data)
+                        kind = selected.kind_of(event)
+                        if kind is not None:
+                            shown = build_event(event, kind)
+                            shown.position = str(Position(epoch, seq))
+                            yield pb.InspectEventsResponse(event=shown)
+                            quiet_since = time.monotonic()
+                    last = up_to
+                    continue
+            except Unavailable:
+                # The bus is away (a restart, a lost connection): keep the stream and try again.
+                await asyncio.sleep(INSPECT_RETRY_SECONDS)
                 continue
             if time.monotonic() - quiet_since >= INSPECT_HEARTBEAT_SECONDS:
                 frame = pb.InspectEventsResponse()
