@@ -361,3 +361,33 @@ async def test_acknowledged_positions_only_move_forward(store: RedisSubscription
     assert await store.ack_position("app1", "d1", "ep2", 3) == "ep2.3"
     assert await store.acked_position("app1", "d2") == ""
     assert await store.acked_position("app2", "d1") == ""
+
+
+async def test_transport_nodes_list_leases_and_connections(store: RedisSubscriptionStore) -> None:
+    assert await store.transport_nodes() == []
+    await store.renew_node_lease("n-alive", 30)
+    await store.renew_node_lease("n-dying", 0.2)
+    await store.device_connected("app1", "d1", "n-alive", "c1")
+    await store.device_connected("app1", "d2", "n-alive", "c2")
+    await store.device_connected("app2", "d3", "n-alive", "c3")
+    await store.device_connected("app1", "d1", "n-dying", "c4")
+    await asyncio.sleep(0.4)  # the dying node's lease lapses (no assertion on time)
+
+    nodes = {n.node: n for n in await store.transport_nodes()}
+    assert sorted(nodes) == ["n-alive", "n-dying"]
+    assert nodes["n-alive"].alive is True
+    assert nodes["n-dying"].alive is False
+    assert [(c.app_id, c.connection_id, c.device_id) for c in nodes["n-alive"].connections] == [
+        ("app1", "c1", "d1"),
+        ("app1", "c2", "d2"),
+        ("app2", "c3", "d3"),
+    ]
+    only_app2 = {n.node: n.connections for n in await store.transport_nodes("app2")}
+    assert [(c.connection_id, c.device_id) for c in only_app2["n-alive"]] == [("c3", "d3")]
+    assert only_app2["n-dying"] == ()
+
+    await store.device_disconnected("app1", "d2", "n-alive", "c2")
+    await store.reap_node("n-dying")
+    nodes = {n.node: n for n in await store.transport_nodes("app1")}
+    assert sorted(nodes) == ["n-alive"]
+    assert [c.connection_id for c in nodes["n-alive"].connections] == ["c1"]

@@ -67,6 +67,23 @@ async def traffic(envoy_port: int) -> None:
                 assert resp.status in (401, 404)
 
 
+async def console_is_served(data_dir: Path, envoy_port: int, lines: list[str]) -> None:
+    """`nexxus dev` prints the admin console's URL; the page and its /admin/api/ answer there."""
+    url = f"http://127.0.0.1:{envoy_port}/admin/"
+    assert any(line.split() == ["admin", "console", url] for line in lines), lines
+    key = (data_dir / "operator.key").read_text().strip()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as resp:
+            assert resp.status == 200
+            assert '<div id="root">' in await resp.text()
+        headers = {"authorization": f"Bearer {key}"}
+        async with http.get(f"{url}api/services", headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            services = (await resp.json())["services"]
+        assert sorted(s["name"] for s in services) == ["api", "router", "transport", "writer"]
+        assert all(s["ready"] for s in services), services
+
+
 async def test_dev_stops_and_starts_again_at_once_on_the_same_ports(tmp_path: Path) -> None:
     keys = [
         "api.port",
@@ -86,5 +103,6 @@ async def test_dev_stops_and_starts_again_at_once_on_the_same_ports(tmp_path: Pa
     try:
         await traffic(ports["envoy.port"])
         assert not any("in use" in line for line in lines), lines
+        await console_is_served(tmp_path / "dev", ports["envoy.port"], lines)
     finally:
         assert await stop_dev(again) == 0

@@ -23,9 +23,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from nexxus.core.config.settings import Settings, TransportSettings
 from nexxus.core.errors import InvalidArgument, NotFound, Unauthenticated
+from nexxus.core.events import build_event
 from nexxus.core.ports import MessageBus, SubscriptionStore
 from nexxus.core.positions import parse_position
-from nexxus.transport.events import build_event
 from nexxus.transport.service import TransportService
 from nexxus.v1 import common_pb2, events_pb2, events_pb2_grpc, internal_pb2, subscriptions_pb2
 

@@ -76,7 +76,7 @@ def test_yaml_is_the_data() -> None:
 
 def test_streaming_routes_have_no_timeout_and_ws_skips_the_transcoder() -> None:
     routes = _routes(envoy_config_for(_settings()))
-    assert list(routes) == ["websocket", "sse", "events", "api"]
+    assert list(routes) == ["websocket", "sse", "events", "inspect", "inspect_grpc", "api"]
     ws = routes["websocket"]
     assert ws["route"]["timeout"] == "0s"
     assert ws["route"]["upgrade_configs"] == [{"upgrade_type": "websocket", "enabled": True}]
@@ -88,6 +88,13 @@ def test_streaming_routes_have_no_timeout_and_ws_skips_the_transcoder() -> None:
     assert routes["events"]["route"]["timeout"] == "0s"
     assert routes["events"]["route"]["cluster"] == "transport_grpc"
     assert routes["api"]["route"]["cluster"] == "api"
+    # The operator's event inspector: a long stream of the api, one JSON object per line over REST.
+    inspect = routes["inspect"]
+    assert inspect["route"] == {"cluster": "api", "timeout": "0s", "idle_timeout": "0s"}
+    transcoder = inspect["typed_per_filter_config"]["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["print_options"]["stream_newline_delimited"] is True
+    assert routes["inspect_grpc"]["match"] == {"path": "/nexxus.v1.AdminService/InspectEvents"}
+    assert routes["inspect_grpc"]["route"]["timeout"] == "0s"
 
 
 def test_cors_origins_come_from_settings() -> None:

@@ -9,10 +9,18 @@ from collections.abc import AsyncIterator, Mapping
 import pytest
 
 from nexxus.core.config.settings import TransportSettings
-from nexxus.core.ports import BusMessage, BusSubscription, MessageBus, SequencedHandler, SubscriptionStore
+from nexxus.core.events import build_event
+from nexxus.core.ports import (
+    BusMessage,
+    BusSubscription,
+    HeldConnection,
+    MessageBus,
+    NodeConnections,
+    SequencedHandler,
+    SubscriptionStore,
+)
 from nexxus.core.subjects import Subjects
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
-from nexxus.transport.events import build_event
 from nexxus.transport.hub import ConnectionHub
 from nexxus.v1 import common_pb2, events_pb2, internal_pb2, subscriptions_pb2
 
@@ -199,6 +207,14 @@ class FakeStore(SubscriptionStore):
 
     async def device_nodes(self, app_id: str) -> dict[str, tuple[str, ...]]:
         return {d: tuple(sorted({n for n, _ in c})) for (a, d), c in self.conns.items() if a == app_id and c}
+
+    async def transport_nodes(self, app_id: str = "") -> list[NodeConnections]:
+        held: dict[str, list[HeldConnection]] = {}
+        for (a, d), conns in sorted(self.conns.items()):
+            for node, conn in sorted(conns):
+                if not app_id or a == app_id:
+                    held.setdefault(node, []).append(HeldConnection(a, conn, d))
+        return [NodeConnections(n, True, tuple(c)) for n, c in sorted(held.items())]
 
     async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:
         return True

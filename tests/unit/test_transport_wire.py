@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nexxus.core.config.settings import TransportSettings
+from nexxus.core.events import build_event
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
-from nexxus.transport.events import build_event
 from nexxus.transport.hub import ConnectionHub
 from nexxus.transport.wire import batch_frame, encode_subscription_ids, encode_varint, event_frame
 from nexxus.v1 import common_pb2, events_pb2, internal_pb2

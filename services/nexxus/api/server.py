@@ -9,6 +9,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1._async import HealthServicer
 
+from nexxus.api.admin import AdminServicer
 from nexxus.api.applications import ApplicationServicer
 from nexxus.api.context import ApiContext
 from nexxus.api.devices import DeviceServicer
@@ -19,6 +20,8 @@ from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import add_health_and_reflection, bind, new_server
 from nexxus.subscribing import SubscriptionManager
 from nexxus.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     applications_pb2,
     applications_pb2_grpc,
     devices_pb2,
@@ -37,6 +40,7 @@ SERVICE_NAMES = [
     devices_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
     objects_pb2.DESCRIPTOR.services_by_name["ObjectService"].full_name,
     subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 ]
 
 
@@ -50,5 +54,6 @@ def build_api_server(ctx: ApiContext, address: str) -> tuple[grpc.aio.Server, in
     subscriptions_pb2_grpc.add_SubscriptionServiceServicer_to_server(
         SubscriptionServicer(ctx, SubscriptionManager(ctx.schemas, ctx.store, ctx.db)), server
     )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(ctx), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
     return server, bind(server, address), health_servicer

@@ -170,6 +170,14 @@ class IdentityStore(Lifecycle):
         """Delete the application with its schemas, users, devices and tokens."""
 
     @abstractmethod
+    async def set_server_key_hash(self, app_id: str, key_hash: str) -> bool:
+        """Replace an application's server key (its hash); False when the application does not exist."""
+
+    @abstractmethod
+    async def list_apps(self) -> list[AppRecord]:
+        """Every application, by id (the operator's console lists them)."""
+
+    @abstractmethod
     async def put_schema(self, app_id: str, schema: Mapping[str, Any]) -> None:
         """Store a model schema (its dict form, `ModelSchema.to_dict()`), keyed by its name."""
 
@@ -189,6 +197,10 @@ class IdentityStore(Lifecycle):
 
     @abstractmethod
     async def find_user_by_external_id(self, app_id: str, external_id: str) -> UserRecord | None: ...
+
+    @abstractmethod
+    async def list_users(self, app_id: str, page_size: int, page_token: str) -> tuple[list[UserRecord], str]:
+        """The users of an application, by id, a page at a time (next page token, "" at the end)."""
 
     @abstractmethod
     async def update_user(self, user: UserRecord, fields: Collection[str]) -> None:
@@ -459,6 +471,24 @@ class MessageBus(Lifecycle):
 # --------------------------------------------------------------------------- subscription store
 
 
+@dataclass(frozen=True, slots=True)
+class HeldConnection:
+    """One device connection recorded for a transport node."""
+
+    app_id: str
+    connection_id: str
+    device_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConnections:
+    """A transport node, whether its lease is current, and the connections it holds."""
+
+    node: str
+    alive: bool
+    connections: tuple[HeldConnection, ...]
+
+
 class SubscriptionStore(Lifecycle):
     """Subscriptions, device connections and the per-application change log that
     routers replay (Redis / Valkey). Every key is scoped by application id."""
@@ -521,6 +551,11 @@ class SubscriptionStore(Lifecycle):
     @abstractmethod
     async def device_nodes(self, app_id: str) -> dict[str, tuple[str, ...]]:
         """device id → the nodes holding its connections, for every connected device."""
+
+    @abstractmethod
+    async def transport_nodes(self, app_id: str = "") -> list[NodeConnections]:
+        """The known transport nodes (alive or not yet reaped), by id, with the
+        connections each holds (of `app_id` only, when set)."""
 
     @abstractmethod
     async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:

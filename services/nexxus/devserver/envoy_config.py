@@ -18,6 +18,8 @@ Routes (first match wins):
   so a client that stops reading stalls only its own stream; no transcoding,
   no timeout);
 - ``/nexxus.v1.EventService/`` → the transport's gRPC server (no timeout);
+- ``POST /v1/admin/apps/{app}/events:inspect`` and its gRPC method → the api's
+  event inspector stream (transcoded, no timeout);
 - everything else → the api's gRPC server.
 
 docs/edge.md describes the surface and the status mapping.
@@ -40,6 +42,7 @@ from google.api import annotations_pb2
 from nexxus.core.config.settings import Settings
 from nexxus.core.limits import Limits, limits_of
 from nexxus.v1 import (
+    admin_pb2,
     applications_pb2,
     devices_pb2,
     events_pb2,
@@ -69,6 +72,7 @@ TRANSCODED_SERVICES = (
     "nexxus.v1.ObjectService",
     "nexxus.v1.SubscriptionService",
     "nexxus.v1.EventService",
+    "nexxus.v1.AdminService",
 )
 
 WS_PATH_REGEX = r"^/v1/apps/[^/]+/ws$"
@@ -79,6 +83,9 @@ SSE_PATH_REGEX = r"^/v1/apps/[^/]+/events/?$"
 STREAM_UPSTREAM_BUFFER = 32 * 1024
 STREAM_UPSTREAM_RCVBUF = 128 * 1024
 EVENTS_GRPC_PREFIX = "/nexxus.v1.EventService/"
+# The operator's event inspector: a server stream of the api, open as long as the console watches.
+INSPECT_PATH_REGEX = r"^/v1/admin/apps/[^/]+/events:inspect$"
+INSPECT_GRPC_PATH = "/nexxus.v1.AdminService/InspectEvents"
 
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _BUFFER = "envoy.filters.http.buffer"
@@ -228,7 +235,7 @@ def path_bound_query_parameters() -> list[str]:
     any of them as a genuine query parameter.
     """
     names: set[str] = set()
-    files = (applications_pb2, users_pb2, devices_pb2, objects_pb2, subscriptions_pb2, events_pb2)
+    files = (applications_pb2, users_pb2, devices_pb2, objects_pb2, subscriptions_pb2, events_pb2, admin_pb2)
     services = [s for f in files for s in f.DESCRIPTOR.services_by_name.values()]
     assert {s.full_name for s in services} == set(TRANSCODED_SERVICES)
     for service in services:
@@ -245,7 +252,10 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _transcoder(descriptor_path: str, limits: Limits) -> dict[str, Any]:
+def _transcoder(descriptor_path: str, limits: Limits, *, newline_delimited: bool = False) -> dict[str, Any]:
+    """The transcoder's config; `newline_delimited`: a server stream's messages as
+    one JSON object per line (the inspector route) instead of one JSON array."""
+    stream = {"stream_newline_delimited": True} if newline_delimited else {}
     return _typed(
         "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         proto_descriptor=descriptor_path,
@@ -257,6 +267,7 @@ def _transcoder(descriptor_path: str, limits: Limits) -> dict[str, Any]:
             "always_print_primitive_fields": True,
             "always_print_enums_as_ints": False,
             "preserve_proto_field_names": False,
+            **stream,
         },
         request_validation_options={
             # Unknown paths → 404 and unknown query parameters → 400 at the edge.
@@ -378,6 +389,24 @@ def build_envoy_config(edge: EdgeConfig) -> dict[str, Any]:
                 "max_stream_duration": {"grpc_timeout_header_max": "0s"},
             },
             "typed_per_filter_config": {_BUFFER: disabled},
+        },
+        {
+            "name": "inspect",
+            "match": {"safe_regex": {"regex": INSPECT_PATH_REGEX}},
+            "route": {"cluster": "api", "timeout": "0s", "idle_timeout": "0s"},
+            "typed_per_filter_config": {
+                _TRANSCODER: _transcoder(edge.descriptor_path, edge.limits, newline_delimited=True)
+            },
+        },
+        {
+            "name": "inspect_grpc",
+            "match": {"path": INSPECT_GRPC_PATH},
+            "route": {
+                "cluster": "api",
+                "timeout": "0s",
+                "idle_timeout": "0s",
+                "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+            },
         },
         {
             "name": "api",

@@ -17,6 +17,7 @@ from typing import Any
 from nexxus.core.config.dump import settings_to_dict
 from nexxus.core.config.settings import Settings
 from nexxus.core.limits import limits_of
+from nexxus.devserver.console_api import ConsoleApi
 from nexxus.devserver.endpoints import ENDPOINTS_FILE, ServiceEndpoint, write_endpoints
 from nexxus.devserver.envoy_config import (
     DEFAULT_DESCRIPTOR,
@@ -26,7 +27,7 @@ from nexxus.devserver.envoy_config import (
 from nexxus.devserver.probes import http_get
 from nexxus.devserver.process import ManagedProcess, free_port
 from nexxus.devserver.servers import EnvoyServer, NatsServer, ValkeyServer
-from nexxus.devserver.static import StaticServer, add_static_routes
+from nexxus.devserver.static import CONSOLE_ROOT, StaticServer, add_static_routes
 from nexxus.runtime import SERVICES, resolve_secrets
 
 # The JS client and its demo page (repository checkout), served through Envoy.
@@ -163,9 +164,14 @@ class Mesh:
             s.admin_port = free_port("127.0.0.1")
         envoy_dir = self.data_dir / "envoy"
         config = envoy_config_for(self.settings, descriptor_path=DEFAULT_DESCRIPTOR)
-        if DEMO_ROOT.is_dir():
-            # The browser client and the demo task board, same origin as the API.
-            self.static = StaticServer(DEMO_ROOT)
+        # The admin console (in the package), and from a checkout the browser client and
+        # the demo task board: same origin as the API.
+        demo = DEMO_ROOT if DEMO_ROOT.is_dir() else None
+        console = CONSOLE_ROOT if (CONSOLE_ROOT / "index.html").is_file() else None
+        if demo is not None or console is not None:
+            # /admin/api/: the console's view of every process's metrics, readiness and traces.
+            api = ConsoleApi(self.settings.operator_key, self.endpoints) if console is not None else None
+            self.static = StaticServer(demo, console=console, console_api=api)
             await self.static.start()
             add_static_routes(config, "127.0.0.1", self.static.port)
         path = write_envoy_config(envoy_dir / "envoy.yaml", config)
@@ -191,7 +197,9 @@ class Mesh:
             out["REST, gRPC, gRPC-web"] = f"http://{s.envoy.host}:{s.envoy.port}"
             out["WebSocket (edge)"] = f"ws://{s.envoy.host}:{s.envoy.port}/v1/apps/<app_id>/ws"
             out["envoy admin"] = f"http://127.0.0.1:{s.envoy.admin_port}"
-            if self.static is not None:
+            if self.static is not None and self.static.console is not None:
+                out["admin console"] = f"http://{s.envoy.host}:{s.envoy.port}/admin/"
+            if self.static is not None and self.static.root is not None:
                 out["demo task board"] = f"http://{s.envoy.host}:{s.envoy.port}/demo/"
         out |= {
             "api (gRPC)": f"{s.api.host}:{s.api.port}",

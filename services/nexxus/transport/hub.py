@@ -26,12 +26,12 @@ from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import TransportSettings
 from nexxus.core.errors import Unavailable
+from nexxus.core.events import build_event
 from nexxus.core.metrics import DELIVERIES, WRITE_TO_PUSH_SECONDS
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
 from nexxus.core.tracing import record_span, sampled_context
 from nexxus.transport.connection import PROTO, BufferStats, QueuedConnection
 from nexxus.transport.edge_json import event_json_prefix, with_subscription_ids
-from nexxus.transport.events import build_event
 from nexxus.transport.tokens import TokenWatch
 from nexxus.transport.types import CallerT, Subscribe
 from nexxus.transport.wire import encode_position, encode_subscription_ids

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 
 from google.protobuf.message import DecodeError
 
+from nexxus.core.events import build_event
 from nexxus.core.ports import MessageBus
 from nexxus.core.positions import Position
 from nexxus.router.matching import AllowAll, ReadGate, device_kind, event_states, match_devices
 from nexxus.router.state import AppState, FilterParser, SchemaLookup
-from nexxus.transport.events import build_event
 from nexxus.v1 import events_pb2, internal_pb2, subscriptions_pb2
 
 __all__ = ["DeviceReplay"]

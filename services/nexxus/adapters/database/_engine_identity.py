@@ -32,6 +32,7 @@ import hashlib
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from nexxus.adapters.database._engine_client import (
     ENGINE_ERRORS,
@@ -272,6 +273,32 @@ class EngineIdentity(EngineBase, IdentityStore):
         await self._call(self._delete_by_query(others, {"term": {"app_id": app_id}}))
         return existed
 
+    async def set_server_key_hash(self, app_id: str, key_hash: str) -> bool:
+        path = f"/{self._idx('apps')}/_update/{quote(app_id, safe='')}"
+        body = {"doc": {"server_key_hash": key_hash}}
+        try:
+            await self._engine.request("POST", path, params={"refresh": _NOW}, body=body)
+        except EngineError as exc:
+            if exc.status == 404:
+                return False
+            raise self._translate(exc) from exc
+        except ENGINE_ERRORS as exc:
+            raise self._translate(exc) from exc
+        return True
+
+    async def list_apps(self) -> list[AppRecord]:
+        rows = await self._search("apps", [{"match_all": {}}], "app_id", 10_000)
+        return [
+            AppRecord(
+                src["app_id"],
+                src["display_name"],
+                bool(src["optional_auth"]),
+                src["server_key_hash"],
+                from_micros(int(src["created_at"])),
+            )
+            for src in rows
+        ]
+
     async def put_schema(self, app_id: str, schema: Mapping[str, Any]) -> None:
         name = schema.get("name")
         if not isinstance(name, str) or not name:
@@ -414,6 +441,18 @@ class EngineIdentity(EngineBase, IdentityStore):
     async def get_device(self, app_id: str, device_id: str) -> DeviceRecord | None:
         src = await self._source("devices", f"{app_id}/{device_id}")
         return None if src is None else _doc_device(src)
+
+    async def list_users(self, app_id: str, page_size: int, page_token: str) -> tuple[list[UserRecord], str]:
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative", field="page_size")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token, "users", 1)[0] if page_token else ""
+        if not isinstance(after, str):
+            raise InvalidArgument("page token does not belong to this query", field="page_token")
+        rows = await self._search("users", [{"term": {"app_id": app_id}}], "id", size + 1, after)
+        users = [_doc_user(r) for r in rows[:size]]
+        token = encode_page_token("users", [users[-1].id]) if len(rows) > size else ""
+        return users, token
 
     async def list_devices(
         self, app_id: str, user_id: str, page_size: int, page_token: str

@@ -175,6 +175,15 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
                 deleted = await s.execute(self._q(f"DELETE FROM {{t}}{table} WHERE {column} = ?"), (app_id,))
         return deleted > 0
 
+    async def set_server_key_hash(self, app_id: str, key_hash: str) -> bool:
+        return (
+            await self._execute("UPDATE {t}apps SET server_key_hash = ? WHERE id = ?", (key_hash, app_id)) > 0
+        )
+
+    async def list_apps(self) -> list[AppRecord]:
+        rows = await self._fetch(f"SELECT {APP_COLUMNS} FROM {{t}}apps ORDER BY id", ())
+        return [row_to_app(self.dialect, r) for r in rows]
+
     async def put_schema(self, app_id: str, schema: Mapping[str, Any]) -> None:
         name = schema.get("name")
         if not isinstance(name, str) or not name:
@@ -285,6 +294,27 @@ class SqlDatabase(DatabaseAdapter, IdentityStore):
             f"SELECT {DEVICE_COLUMNS} FROM {{t}}devices WHERE app_id = ? AND id = ?", (app_id, device_id)
         )
         return row_to_device(self.dialect, r) if r is not None else None
+
+    async def list_users(self, app_id: str, page_size: int, page_token: str) -> tuple[list[UserRecord], str]:
+        if page_size < 0:
+            raise InvalidArgument("page_size must not be negative", field="page_size")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        sql, params = _SELECT_USER + "1 = 1", [app_id]
+        if page_token:
+            payload = decode_token(page_token)
+            if (
+                not isinstance(payload, dict)
+                or payload.get("k") != "users"
+                or not isinstance(payload.get("a"), str)
+            ):
+                raise InvalidArgument("page token does not belong to this query", field="page_token")
+            sql += " AND id > ?"
+            params.append(payload["a"])
+        async with self._read() as s:
+            rows = await s.fetch(self._q(f"{sql} ORDER BY id LIMIT {size + 1}"), params)
+            users = [u for r in rows[:size] if (u := await self._user(s, r)) is not None]
+        token = encode_token({"k": "users", "a": users[-1].id}) if len(rows) > size else ""
+        return users, token
 
     async def list_devices(
         self, app_id: str, user_id: str, page_size: int, page_token: str

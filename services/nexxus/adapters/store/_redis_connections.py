@@ -34,6 +34,7 @@ from redis.asyncio.client import Pipeline
 from nexxus.adapters.store._redis_common import text as _text
 from nexxus.adapters.store._redis_common import translate
 from nexxus.adapters.store._redis_keys import Keys
+from nexxus.core.ports import HeldConnection, NodeConnections
 from nexxus.v1.internal_pb2 import SubscriptionChange
 from nexxus.v1.subscriptions_pb2 import Subscription
 
@@ -212,6 +213,23 @@ class ConnectionsMixin:
                 pipe.exists(k.node_lease(node))
             alive = await pipe.execute()
         return [node for node, live in zip(nodes, alive, strict=True) if not live]
+
+    async def transport_nodes(self, app_id: str = "") -> list[NodeConnections]:
+        k = self.keys
+        with translate("list transport nodes"):
+            nodes = sorted(_text(n) for n in await self.redis.smembers(k.transport_nodes))
+            out = []
+            for node in nodes:
+                alive = bool(await self.redis.exists(k.node_lease(node)))
+                apps = sorted(_text(a) for a in await self.redis.smembers(k.node_apps(node)))
+                held: list[HeldConnection] = []
+                for app in apps:
+                    if app_id and app != app_id:
+                        continue
+                    conns = await self.redis.hgetall(k.node_conns(app, node))
+                    held.extend(HeldConnection(app, _text(c), _text(d)) for c, d in sorted(conns.items()))
+                out.append(NodeConnections(node, alive, tuple(held)))
+        return out
 
     async def reap_node(self, node: str) -> int:
         """Disconnect every connection recorded for `node` (a dead node, or one

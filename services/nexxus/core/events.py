@@ -1,4 +1,5 @@
-"""Building the public `Event` a device receives from an internal `ModelEvent`."""
+"""Building the public `Event` a device receives from an internal `ModelEvent`
+(the transport pushes it; the api's event inspector shows it the same way)."""
 
 from __future__ import annotations
 
