@@ -1,8 +1,10 @@
-"""A tiny REST/JSON client for the edge tests (aiohttp), one call per line."""
+"""A tiny REST/JSON client for the edge tests (aiohttp), one call per line, and an SSE reader."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,3 +80,15 @@ class Rest:
         reply = await self.call(method, path, body, **kw)
         assert reply.status == 200, (method, path, reply.status, reply.body)
         return reply.json if reply.body is not None else {}
+
+
+async def sse_frames(resp: aiohttp.ClientResponse, wait: float = 20.0) -> AsyncIterator[dict[str, Any]]:
+    """The `data:` payloads of an SSE body, read incrementally; a line that does not
+    come within `wait` seconds raises TimeoutError instead of hanging the test."""
+    while True:
+        line = await asyncio.wait_for(resp.content.readline(), wait)
+        if not line:
+            return
+        text = line.decode().strip()
+        if text.startswith("data:"):
+            yield json.loads(text[len("data:") :])

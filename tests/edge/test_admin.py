@@ -18,7 +18,7 @@ import pytest
 from nexxus.devserver.mesh import Mesh
 from nexxus.v1 import admin_pb2, admin_pb2_grpc, events_pb2
 from tests.edge.conftest import World
-from tests.edge.rest import Rest
+from tests.edge.rest import Rest, sse_frames
 
 pytestmark = pytest.mark.edge
 
@@ -126,16 +126,6 @@ async def test_users_are_paged(rest: Rest, world: World) -> None:
     assert len(seen) == len(set(seen))
 
 
-async def _sse_frames(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    while True:
-        line = await asyncio.wait_for(resp.content.readline(), WAIT)
-        if not line:
-            return
-        text = line.decode().strip()
-        if text.startswith("data:"):
-            yield json.loads(text[len("data:") :])
-
-
 async def _connections(rest: Rest, app_id: str) -> list[dict[str, Any]]:
     reply = await rest.ok("GET", "/v1/admin/connections", params={"appId": app_id})
     return [
@@ -165,7 +155,7 @@ async def test_connections_per_node_and_device_revocation(rest: Rest, world: Wor
     headers = {**world.device.headers(), "accept": "text/event-stream"}
     async with world.device.session.get(url, headers=headers, params={"heartbeatSeconds": "300"}) as resp:
         assert resp.status == 200
-        frames = _sse_frames(resp)
+        frames = sse_frames(resp, WAIT)
         ready = await anext(frames)
         node = ready["ready"]["node"]
 

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.edge.rest import Rest
+from tests.edge.rest import Rest, sse_frames
 
 pytestmark = pytest.mark.edge
 
@@ -138,15 +138,9 @@ def test_the_walkthrough_is_read_out_of_the_readme() -> None:
 
 
 async def _sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    while True:
-        line = await asyncio.wait_for(resp.content.readline(), WAIT)
-        if not line:
-            return
-        text = line.decode().strip()
-        if text.startswith("data:"):
-            frame = json.loads(text[len("data:") :])
-            if "event" in frame:
-                yield frame["event"]
+    async for frame in sse_frames(resp, WAIT):
+        if "event" in frame:
+            yield frame["event"]
 
 
 async def test_the_curl_walkthrough_works_as_written(rest: Rest) -> None:

@@ -10,7 +10,6 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import grpc
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -20,7 +19,7 @@ from nexxus.devserver.mesh import Mesh
 from nexxus.v1 import subscriptions_pb2, users_pb2
 from tests.e2e.harness import Api, open_stream
 from tests.edge.conftest import World, make_world
-from tests.edge.rest import Rest
+from tests.edge.rest import Rest, sse_frames
 
 pytestmark = pytest.mark.edge
 
@@ -62,17 +61,6 @@ async def _second_user(world: World) -> World:
 # --------------------------------------------------------------------------- SSE
 
 
-async def _sse_frames(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """The `data:` payloads of an SSE body, read incrementally."""
-    while True:
-        line = await asyncio.wait_for(resp.content.readline(), WAIT)
-        if not line:
-            return
-        text = line.decode().strip()
-        if text.startswith("data:"):
-            yield json.loads(text[len("data:") :])
-
-
 async def test_sse_ready_then_filtered_event(world: World) -> None:
     bob = await _second_user(world)
     url = f"{world.device.base_url}/v1/apps/{world.app_id}/events"
@@ -80,7 +68,7 @@ async def test_sse_ready_then_filtered_event(world: World) -> None:
     async with world.device.session.get(url, headers=headers, params={"heartbeatSeconds": "300"}) as resp:
         assert resp.status == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
-        frames = _sse_frames(resp)
+        frames = sse_frames(resp, WAIT)
         ready = await anext(frames)
         assert ready["ready"]["deviceId"] == world.device_id
         assert ready["ready"]["userId"] == world.user_id
@@ -107,7 +95,7 @@ async def test_rest_ack_and_sse_resume_from_the_acked_position(world: World) -> 
     url = f"{world.device.base_url}/v1/apps/{world.app_id}/events"
     headers = {**world.device.headers(), "accept": "text/event-stream"}
     async with world.device.session.get(url, headers=headers, params={"heartbeatSeconds": "300"}) as resp:
-        frames = _sse_frames(resp)
+        frames = sse_frames(resp, WAIT)
         assert (await anext(frames))["ready"]["position"]
         await _write_tasks(bob)
         first = (await anext(frames))["event"]
@@ -119,7 +107,7 @@ async def test_rest_ack_and_sse_resume_from_the_acked_position(world: World) -> 
     assert bad.status == 400, bad.body
     params = {"heartbeatSeconds": "300", "resumeFromAck": "true"}
     async with world.device.session.get(url, headers=headers, params=params) as resp:
-        frames = _sse_frames(resp)
+        frames = sse_frames(resp, WAIT)
         assert (await anext(frames))["ready"]["position"] == first["position"]
         rest = []
         while "resumed" not in (frame := await anext(frames)):
