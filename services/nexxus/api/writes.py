@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 
 from nexxus.api.context import ApiContext
 from nexxus.auth.caller import Caller
@@ -47,7 +47,7 @@ async def submit(
 async def _submit(
     ctx: ApiContext, cmd: WriteCommand, *, wait: bool
 ) -> tuple[objects_pb2.Operation, common_pb2.Object | None]:
-    cmd.issue_time.FromDatetime(datetime.now(UTC))
+    cmd.issue_time.FromNanoseconds(time.time_ns())
     operation = objects_pb2.Operation(
         operation_id=cmd.command_id, state=objects_pb2.Operation.STATE_PENDING, object_id=cmd.object_id
     )

@@ -58,6 +58,9 @@ def _guarded(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return deserialize
 
 
+_GUARDED_CACHE = 1024
+
+
 def _guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     kwargs = {
         "request_deserializer": _guarded(handler.request_deserializer),
@@ -88,8 +91,22 @@ def _guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Installed on every Nexxus gRPC server by `nexxus.rpc.server.new_server`."""
 
+    def __init__(self) -> None:
+        # The guarded handler of each registered handler, made once instead of per call
+        # (new closures and a new handler tuple per call showed in the api's profile).
+        # Handlers made per call (a refused token's) are not worth keeping: the bound
+        # keeps such a stream of new keys from growing the cache without limit.
+        self._guarded: dict[grpc.RpcMethodHandler, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        return None if handler is None else _guard(handler)
+        if handler is None:
+            return None
+        guarded = self._guarded.get(handler)
+        if guarded is None:
+            if len(self._guarded) >= _GUARDED_CACHE:
+                self._guarded.clear()
+            guarded = self._guarded[handler] = _guard(handler)
+        return guarded
