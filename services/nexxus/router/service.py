@@ -172,11 +172,8 @@ class RouterService:
             return []
         return route_event(index, event, state.nodes, self._gate)
 
-    def route_bytes(self, event: ModelEvent) -> list[tuple[str, bytes]]:
-        """`route`, serialized: (node, Delivery bytes)."""
-        return self._route_counted(event)[0]
-
     def _route_counted(self, event: ModelEvent) -> tuple[list[tuple[str, bytes]], int]:
+        """`route`, serialized ((node, Delivery bytes) pairs), and how many devices matched."""
         state = self._apps.get(event.app_id)
         index = state.index(event.model) if state is not None else None
         if state is None or index is None:
@@ -184,7 +181,7 @@ class RouterService:
         return route_event_counted(index, event, state.nodes, self._gate)
 
     def _route_observed(self, event: ModelEvent) -> list[tuple[str, bytes]]:
-        """`route_bytes`, timed and counted; traced (span `router.match`, its context
+        """`_route_counted`'s pairs, timed and counted; traced (span `router.match`, its context
         appended to each Delivery) when the event's trace is sampled."""
         parent = sampled_context(event.traceparent) if event.traceparent else None
         started = time.perf_counter()

@@ -201,7 +201,7 @@ class ConnectionHub:
                 conn.app_id, conn.device_id, conn.connection_id, sub.id
             ):
                 raise Unavailable("the connection closed while subscribing", reason="CONNECTION_CLOSED")
-            if conn.connection_id in self._made or self._knows(conn):
+            if self._knows(conn):  # `_forget` drops a connection's count with it
                 self._made[conn.connection_id] = self._made.get(conn.connection_id, 0) + 1
             return sub
 
