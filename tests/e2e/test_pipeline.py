@@ -48,8 +48,16 @@ async def test_each_channel_gets_exactly_its_events(
     other_app, other_server = await _app(operator, "task")
     eve = await other_server.user_with_device(other_app, "eve")
 
-    created = await a.create(app_id, "task", {"title": "seed", "priority": "low"}, object_id="t-1")
-    assert created.operation.state == objects_pb2.Operation.STATE_DONE
+    # A committed write is routed asynchronously: a subscription made right after its ack may still
+    # see it. The sentinel's delivery proves the router has matched t-1's creation before alice
+    # subscribes, so her stream starts strictly after it.
+    sentinel = await server.add_device(alice, "sentinel")
+    await server.as_(sentinel.token).subscribe(app_id, "task")
+    async with open_stream(events_channel, app_id, sentinel.token) as sentinel_s:
+        created = await a.create(app_id, "task", {"title": "seed", "priority": "low"}, object_id="t-1")
+        assert created.operation.state == objects_pb2.Operation.STATE_DONE
+        seen = await sentinel_s.collect(1)
+        assert (seen[0].object_id, seen[0].kind) == ("t-1", K.EVENT_KIND_CREATED)
     await a.subscribe(app_id, "task")
     all_stream_ctx = open_stream(events_channel, app_id, alice.token)
     await b.subscribe(app_id, "task", filter={"priority": {"eq": "high"}})
