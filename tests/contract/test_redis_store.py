@@ -282,9 +282,9 @@ async def test_connection_bound_subscriptions_go_with_their_connection(
 
 
 async def test_dead_node_is_reaped_after_its_lease_expires(store: RedisSubscriptionStore) -> None:
-    assert await store.renew_node_lease("alive", 30) is False  # a new lease
+    assert await store.renew_node_lease("alive", 30) is True  # a new lease: nothing was reaped
     assert await store.renew_node_lease("alive", 30) is True
-    assert await store.renew_node_lease("dying", 0.2) is False
+    assert await store.renew_node_lease("dying", 0.2) is True
     await store.device_connected("app1", "d1", "dying", "c-dead")
     await store.device_connected("app1", "d1", "alive", "c-live")
     await store.device_connected("app2", "d9", "dying", "c-other-app")
@@ -301,10 +301,45 @@ async def test_dead_node_is_reaped_after_its_lease_expires(store: RedisSubscript
     assert await store.get_subscription("app1", "dead-inline") is None
     assert await store.device_nodes("app2") == {}
     assert await store.get_subscription("app2", "d9-volatile") is None
-    # A node that lost its lease learns it on its next renewal.
+    # A node that lost its lease learns it on its next renewal (once).
     assert await store.renew_node_lease("dying", 30) is False
+    assert await store.renew_node_lease("dying", 30) is True
     await store.release_node_lease("alive")
     assert await store.device_nodes("app1") == {}
+
+
+async def test_a_lapse_nobody_acted_on_keeps_the_connections(store: RedisSubscriptionStore) -> None:
+    # A lone node starved past its lease (no other node reaped it) keeps its connections.
+    assert await store.renew_node_lease("starved", 0.2) is True
+    await store.device_connected("app1", "d1", "starved", "c1")
+    await asyncio.sleep(0.4)
+    assert await store.dead_nodes() == ["starved"]
+    assert await store.renew_node_lease("starved", 30) is True
+    assert await store.dead_nodes() == []
+    assert await store.reap_node("starved") == 0  # a reaper that saw it dead too late claims nothing
+    assert await store.device_connections("app1", "d1") == {"c1": "starved"}
+    assert await store.renew_node_lease("starved", 30) is True
+
+
+async def test_a_reaped_node_learns_it_even_when_it_renews_mid_reap(store: RedisSubscriptionStore) -> None:
+    assert await store.renew_node_lease("slow", 0.2) is True
+    for i in range(3):
+        await store.device_connected("app1", f"d{i}", "slow", f"c{i}")
+    await asyncio.sleep(0.4)
+    assert await store.dead_nodes() == ["slow"]
+    # The node comes back while the reaper works: once claimed, the reap goes on,
+    # and the node is told its connections are gone.
+    reaping = asyncio.create_task(store.reap_node("slow"))
+    await asyncio.sleep(0)
+    renewed = await store.renew_node_lease("slow", 30)
+    removed = await reaping
+    if removed:  # the reaper claimed the node first
+        assert renewed is False
+        assert removed == 3
+        assert await store.device_nodes("app1") == {}
+    else:  # the node renewed before the claim: nothing was reaped
+        assert renewed is True
+        assert len(await store.device_nodes("app1")) == 3
 
 
 async def test_hit_counts_in_a_window(store: RedisSubscriptionStore) -> None:

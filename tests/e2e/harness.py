@@ -193,6 +193,8 @@ class EventStream:
     task: asyncio.Task[None] | None = None
     # How many frames of each kind arrived (event, batch, heartbeat...).
     frames: dict[str, int] = field(default_factory=dict)
+    # The error frames (a stream's in-band reason for closing).
+    errors: list[events_pb2.StreamError] = field(default_factory=list)
 
     async def next(self, timeout: float = 10.0) -> events_pb2.Event:
         return await asyncio.wait_for(self.events.get(), timeout)
@@ -247,6 +249,8 @@ async def open_stream(
             elif which == "batch":
                 for event in frame.batch.events:
                     stream.events.put_nowait(event)
+            elif which == "error":
+                stream.errors.append(frame.error)
 
     stream.task = asyncio.create_task(pump())
     try:

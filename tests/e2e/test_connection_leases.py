@@ -6,12 +6,19 @@ one device connected to both, then `kill -9` of A.
   made are removed within about `transport.lease_seconds` (reaped by B), while
   B's connection and its fresh subscription stay, and events keep flowing to B;
 - a restarted A reaps nothing twice and serves again.
+
+And a frozen node (SIGSTOP past its lease): alone, it keeps its connections
+when it runs again (nobody reaped it); beside B, which reaps it, it learns so
+on its next renewal and closes its connections (UNAVAILABLE) for its clients to
+come back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -146,6 +153,95 @@ async def test_dead_transport_connections_expire_and_volatile_subscriptions_do_n
                     return [s.id for s in subs] == [fresh]
 
                 await wait_for("only the fresh subscription", only_fresh)
+    finally:
+        await node_b.stop(timeout=10)
+        await store.stop()
+
+
+async def test_a_lone_node_frozen_past_its_lease_keeps_its_connections(lease_mesh: Mesh) -> None:
+    mesh = lease_mesh
+    store = RedisSubscriptionStore(RedisSettings(url=mesh.settings.store.redis.url))
+    await store.start()
+    app_id = new_app_id()
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.api.port}") as api_ch,
+            grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.transport.grpc_port}") as a_ch,
+        ):
+            operator = Api(api_ch, mesh.settings.operator_key)
+            server = operator.as_(await operator.create_app(app_id))
+            await server.put_schema(app_id, "task", {"fields": {"title": {"type": "string"}}})
+            user = await server.user_with_device(app_id, "ana")
+            api = server.as_(user.token)
+            inline = [subscriptions_pb2.CreateSubscriptionRequest(model="task")]
+            async with open_stream(a_ch, app_id, user.token, inline) as on_a:
+                node = on_a.ready.node
+                pid = mesh.processes["transport"].pid
+                assert pid is not None
+                os.kill(pid, signal.SIGSTOP)
+                try:
+
+                    async def lapsed() -> bool:
+                        return node in await store.dead_nodes()
+
+                    await wait_for("the frozen node's lease to lapse", lapsed)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+
+                async def renewed() -> bool:
+                    return node not in await store.dead_nodes()
+
+                await wait_for("the node to renew its lease", renewed)
+                # Nobody reaped it: the same stream, connection and subscription go on.
+                assert set((await store.device_connections(app_id, user.device_id)).values()) == {node}
+                await api.create(app_id, "task", {"title": "after the freeze"}, object_id="t1")
+                got = await on_a.next(BOUND)
+                assert got.object_id == "t1"
+                assert list(got.subscription_ids) == [on_a.ready.subscriptions[0].id]
+                assert not on_a.call.done()
+                assert on_a.errors == []
+    finally:
+        await store.stop()
+
+
+async def test_a_frozen_node_reaped_by_another_closes_its_connections(lease_mesh: Mesh) -> None:
+    mesh = lease_mesh
+    store = RedisSubscriptionStore(RedisSettings(url=mesh.settings.store.redis.url))
+    await store.start()
+    node_b, _ = await start_second_transport(mesh)
+    app_id = new_app_id()
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.api.port}") as api_ch,
+            grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.transport.grpc_port}") as a_ch,
+        ):
+            operator = Api(api_ch, mesh.settings.operator_key)
+            server = operator.as_(await operator.create_app(app_id))
+            await server.put_schema(app_id, "task", {"fields": {"title": {"type": "string"}}})
+            user = await server.user_with_device(app_id, "ana")
+            inline = [subscriptions_pb2.CreateSubscriptionRequest(model="task")]
+            async with open_stream(a_ch, app_id, user.token, inline) as on_a:
+                node = on_a.ready.node
+                pid = mesh.processes["transport"].pid
+                assert pid is not None
+                os.kill(pid, signal.SIGSTOP)
+                try:
+
+                    async def reaped() -> bool:  # B reaps A while A is frozen
+                        return await store.device_connections(app_id, user.device_id) == {}
+
+                    await wait_for("node B to reap the frozen node", reaped)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                # A runs again, learns it was reaped and closes its connections.
+                await asyncio.wait_for(on_a.task, BOUND)
+                assert [(e.code, e.details["reason"]) for e in on_a.errors] == [("UNAVAILABLE", "LEASE_LOST")]
+                assert await store.device_connections(app_id, user.device_id) == {}
+            # Its clients come back to a node that routes to them again.
+            async with open_stream(a_ch, app_id, user.token, inline) as again:
+                assert again.ready.node == node
+                await server.as_(user.token).create(app_id, "task", {"title": "back"}, object_id="t2")
+                assert (await again.next(BOUND)).object_id == "t2"
     finally:
         await node_b.stop(timeout=10)
         await store.stop()

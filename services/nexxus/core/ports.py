@@ -559,7 +559,8 @@ class SubscriptionStore(Lifecycle):
 
     @abstractmethod
     async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:
-        """Create or extend a transport node's lease; False when it had lapsed."""
+        """Create or extend a transport node's lease; False when it had lapsed and
+        the node was claimed by a reaper meanwhile (its connections are gone)."""
 
     @abstractmethod
     async def release_node_lease(self, node: str) -> None:

@@ -6,10 +6,13 @@ subscriptions those connections made are removed, as if each had closed). So
 `kill -9` of a transport leaves stale connections for about `lease_seconds`,
 until any other transport node (or the same one restarted) notices.
 
-A node that finds its own lease lapsed (the store was unreachable for longer
-than the lease, or the process was frozen) may already have been reaped: it
-closes all its connections with UNAVAILABLE so that clients reconnect and
-resume, instead of silently holding connections no router routes to.
+A node whose lease lapsed (the store was unreachable for longer than the
+lease, or the process was frozen or starved) learns on its next renewal whether
+another node claimed it for reaping meanwhile. Only then does it close all its
+connections with UNAVAILABLE, so that clients reconnect and resume instead of
+silently holding connections no router routes to; a lapse nobody acted on
+(a lone node under a connection storm) changes nothing. Renewals run on the
+store's own lease connection and are never queued behind a reap.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class NodeLease:
         self.lease_seconds = lease_seconds
         self.on_lapse = on_lapse
         self._task: asyncio.Task[None] | None = None
+        self._reaping: asyncio.Task[int] | None = None
         self.reaped_nodes = 0
 
     @property
@@ -56,11 +60,12 @@ class NodeLease:
 
     async def stop(self) -> None:
         """Stop renewing and release the lease (call after unregistering the connections)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._reaping):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, NexxusError):
+                    await task
+        self._task = self._reaping = None
         try:
             await self.store.release_node_lease(self.node_id)
         except NexxusError as exc:
@@ -83,8 +88,17 @@ class NodeLease:
             await asyncio.sleep(self.interval)
             try:
                 if not await self.store.renew_node_lease(self.node_id, self.lease_seconds):
-                    log.error("node %s: lease lapsed; closing its connections", self.node_id)
+                    log.error("node %s: lease lapsed and node reaped; closing its connections", self.node_id)
                     await self.on_lapse()
-                await self.reap()
             except NexxusError as exc:
                 log.warning("node %s: lease renewal failed: %s", self.node_id, exc)
+            # Reaping (many store calls when a big node died) runs beside the renewals.
+            if self._reaping is None or self._reaping.done():
+                self._reaping = asyncio.create_task(self._reap_logged(), name=f"reap-{self.node_id}")
+
+    async def _reap_logged(self) -> int:
+        try:
+            return await self.reap()
+        except NexxusError as exc:
+            log.warning("node %s: reaping dead nodes failed: %s", self.node_id, exc)
+            return 0

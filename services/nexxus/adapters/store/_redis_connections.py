@@ -52,6 +52,28 @@ def join_nodes(nodes: Sequence[str]) -> str:
     return " ".join(sorted(set(nodes)))
 
 
+# Lease renewal, atomically: 1 = held; 2 = lapsed (or new) and nobody claimed the
+# node; 0 = lapsed and a reaper claimed it (the mark is consumed: the node closes
+# its connections and starts afresh).
+_RENEW_LEASE = """
+if redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'XX') then return 1 end
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+if redis.call('DEL', KEYS[2]) == 1 then return 0 end
+return 2
+"""
+# A reaper claims a node only while its lease is absent; from then on the node,
+# should it come back, learns that it was reaped.
+_CLAIM_DEAD_NODE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return 1
+"""
+# How long a reaped node's mark is kept for it to find (a process frozen longer
+# than this and then resumed would not learn that it was reaped).
+_REAPED_MARK_MS = 7 * 24 * 3600 * 1000
+
+
 class ConnectionsMixin:
     """The device/connection/lease half of `RedisSubscriptionStore`."""
 
@@ -60,6 +82,11 @@ class ConnectionsMixin:
     @property
     @abstractmethod
     def redis(self) -> Redis: ...
+
+    @property
+    @abstractmethod
+    def lease_redis(self) -> Redis:
+        """A connection of its own for node leases (not queued behind the pool)."""
 
     @abstractmethod
     def _log(self, pipe: Pipeline, app_id: str, change: SubscriptionChange) -> None: ...
@@ -184,16 +211,19 @@ class ConnectionsMixin:
     # ------------------------------------------------------------------ node leases
 
     async def renew_node_lease(self, node: str, ttl_seconds: float) -> bool:
-        """Create or extend the node's lease. False when it had lapsed (the node
-        may have been reaped: its connections must be re-established)."""
+        """Create or extend the node's lease. False when a reaper claimed the node
+        while its lease had lapsed (its connections are, or are being, removed:
+        they must be re-established); a lapse nobody acted on is harmless.
+
+        Runs on the store's own lease connection, so a storm of connection
+        registrations queued on the pool cannot delay it into a lapse."""
         k = self.keys
         ttl_ms = max(1, int(ttl_seconds * 1000))
         with translate("renew a node lease"):
-            if await self.redis.set(k.node_lease(node), b"1", px=ttl_ms, xx=True):
-                return True
-            await self.redis.sadd(k.transport_nodes, node)
-            await self.redis.set(k.node_lease(node), b"1", px=ttl_ms)
-        return False
+            outcome = await self.lease_redis.eval(
+                _RENEW_LEASE, 3, k.node_lease(node), k.node_reaped(node), k.transport_nodes, ttl_ms, node
+            )
+        return int(outcome) != 0
 
     async def release_node_lease(self, node: str) -> None:
         """A node stopping gracefully (after unregistering its connections)."""
@@ -236,6 +266,12 @@ class ConnectionsMixin:
         that stopped) and forget the node. Returns how many were removed."""
         k = self.keys
         removed = 0
+        with translate("claim a dead node"):
+            claimed = await self.lease_redis.eval(
+                _CLAIM_DEAD_NODE, 2, k.node_lease(node), k.node_reaped(node), _REAPED_MARK_MS
+            )
+        if not int(claimed):  # it renewed its lease meanwhile: nothing to reap
+            return 0
         with translate("list a node's applications"):
             apps = sorted(_text(a) for a in await self.redis.smembers(k.node_apps(node)))
         for app_id in apps:

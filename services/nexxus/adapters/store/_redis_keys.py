@@ -79,6 +79,11 @@ class Keys:
         """A transport node's lease: exists while the node renews it."""
         return f"{self.prefix}:node:{node}:lease"
 
+    def node_reaped(self, node: str) -> str:
+        """Set by a node's reaper when it claims the node; the node learns from it,
+        on its next renewal, that its connections are gone."""
+        return f"{self.prefix}:node:{node}:reaped"
+
     def node_apps(self, node: str) -> str:
         """Set of the applications in which a node holds (or held) connections."""
         return f"{self.prefix}:node:{node}:apps"

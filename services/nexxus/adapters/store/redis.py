@@ -81,6 +81,7 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self._redis: Redis | None = None
+        self._lease_redis: Redis | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,12 +107,18 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
             await client.aclose()
             raise store_down(f"cannot connect to Redis at {self.settings.url}: {exc!r}") from exc
         self._redis = client
+        # Node leases on a connection of their own (see renew_node_lease).
+        self._lease_redis = Redis.from_url(
+            self.settings.url, max_connections=2, decode_responses=False, socket_connect_timeout=2
+        )
 
     async def stop(self) -> None:
         client, self._redis = self._redis, None
-        if client is not None:
-            with contextlib.suppress(redis_errors.RedisError):
-                await client.aclose()
+        lease_client, self._lease_redis = self._lease_redis, None
+        for c in (client, lease_client):
+            if c is not None:
+                with contextlib.suppress(redis_errors.RedisError):
+                    await c.aclose()
 
     async def ping(self) -> None:
         try:
@@ -124,6 +131,12 @@ class RedisSubscriptionStore(ConnectionsMixin, SubscriptionStore):
         if self._redis is None:
             raise RuntimeError("RedisSubscriptionStore is not started: call `await store.start()` first")
         return self._redis
+
+    @property
+    def lease_redis(self) -> Redis:
+        if self._lease_redis is None:
+            raise RuntimeError("RedisSubscriptionStore is not started: call `await store.start()` first")
+        return self._lease_redis
 
     # ------------------------------------------------------------------ helpers
 
