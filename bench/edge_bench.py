@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import multiprocessing as mp
 import shutil
@@ -51,8 +52,10 @@ from _edge_workers import SubSpec, SubStats, WriterStats, raise_nofile, subscrib
 from _sysprof import CpuSnapshot, record, top_frames  # noqa: E402
 
 from nexxus.core.config.settings import Settings  # noqa: E402
+from nexxus.devserver.envoy_config import DEFAULT_DESCRIPTOR, envoy_config_for, write_envoy_config  # noqa: E402
 from nexxus.devserver.mesh import Mesh  # noqa: E402
 from nexxus.devserver.process import free_port  # noqa: E402
+from nexxus.devserver.servers import EnvoyServer  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 CTX = mp.get_context("spawn")
@@ -313,6 +316,8 @@ class Bench:
     phases: list[Phase] = field(default_factory=list)
     fanout: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, Path] = field(default_factory=dict)
+    nofile: int = 20000
+    extra_envoys: list[tuple[str, EnvoyServer]] = field(default_factory=list)
 
     def pids(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {"pocketbase": [self.pb.pid]}
@@ -444,24 +449,56 @@ class Bench:
             finally:
                 await rx.close()
 
+    async def edge_proxies(self, conns: int) -> list[tuple[str, int]]:
+        """(base URL, pid) of the Envoys the fan-out streams are spread over: the mesh's,
+        plus as many more (same routes, own ports) as the open-file limit needs,
+        each holding two sockets per stream — as a deployment runs several edge
+        proxies in front of one transport node."""
+        assert self.mesh.envoy is not None
+        out = [(self.edge_url, self.mesh.envoy.process.pid or 0)]
+        per_envoy = max(1000, (self.nofile - 2000) // 2)
+        want = self.args.fanout_envoys or -(-conns // per_envoy)
+        while len(self.extra_envoys) + 1 < want:
+            k = len(self.extra_envoys) + 1
+            settings = copy.deepcopy(self.mesh.settings)
+            settings.envoy.port = free_port(settings.envoy.host)
+            settings.envoy.admin_port = free_port("127.0.0.1")
+            config = envoy_config_for(settings, descriptor_path=DEFAULT_DESCRIPTOR)
+            path = write_envoy_config(self.mesh.data_dir / f"envoy-{k}" / "envoy.yaml", config)
+            envoy = EnvoyServer(path, log_level="warning")
+            await envoy.start(timeout=60)
+            self.extra_envoys.append((f"http://127.0.0.1:{settings.envoy.port}", envoy))
+        out += [(url, e.process.pid or 0) for url, e in self.extra_envoys[: want - 1]]
+        return out
+
     async def fanout_run(self, edge: str, conns: int, writes: int) -> None:
         """One transport, `conns` connections of one kind; `writes` single writes 2 s apart."""
         self.args._filter = False
         t0 = time.monotonic()
         transport_pid = self.mesh.processes["transport"].pid or 0
-        envoy_pid = self.mesh.envoy.process.pid if self.mesh.envoy else 0
-        rss0 = {"transport": rss_kib(transport_pid), "envoy": rss_kib(envoy_pid or 0)}
+        proxies = [] if self.args.fanout_direct else await self.edge_proxies(conns)
+
+        def rss() -> dict[str, int]:
+            return {
+                "transport": rss_kib(transport_pid),
+                "envoy": sum(rss_kib(pid) for _, pid in proxies),
+            }
+
+        rss0 = rss()
         url, token, specs = await self.target(edge, conns)
         if self.args.fanout_direct:
             t = self.mesh.settings.transport
             port = t.ws_port if edge == "ws" else t.sse_port
             for spec in specs:
                 spec.stream_url = f"http://{t.host}:{port}"
+        else:
+            for i, spec in enumerate(specs):
+                spec.stream_url = proxies[i % len(proxies)][0]
         rx = Subscribers(specs, self.args.fanout_procs)
         try:
             opened = await rx.ready()
             await asyncio.sleep(2.0)
-            rss1 = {"transport": rss_kib(transport_pid), "envoy": rss_kib(envoy_pid or 0)}
+            rss1 = rss()
             per_write: list[Phase] = []
             for k in range(writes):
                 ph = Phase(f"fanout-{k}", edge, 1, opened, opened)
@@ -482,7 +519,9 @@ class Bench:
                 "transport_kib_per_conn": (rss1["transport"] - rss0["transport"]) / max(opened, 1),
                 "envoy_kib_per_conn": (rss1["envoy"] - rss0["envoy"]) / max(opened, 1),
                 "setup_s": time.monotonic() - t0,
-                "via": "transport directly" if self.args.fanout_direct else "Envoy",
+                "via": "transport directly"
+                if self.args.fanout_direct
+                else ("Envoy" if len(proxies) == 1 else f"{len(proxies)} Envoys"),
                 "errors": [e for ph in per_write for r in ph.rx for e in r.errors][:3],
             }
             self.fanout.append(row)
@@ -675,6 +714,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
         async with aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=120)
         ) as http:
+            b: Bench | None = None
             try:
                 t0 = time.monotonic()
                 await mesh.start()
@@ -686,7 +726,7 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
                     f"up in {time.monotonic() - t0:.1f}s; open files limit {nofile}",
                     flush=True,
                 )
-                b = Bench(args, http, mesh, pb, edge)
+                b = Bench(args, http, mesh, pb, edge, nofile=nofile)
                 q = args.quick
                 scen = set(args.scenario.split(",")) if args.scenario else set()
                 if "one" in scen:
@@ -704,6 +744,8 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
                         await b.fanout_run(e, args.fanout_conns, args.fanout_writes)
                 return report(b, argv)
             finally:
+                for _, envoy in b.extra_envoys if b is not None else []:
+                    await envoy.stop()
                 await pb.stop()
                 await mesh.stop()
 
@@ -735,6 +777,12 @@ def main() -> None:
         action="store_true",
         help="fan-out streams connect to the transport itself, not through Envoy "
         "(Envoy holds two sockets per stream: 10k streams need an open-file limit above 20k)",
+    )
+    p.add_argument(
+        "--fanout-envoys",
+        type=int,
+        default=0,
+        help="Envoys the fan-out streams are spread over (0: as many as the open-file limit needs)",
     )
     p.add_argument("--fanout-writes", type=int, default=3)
     p.add_argument("--fanout-procs", type=int, default=4)

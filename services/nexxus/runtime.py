@@ -43,6 +43,7 @@ from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.observability.server import ObservabilityServer
 from nexxus.observability.wiring import build_observability
 from nexxus.router.service import RouterService
+from nexxus.rpc.health_follower import HealthFollower
 from nexxus.rpc.interceptors import TokenInterceptor
 from nexxus.rpc.server import set_serving
 from nexxus.subscribing import SubscriptionManager
@@ -144,6 +145,10 @@ class Runtime:
         # /metrics, /healthz, /readyz, /debug/traces (docs/observability.md); up first,
         # so /healthz answers and /readyz says "not ready" during start-up.
         self.observability: ObservabilityServer | None = build_observability(self)
+        # grpc.health.v1 follows the same readiness checks (when observability is on).
+        self.health: HealthFollower | None = (
+            HealthFollower(self.observability.readiness) if self.observability is not None else None
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -186,6 +191,8 @@ class Runtime:
             self.workers.append(worker)
         if "api" in self.services:
             await self._start_api()
+        if self.health is not None:
+            self.health.start()
         log.info("started %s (node %s)", ", ".join(self.services), s.node_id)
 
     def _authenticator(self, tokens: TokenService, hasher: PasswordHasher) -> Authenticator:
@@ -215,6 +222,8 @@ class Runtime:
         )
         await self.transport.start()
         self._running.append(self.transport)
+        if self.health is not None:
+            self.health.follow(*self.transport.health)
 
     async def _start_api(self) -> None:
         s = self.settings
@@ -242,11 +251,15 @@ class Runtime:
         server, port, health = build_api_server(self.ctx, f"{s.api.host}:{s.api.port}")
         await server.start()
         await set_serving(health, SERVICE_NAMES)
+        if self.health is not None:
+            self.health.follow(health, SERVICE_NAMES)
         self._api_server = server
         self.api_port = port
 
     async def stop(self) -> None:
         """Stop whatever was started, in reverse order; safe after a failed start."""
+        if self.health is not None:
+            await self.health.stop()
         if self._api_server is not None:
             await self._api_server.stop(5)
             self._api_server = None

@@ -1,7 +1,7 @@
 """The observability ports of a real mesh (docs/observability.md): counters
 moved by a small workload by exactly its amounts, one write's trace followed
-through the api, the writer, the router and each push, and readiness that
-follows NATS going away and coming back."""
+through the api, the writer, the router and each push, and readiness (HTTP
+/readyz and grpc.health.v1) that follows NATS going away and coming back."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from nexxus.devserver.endpoints import ENDPOINTS_FILE, read_endpoints
@@ -231,13 +232,32 @@ async def test_readiness_follows_nats_going_away_and_back(tmp_path: Path) -> Non
             status, body = await mesh.readiness(name)
             return status, json.loads(body)
 
+        s = mesh.settings
+        grpc_ports = {"api": s.api.port, "transport": s.transport.grpc_port}
+
+        async def grpc_health(name: str) -> int:
+            """grpc.health.v1 of the api / transport server (the overall status, service "")."""
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_ports[name]}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                return int(reply.status)
+
+        serving, not_serving = (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
         for name in names:
             assert (await readiness(name))[0] == 200
+        for name in grpc_ports:
+            assert await grpc_health(name) == serving
         await mesh.nats.kill()
 
         async def all_not_ready() -> bool:
             results = [await readiness(name) for name in names]
-            return all(status == 503 and body["checks"]["bus"] is False for status, body in results)
+            healths = [await grpc_health(name) for name in grpc_ports]
+            return healths == [not_serving] * len(grpc_ports) and all(
+                status == 503 and body["checks"]["bus"] is False for status, body in results
+            )
 
         await eventually(all_not_ready)
         for name in names:  # alive all the same
@@ -247,6 +267,7 @@ async def test_readiness_follows_nats_going_away_and_back(tmp_path: Path) -> Non
 
         async def all_ready() -> bool:
             statuses = [(await readiness(name))[0] for name in names]
-            return statuses == [200] * len(names)
+            healths = [await grpc_health(name) for name in grpc_ports]
+            return statuses == [200] * len(names) and healths == [serving] * len(grpc_ports)
 
         await eventually(all_ready, within=60)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Generic
 
 import grpc
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2
 from websockets.asyncio.server import Server
 
 from nexxus.core.config.settings import Settings
@@ -129,6 +129,11 @@ class TransportService(Generic[CallerT]):
     @property
     def ws_url(self) -> str:
         return f"ws://{self.settings.transport.host}:{self._ws_port}"
+
+    @property
+    def health(self) -> tuple[health.aio.HealthServicer, list[str]]:
+        """The gRPC server's health servicer and the service names it reports."""
+        return self._health, [EVENT_SERVICE]
 
     async def start(self) -> None:
         if self._running:
