@@ -1,11 +1,13 @@
 """Versions only grow (delete → re-create → update), operations are PENDING from
-the moment they are accepted, and a full write queue refuses (RESOURCE_EXHAUSTED,
-HTTP 429) instead of dropping."""
+the moment they are accepted, an accepted create is never reported missing, and
+a full write queue refuses (RESOURCE_EXHAUSTED, HTTP 429) instead of dropping."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -66,6 +68,51 @@ async def test_unknown_operation_ids_are_not_found(mesh: Mesh, operator: Api) ->
     ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _operation(caller, app, op_id)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_accepted_create_is_never_reported_missing(mesh: Mesh, operator: Api) -> None:
+    """GET, PATCH and DELETE right after a create answered PENDING wait for the
+    writer to apply it (a barrier on the object's partition) instead of answering
+    404; an object that was never created is still 404."""
+    app_id = new_app_id()
+    api = operator.as_(await operator.create_app(app_id))
+    await api.put_schema(app_id, "note", SCHEMA)
+    pid = mesh.processes["writer"].pid
+    assert pid is not None
+
+    async def read_object(object_id: str) -> objects_pb2.GetObjectResponse:
+        req = objects_pb2.GetObjectRequest(app_id=app_id, model="note", object_id=object_id)
+        response: objects_pb2.GetObjectResponse = await api.objects.GetObject(req, metadata=api.md)
+        return response
+
+    def get(object_id: str) -> asyncio.Task[objects_pb2.GetObjectResponse]:
+        return asyncio.create_task(read_object(object_id))
+
+    os.kill(pid, signal.SIGSTOP)  # the writer holds every create as PENDING
+    try:
+        made = await api.create(app_id, "note", {"title": "a", "n": 1}, object_id="fresh", wait=False)
+        assert made.operation.state == objects_pb2.Operation.STATE_PENDING
+        doomed = await api.create(app_id, "note", {"title": "b"}, object_id="doomed", wait=False)
+        assert doomed.operation.state == objects_pb2.Operation.STATE_PENDING
+        read = get("fresh")
+        update = asyncio.create_task(api.update(app_id, "note", "fresh", [patch("replace", ["n"], [2])]))
+        delete = asyncio.create_task(api.delete(app_id, "note", "doomed"))
+        await asyncio.sleep(1.0)
+        # Not answered 404: each waits for the writer.
+        assert not read.done()
+        assert not update.done()
+        assert not delete.done()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert (await read).object.version in (1, 2)
+    updated = await update
+    assert (updated.operation.state, updated.operation.version) == (objects_pb2.Operation.STATE_DONE, 2)
+    assert updated.object.data["n"] == 2
+    await delete
+    for gone in ("doomed", "never-created"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await get(gone)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 

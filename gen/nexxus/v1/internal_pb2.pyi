@@ -34,6 +34,11 @@ class _WriteOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WriteOp.Value
     WRITE_OP_CREATE: _WriteOp.ValueType  # 1
     WRITE_OP_UPDATE: _WriteOp.ValueType  # 2
     WRITE_OP_DELETE: _WriteOp.ValueType  # 3
+    WRITE_OP_BARRIER: _WriteOp.ValueType  # 4
+    """No change: the writer answers (on reply_subject) once every command queued
+    before it on the same partition is applied. The api sends one before it
+    reports an object missing, so an accepted create is never answered 404.
+    """
 
 class WriteOp(_WriteOp, metaclass=_WriteOpEnumTypeWrapper):
     """Messages between Nexxus services over NATS. Not part of the public API.
@@ -45,6 +50,11 @@ WRITE_OP_UNSPECIFIED: WriteOp.ValueType  # 0
 WRITE_OP_CREATE: WriteOp.ValueType  # 1
 WRITE_OP_UPDATE: WriteOp.ValueType  # 2
 WRITE_OP_DELETE: WriteOp.ValueType  # 3
+WRITE_OP_BARRIER: WriteOp.ValueType  # 4
+"""No change: the writer answers (on reply_subject) once every command queued
+before it on the same partition is applied. The api sends one before it
+reports an object missing, so an accepted create is never answered 404.
+"""
 Global___WriteOp: _TypeAlias = WriteOp  # noqa: Y015
 
 @_typing.final

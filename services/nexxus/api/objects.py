@@ -9,7 +9,7 @@ import grpc
 
 from nexxus.api.calls import caller_of, incoming_traceparent, rpc
 from nexxus.api.context import ApiContext
-from nexxus.api.writes import actor_of, new_command_id, submit
+from nexxus.api.writes import actor_of, new_command_id, settle, submit
 from nexxus.auth.caller import Caller
 from nexxus.auth.rules import RuleSet
 from nexxus.core.convert import dict_to_struct, stored_to_proto, struct_to_dict
@@ -74,6 +74,10 @@ class ObjectServicer(ObjectServiceServicer):
         self, caller: Caller, rules: RuleSet, app_id: str, model: str, object_id: str
     ) -> StoredObject:
         obj = await self.ctx.db.get_object(app_id, model, object_id)
+        if obj is None and await settle(self.ctx, app_id, model, object_id):
+            # Missing, but a create accepted just before may still be queued: read
+            # again once every write queued before now on its partition is applied.
+            obj = await self.ctx.db.get_object(app_id, model, object_id)
         # An object the caller may not read looks exactly like a missing one.
         if obj is None or not rules.can_read(caller, obj):
             raise NotFound(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from nexxus.api.context import ApiContext
 from nexxus.auth.caller import Caller
-from nexxus.core.errors import error_from_code
+from nexxus.core.errors import NexxusError, error_from_code
 from nexxus.core.metrics import WRITES_ACCEPTED
 from nexxus.core.operations import new_operation_id
 from nexxus.core.partitions import write_partition
 from nexxus.core.tracing import sampled_context, start_span, traceparent_of
 from nexxus.v1 import common_pb2, objects_pb2
-from nexxus.v1.internal_pb2 import WriteCommand, WriteOp
+from nexxus.v1.internal_pb2 import WRITE_OP_BARRIER, WriteCommand, WriteOp
+
+log = logging.getLogger("nexxus.api.writes")
 
 _OPS = {op: WriteOp.Name(op).removeprefix("WRITE_OP_").lower() for op in WriteOp.values()}
 
@@ -77,3 +80,36 @@ async def _submit(
     operation.state = objects_pb2.Operation.STATE_DONE
     operation.version = result.object.version
     return operation, result.object
+
+
+async def settle(ctx: ApiContext, app_id: str, model: str, object_id: str) -> bool:
+    """Wait until every write queued so far on the object's partition is applied
+    (a barrier command through the writer); True when it was, False when the
+    writer did not answer within `api.write_wait_seconds` or the queue refused.
+
+    Called before the api reports an object missing, so a create it accepted
+    (answered PENDING) is never followed by a 404 for the same object."""
+    cmd = WriteCommand(
+        command_id=new_command_id(ctx, app_id),
+        app_id=app_id,
+        model=model,
+        object_id=object_id,
+        op=WRITE_OP_BARRIER,
+    )
+    cmd.issue_time.FromNanoseconds(time.time_ns())
+    cmd.reply_subject = ctx.results.reply_subject(cmd.command_id)
+    fut = ctx.results.expect(cmd.command_id)
+    try:
+        partition = write_partition(app_id, model, object_id, ctx.settings.writer.partitions)
+        await ctx.bus.publish(
+            ctx.bus.write_subject(app_id, partition), cmd.SerializeToString(), msg_id=cmd.command_id
+        )
+    except NexxusError as exc:
+        ctx.results.forget(cmd.command_id)
+        log.debug("barrier on %s/%s/%s not queued: %s", app_id, model, object_id, exc)
+        return False
+    except BaseException:
+        ctx.results.forget(cmd.command_id)
+        raise
+    result = await ctx.results.wait(cmd.command_id, fut, ctx.settings.api.write_wait_seconds)
+    return result is not None

@@ -65,7 +65,7 @@ from nexxus.core.ports import (
 from nexxus.core.schema import ModelSchema
 from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.core.tracing import begin_span, sampled_context, traceparent_of
-from nexxus.v1.internal_pb2 import ModelEvent, WriteCommand, WriteOp, WriteResult
+from nexxus.v1.internal_pb2 import WRITE_OP_BARRIER, ModelEvent, WriteCommand, WriteOp, WriteResult
 from nexxus.writer.partitions import PartitionOwner
 from nexxus.writer.retention import RetentionJob
 
@@ -213,7 +213,8 @@ class WriterService:
 
     async def _apply_and_finish(self, items: list[_Item]) -> None:
         for item in items:
-            item.schema = await self._schemas.lookup(item.cmd.app_id, item.cmd.model)
+            if item.cmd.op != WRITE_OP_BARRIER:
+                item.schema = await self._schemas.lookup(item.cmd.app_id, item.cmd.model)
         started = time.perf_counter()
         spans = self._begin_spans(items)
         try:
@@ -268,7 +269,7 @@ class WriterService:
 
     @staticmethod
     def _count(cmd: WriteCommand, outcome: WriteOutcome) -> None:
-        if outcome.replayed:
+        if outcome.replayed or cmd.op == WRITE_OP_BARRIER:
             return
         if outcome.error is None:
             WRITES_APPLIED.labels(cmd.app_id, cmd.model, _OPS.get(cmd.op, "")).inc()
@@ -280,7 +281,9 @@ class WriterService:
         outcomes: list[WriteOutcome | None] = [None] * len(items)
         known: list[tuple[int, _Item]] = []
         for i, item in enumerate(items):
-            if item.schema is None:
+            if item.cmd.op == WRITE_OP_BARRIER:  # nothing to write: answered after the batch commits
+                outcomes[i] = WriteOutcome(item.cmd.command_id, event=None, error=None)
+            elif item.schema is None:
                 outcomes[i] = WriteOutcome(
                     item.cmd.command_id,
                     event=None,

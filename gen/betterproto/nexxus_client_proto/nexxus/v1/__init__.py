@@ -489,6 +489,13 @@ class WriteOp(betterproto2.Enum):
 
     DELETE = 3
 
+    BARRIER = 4
+    """
+    No change: the writer answers (on reply_subject) once every command queued
+    before it on the same partition is applied. The api sends one before it
+    reports an object missing, so an accepted create is never answered 404.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -496,6 +503,7 @@ class WriteOp(betterproto2.Enum):
             1: "WRITE_OP_CREATE",
             2: "WRITE_OP_UPDATE",
             3: "WRITE_OP_DELETE",
+            4: "WRITE_OP_BARRIER",
         }
 
     @classmethod
@@ -505,6 +513,7 @@ class WriteOp(betterproto2.Enum):
             "WRITE_OP_CREATE": 1,
             "WRITE_OP_UPDATE": 2,
             "WRITE_OP_DELETE": 3,
+            "WRITE_OP_BARRIER": 4,
         }
 
 
