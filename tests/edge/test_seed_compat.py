@@ -40,6 +40,12 @@ async def test_docs_schema_with_short_names_is_accepted(rest: Rest) -> None:
     assert fields["due"]["type"] == "FIELD_TYPE_DATETIME"
     assert fields["details"]["fields"]["age"]["type"] == "FIELD_TYPE_INTEGER"
     assert put["schema"]["access"]["delete"]["kind"] == "KIND_OWNER"
+    # The answer's `document` is the schema in the form it was written: it round-trips.
+    assert put["document"] == DOCS_SCHEMA
+    listed = await rest.ok("GET", f"/v1/apps/{app_id}/models")
+    assert listed["documents"] == [DOCS_SCHEMA]
+    again = await rest.ok("PUT", f"/v1/apps/{app_id}/models/task", listed["documents"][0])
+    assert again["document"] == DOCS_SCHEMA
     # The enum names and camelCase keys (the proto JSON mapping) still work.
     enum_form = {
         "fields": {"n": {"type": "FIELD_TYPE_NUMBER", "filterable": True}},

@@ -222,16 +222,24 @@ class PutModelSchemaResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEMA_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def schema(self) -> _schema_pb2.ModelSchema: ...
+    @_builtins.property
+    def document(self) -> _struct_pb2.Struct:
+        """The stored schema as a JSON document in docs/schema.md's form (short type
+        and access-kind names): what PUT takes, so it round-trips.
+        """
+
     def __init__(
         self,
         *,
         schema: _schema_pb2.ModelSchema | None = ...,
+        document: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "schema", b"schema"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schema", b"schema"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "schema", b"schema"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -261,16 +269,22 @@ class ListModelSchemasResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEMAS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def schemas(self) -> _containers.RepeatedCompositeFieldContainer[_schema_pb2.ModelSchema]: ...
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]:
+        """The same schemas, in the same order, as docs/schema.md's JSON documents."""
+
     def __init__(
         self,
         *,
         schemas: _abc.Iterable[_schema_pb2.ModelSchema] | None = ...,
+        documents: _abc.Iterable[_struct_pb2.Struct] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schemas", b"schemas"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "schemas", b"schemas"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,13 +6,13 @@ import re
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from nexxus.api.calls import caller_of, require_app, require_operator, rpc
 from nexxus.api.context import ApiContext
 from nexxus.auth.rules import RuleSet
 from nexxus.auth.server_keys import generate_server_key, hash_server_key
-from nexxus.core.convert import struct_to_dict
+from nexxus.core.convert import dict_to_struct, struct_to_dict
 from nexxus.core.errors import AlreadyExists, InvalidArgument, PermissionDenied
 from nexxus.core.ids import new_id
 from nexxus.core.models import AppRecord, utcnow
@@ -112,7 +112,7 @@ class ApplicationServicer(ApplicationServiceServicer):
         await self.ctx.identity.put_schema(request.app_id, schema.to_dict())
         self.ctx.schemas.invalidate(request.app_id)
         await SchemaRegistry.announce(self.ctx.bus, request.app_id)
-        return pb.PutModelSchemaResponse(schema=schema.to_proto())
+        return pb.PutModelSchemaResponse(schema=schema.to_proto(), document=schema_document(schema))
 
     @rpc
     async def ListModelSchemas(
@@ -120,7 +120,14 @@ class ApplicationServicer(ApplicationServiceServicer):
     ) -> pb.ListModelSchemasResponse:
         await caller_of(self.ctx, context, request.app_id)
         await require_app(self.ctx, request.app_id)
-        schemas = await self.ctx.schemas.app_schemas(request.app_id)
+        schemas = sorted((await self.ctx.schemas.app_schemas(request.app_id)).values(), key=lambda s: s.name)
         return pb.ListModelSchemasResponse(
-            schemas=[s.to_proto() for s in sorted(schemas.values(), key=lambda s: s.name)]
+            schemas=[s.to_proto() for s in schemas], documents=[schema_document(s) for s in schemas]
         )
+
+
+def schema_document(schema: ModelSchema) -> struct_pb2.Struct:
+    """docs/schema.md's form of a schema (what PUT takes), without the name (the path has it)."""
+    doc = schema.to_dict()
+    doc.pop("name", None)
+    return dict_to_struct(doc)

@@ -1407,6 +1407,13 @@ default_message_pool.register_message("nexxus.v1", "ListModelSchemasRequest", Li
 class ListModelSchemasResponse(betterproto2.Message):
     schemas: "list[ModelSchema]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
+    documents: "list[__google__protobuf__.Struct]" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The same schemas, in the same order, as docs/schema.md's JSON documents.
+    """
+
 
 default_message_pool.register_message("nexxus.v1", "ListModelSchemasResponse", ListModelSchemasResponse)
 
@@ -1743,6 +1750,14 @@ default_message_pool.register_message("nexxus.v1", "PutModelSchemaRequest", PutM
 @dataclass(eq=False, repr=False)
 class PutModelSchemaResponse(betterproto2.Message):
     schema: "ModelSchema | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
+
+    document: "__google__protobuf__.Struct | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The stored schema as a JSON document in docs/schema.md's form (short type
+    and access-kind names): what PUT takes, so it round-trips.
+    """
 
 
 default_message_pool.register_message("nexxus.v1", "PutModelSchemaResponse", PutModelSchemaResponse)
