@@ -331,6 +331,7 @@ class Bench:
         ):
             if server is not None and server.process.pid is not None:
                 out[name] = [server.process.pid]
+        out.setdefault("envoy", []).extend(e.process.pid for _, e in self.extra_envoys if e.process.pid)
         return out
 
     async def target(self, edge: str, subs: int) -> tuple[str, str, list[SubSpec]]:
@@ -361,6 +362,7 @@ class Bench:
         rate: float,
         hot_every: int,
         profile: bool = False,
+        profile_delay: float = 0.5,
     ) -> None:
         kw = {
             "start": start,
@@ -381,7 +383,7 @@ class Bench:
         parent.send("go")
         spies: list[tuple[str, Path, Any]] = []
         if profile:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(profile_delay)
             for name in self.args.profile_procs.split(","):
                 pid = (pids.get(name) or [None])[0]
                 if pid is None:
@@ -502,9 +504,17 @@ class Bench:
             per_write: list[Phase] = []
             for k in range(writes):
                 ph = Phase(f"fanout-{k}", edge, 1, opened, opened)
-                await self.run_phase(ph, url, token, rx, start=3 * 10**7 + k, rate=0, hot_every=0)
+                await self.run_phase(
+                    ph, url, token, rx, start=3 * 10**7 + k, rate=0, hot_every=0,
+                    profile=self.args.profile and k == writes - 1, profile_delay=0.0,
+                )  # fmt: skip
                 per_write.append(ph)
                 await asyncio.sleep(2.0)
+            # CPU seconds per write, by process (the extra Envoys are counted with "envoy").
+            cpu: dict[str, float] = {}
+            for ph in per_write:
+                for name, sec in ph.cpu.items():
+                    cpu[name] = cpu.get(name, 0.0) + sec / len(per_write)
             lat = [x for ph in per_write for x in ph.lat()]
             row = {
                 "edge": edge,
@@ -523,6 +533,7 @@ class Bench:
                 if self.args.fanout_direct
                 else ("Envoy" if len(proxies) == 1 else f"{len(proxies)} Envoys"),
                 "errors": [e for ph in per_write for r in ph.rx for e in r.errors][:3],
+                "cpu_per_write": cpu,
             }
             self.fanout.append(row)
             print(
@@ -666,6 +677,13 @@ def report(b: Bench, argv: list[str]) -> int:
                 f"p99 {fmt_ms(r['p99'])} (per write: {', '.join(fmt_ms(x) for x in r['p99_each'])}); "
                 f"memory per connection: transport {r['transport_kib_per_conn']:.1f} KiB, "
                 f"Envoy {r['envoy_kib_per_conn']:.1f} KiB"
+            )
+            cpu = r["cpu_per_write"]
+            per_conn = cpu.get("transport", 0.0) / max(r["conns"], 1) * 1e6
+            print(
+                "    CPU seconds per write: "
+                + "  ".join(f"{n} {cpu[n]:.2f}" for n in (*NEXXUS_PROCS, "subscribers") if n in cpu)
+                + f"  (transport {per_conn:.0f} µs per connection)"
             )
             if r["errors"]:
                 print(f"    errors: {r['errors']}")
