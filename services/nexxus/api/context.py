@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from nexxus.api.barriers import BarrierCoalescer
 from nexxus.api.results import WriteResults
 from nexxus.auth.authenticator import Authenticator
 from nexxus.auth.oidc import OidcVerifier
@@ -30,3 +31,5 @@ class ApiContext:
     throttle: LoginThrottle
     oidc: OidcVerifier
     results: WriteResults
+    # Write barriers before a 404, one in flight per partition (api/barriers.py).
+    barriers: BarrierCoalescer = field(default_factory=BarrierCoalescer)

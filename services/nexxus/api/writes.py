@@ -84,11 +84,21 @@ async def _submit(
 
 async def settle(ctx: ApiContext, app_id: str, model: str, object_id: str) -> bool:
     """Wait until every write queued so far on the object's partition is applied
-    (a barrier command through the writer); True when it was, False when the
-    writer did not answer within `api.write_wait_seconds` or the queue refused.
+    (a barrier command through the writer, coalesced per partition); True when
+    it was, False when the writer did not answer within `api.write_wait_seconds`
+    or the queue refused.
 
     Called before the api reports an object missing, so a create it accepted
     (answered PENDING) is never followed by a 404 for the same object."""
+    partition = write_partition(app_id, model, object_id, ctx.settings.writer.partitions)
+
+    async def send() -> bool:
+        return await _barrier(ctx, app_id, model, object_id, partition)
+
+    return await ctx.barriers.settle((app_id, partition), send)
+
+
+async def _barrier(ctx: ApiContext, app_id: str, model: str, object_id: str, partition: int) -> bool:
     cmd = WriteCommand(
         command_id=new_command_id(ctx, app_id),
         app_id=app_id,
@@ -100,13 +110,12 @@ async def settle(ctx: ApiContext, app_id: str, model: str, object_id: str) -> bo
     cmd.reply_subject = ctx.results.reply_subject(cmd.command_id)
     fut = ctx.results.expect(cmd.command_id)
     try:
-        partition = write_partition(app_id, model, object_id, ctx.settings.writer.partitions)
         await ctx.bus.publish(
             ctx.bus.write_subject(app_id, partition), cmd.SerializeToString(), msg_id=cmd.command_id
         )
     except NexxusError as exc:
         ctx.results.forget(cmd.command_id)
-        log.debug("barrier on %s/%s/%s not queued: %s", app_id, model, object_id, exc)
+        log.debug("barrier on %s partition %d not queued: %s", app_id, partition, exc)
         return False
     except BaseException:
         ctx.results.forget(cmd.command_id)
