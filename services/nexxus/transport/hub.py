@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from google.protobuf.message import DecodeError
 
 from nexxus.core.config.settings import TransportSettings
-from nexxus.core.errors import Unavailable
+from nexxus.core.errors import NexxusError, Unavailable
 from nexxus.core.events import build_event
 from nexxus.core.metrics import DELIVERIES, WRITE_TO_PUSH_SECONDS
 from nexxus.core.ports import BusMessage, BusSubscription, Connection, MessageBus, SubscriptionStore
@@ -43,6 +43,8 @@ __all__ = ["ConnectionHub"]
 log = logging.getLogger("nexxus.transport.hub")
 
 DeviceKey = tuple[str, str]
+# Connections unregistered at once when the node stops (store calls in flight).
+UNREGISTER_CONCURRENCY = 64
 
 
 def _sequence_of(position: str) -> int:
@@ -137,8 +139,18 @@ class ConnectionHub:
                 await self._empty.wait()
         except TimeoutError:
             pass
-        for conn in self.connections():
-            await self.unregister(conn)
+        # What did not unregister itself in time goes now, many at once (a node
+        # with 10,000 connections must stop within a supervisor's grace period).
+        limit = asyncio.Semaphore(UNREGISTER_CONCURRENCY)
+
+        async def unregister(conn: Connection) -> None:
+            async with limit:
+                try:
+                    await self.unregister(conn)
+                except NexxusError as exc:  # the lease expires and another node reaps it
+                    log.warning("could not unregister %r on stop: %s", conn, exc)
+
+        await asyncio.gather(*(unregister(conn) for conn in self.connections()))
 
     # ------------------------------------------------------------------ registry
 
