@@ -33,7 +33,7 @@ from nexxus.devserver.mesh import Mesh
 from nexxus.devserver.process import ManagedProcess, free_port
 from nexxus.v1 import subscriptions_pb2
 from tests.e2e.conftest import _settings, new_app_id, running_mesh
-from tests.e2e.harness import Api, open_stream
+from tests.e2e.harness import Api, User, open_stream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -47,6 +47,17 @@ async def lease_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     settings.transport.lease_seconds = LEASE
     async with running_mesh(settings) as mesh:
         yield mesh
+
+
+@pytest.fixture
+async def store(lease_mesh: Mesh) -> AsyncIterator[RedisSubscriptionStore]:
+    """The mesh's subscription store, read directly (connections, leases)."""
+    store = RedisSubscriptionStore(RedisSettings(url=lease_mesh.settings.store.redis.url))
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.stop()
 
 
 async def start_second_transport(mesh: Mesh) -> tuple[ManagedProcess, int]:
@@ -82,12 +93,29 @@ async def wait_for(what: str, check: object) -> float:
         await asyncio.sleep(0.1)
 
 
+async def app_with_user(api_ch: grpc.aio.Channel, mesh: Mesh, app_id: str) -> tuple[Api, User]:
+    """A fresh application with a `task` model, its server-key Api and a user with a device."""
+    operator = Api(api_ch, mesh.settings.operator_key)
+    server = operator.as_(await operator.create_app(app_id))
+    await server.put_schema(app_id, "task", {"fields": {"title": {"type": "string"}}})
+    return server, await server.user_with_device(app_id, "ana")
+
+
+async def freeze_transport_until(mesh: Mesh, what: str, check: object) -> None:
+    """SIGSTOP the (first) transport until `check()` holds, then let it run again."""
+    pid = mesh.processes["transport"].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await wait_for(what, check)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 async def test_dead_transport_connections_expire_and_volatile_subscriptions_do_not_leak(
-    lease_mesh: Mesh,
+    lease_mesh: Mesh, store: RedisSubscriptionStore
 ) -> None:
     mesh = lease_mesh
-    store = RedisSubscriptionStore(RedisSettings(url=mesh.settings.store.redis.url))
-    await store.start()
     node_b, b_port = await start_second_transport(mesh)
     app_id = new_app_id()
     try:
@@ -96,10 +124,7 @@ async def test_dead_transport_connections_expire_and_volatile_subscriptions_do_n
             grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.transport.grpc_port}") as a_ch,
             grpc.aio.insecure_channel(f"127.0.0.1:{b_port}") as b_ch,
         ):
-            operator = Api(api_ch, mesh.settings.operator_key)
-            server = operator.as_(await operator.create_app(app_id))
-            await server.put_schema(app_id, "task", {"fields": {"title": {"type": "string"}}})
-            user = await server.user_with_device(app_id, "ana")
+            server, user = await app_with_user(api_ch, mesh, app_id)
             api = server.as_(user.token)
             inline = [subscriptions_pb2.CreateSubscriptionRequest(model="task")]
 
@@ -155,59 +180,46 @@ async def test_dead_transport_connections_expire_and_volatile_subscriptions_do_n
                 await wait_for("only the fresh subscription", only_fresh)
     finally:
         await node_b.stop(timeout=10)
-        await store.stop()
 
 
-async def test_a_lone_node_frozen_past_its_lease_keeps_its_connections(lease_mesh: Mesh) -> None:
+async def test_a_lone_node_frozen_past_its_lease_keeps_its_connections(
+    lease_mesh: Mesh, store: RedisSubscriptionStore
+) -> None:
     mesh = lease_mesh
-    store = RedisSubscriptionStore(RedisSettings(url=mesh.settings.store.redis.url))
-    await store.start()
     app_id = new_app_id()
-    try:
-        async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.api.port}") as api_ch,
-            grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.transport.grpc_port}") as a_ch,
-        ):
-            operator = Api(api_ch, mesh.settings.operator_key)
-            server = operator.as_(await operator.create_app(app_id))
-            await server.put_schema(app_id, "task", {"fields": {"title": {"type": "string"}}})
-            user = await server.user_with_device(app_id, "ana")
-            api = server.as_(user.token)
-            inline = [subscriptions_pb2.CreateSubscriptionRequest(model="task")]
-            async with open_stream(a_ch, app_id, user.token, inline) as on_a:
-                node = on_a.ready.node
-                pid = mesh.processes["transport"].pid
-                assert pid is not None
-                os.kill(pid, signal.SIGSTOP)
-                try:
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.api.port}") as api_ch,
+        grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.transport.grpc_port}") as a_ch,
+    ):
+        server, user = await app_with_user(api_ch, mesh, app_id)
+        api = server.as_(user.token)
+        inline = [subscriptions_pb2.CreateSubscriptionRequest(model="task")]
+        async with open_stream(a_ch, app_id, user.token, inline) as on_a:
+            node = on_a.ready.node
 
-                    async def lapsed() -> bool:
-                        return node in await store.dead_nodes()
+            async def lapsed() -> bool:
+                return node in await store.dead_nodes()
 
-                    await wait_for("the frozen node's lease to lapse", lapsed)
-                finally:
-                    os.kill(pid, signal.SIGCONT)
+            await freeze_transport_until(mesh, "the frozen node's lease to lapse", lapsed)
 
-                async def renewed() -> bool:
-                    return node not in await store.dead_nodes()
+            async def renewed() -> bool:
+                return node not in await store.dead_nodes()
 
-                await wait_for("the node to renew its lease", renewed)
-                # Nobody reaped it: the same stream, connection and subscription go on.
-                assert set((await store.device_connections(app_id, user.device_id)).values()) == {node}
-                await api.create(app_id, "task", {"title": "after the freeze"}, object_id="t1")
-                got = await on_a.next(BOUND)
-                assert got.object_id == "t1"
-                assert list(got.subscription_ids) == [on_a.ready.subscriptions[0].id]
-                assert not on_a.call.done()
-                assert on_a.errors == []
-    finally:
-        await store.stop()
+            await wait_for("the node to renew its lease", renewed)
+            # Nobody reaped it: the same stream, connection and subscription go on.
+            assert set((await store.device_connections(app_id, user.device_id)).values()) == {node}
+            await api.create(app_id, "task", {"title": "after the freeze"}, object_id="t1")
+            got = await on_a.next(BOUND)
+            assert got.object_id == "t1"
+            assert list(got.subscription_ids) == [on_a.ready.subscriptions[0].id]
+            assert not on_a.call.done()
+            assert on_a.errors == []
 
 
-async def test_a_frozen_node_reaped_by_another_closes_its_connections(lease_mesh: Mesh) -> None:
+async def test_a_frozen_node_reaped_by_another_closes_its_connections(
+    lease_mesh: Mesh, store: RedisSubscriptionStore
+) -> None:
     mesh = lease_mesh
-    store = RedisSubscriptionStore(RedisSettings(url=mesh.settings.store.redis.url))
-    await store.start()
     node_b, _ = await start_second_transport(mesh)
     app_id = new_app_id()
     try:
@@ -215,25 +227,17 @@ async def test_a_frozen_node_reaped_by_another_closes_its_connections(lease_mesh
             grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.api.port}") as api_ch,
             grpc.aio.insecure_channel(f"127.0.0.1:{mesh.settings.transport.grpc_port}") as a_ch,
         ):
-            operator = Api(api_ch, mesh.settings.operator_key)
-            server = operator.as_(await operator.create_app(app_id))
-            await server.put_schema(app_id, "task", {"fields": {"title": {"type": "string"}}})
-            user = await server.user_with_device(app_id, "ana")
+            server, user = await app_with_user(api_ch, mesh, app_id)
             inline = [subscriptions_pb2.CreateSubscriptionRequest(model="task")]
             async with open_stream(a_ch, app_id, user.token, inline) as on_a:
                 node = on_a.ready.node
-                pid = mesh.processes["transport"].pid
-                assert pid is not None
-                os.kill(pid, signal.SIGSTOP)
-                try:
 
-                    async def reaped() -> bool:  # B reaps A while A is frozen
-                        return await store.device_connections(app_id, user.device_id) == {}
+                async def reaped() -> bool:  # B reaps A while A is frozen
+                    return await store.device_connections(app_id, user.device_id) == {}
 
-                    await wait_for("node B to reap the frozen node", reaped)
-                finally:
-                    os.kill(pid, signal.SIGCONT)
+                await freeze_transport_until(mesh, "node B to reap the frozen node", reaped)
                 # A runs again, learns it was reaped and closes its connections.
+                assert on_a.task is not None
                 await asyncio.wait_for(on_a.task, BOUND)
                 assert [(e.code, e.details["reason"]) for e in on_a.errors] == [("UNAVAILABLE", "LEASE_LOST")]
                 assert await store.device_connections(app_id, user.device_id) == {}
@@ -244,4 +248,3 @@ async def test_a_frozen_node_reaped_by_another_closes_its_connections(lease_mesh
                 assert (await again.next(BOUND)).object_id == "t2"
     finally:
         await node_b.stop(timeout=10)
-        await store.stop()
