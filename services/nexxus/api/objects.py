@@ -74,9 +74,13 @@ class ObjectServicer(ObjectServiceServicer):
         self, caller: Caller, rules: RuleSet, app_id: str, model: str, object_id: str
     ) -> StoredObject:
         obj = await self.ctx.db.get_object(app_id, model, object_id)
-        if obj is None and await settle(self.ctx, app_id, model, object_id):
-            # Missing, but a create accepted just before may still be queued: read
-            # again once every write queued before now on its partition is applied.
+        if (obj is None or not rules.can_read(caller, obj)) and await settle(
+            self.ctx, app_id, model, object_id
+        ):
+            # Missing (or not readable), but a write accepted just before may still be
+            # queued: read again once every write queued before now on its partition is
+            # applied. Both cases wait alike, so the answer's timing tells them apart no
+            # more than its content.
             obj = await self.ctx.db.get_object(app_id, model, object_id)
         # An object the caller may not read looks exactly like a missing one.
         if obj is None or not rules.can_read(caller, obj):
