@@ -601,6 +601,8 @@ class Connection(ABC):
     user_id: str
     device_id: str
     connection_id: str
+    # The edge it came through ("grpc", "sse", "websocket"; metrics label).
+    transport: str = "other"
 
     @abstractmethod
     async def push(self, event: Event) -> None:

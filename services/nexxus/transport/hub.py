@@ -307,7 +307,7 @@ class ConnectionHub:
                         conn.offer(seq, event, size, position, key, version)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
-                kind_name = getattr(conn, "transport", "other")
+                kind_name = conn.transport
                 by_kind[kind_name] = by_kind.get(kind_name, 0) + 1
                 pushed += 1
         if by_kind:
