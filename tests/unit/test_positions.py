@@ -10,7 +10,7 @@ import pytest
 
 from nexxus.core.errors import InvalidArgument
 from nexxus.core.positions import HistoryBounds, Position, epoch_of, parse_position
-from nexxus.transport.connection import ConnectionClosed, QueuedConnection
+from nexxus.transport.connection import PROTO, ConnectionClosed, QueuedConnection
 from nexxus.v1 import events_pb2
 
 
@@ -51,7 +51,7 @@ def _event(seq: int, oid: str = "o1", version: int = 1) -> tuple[int, bytes, int
 
 
 def _conn(max_bytes: int = 1 << 20) -> QueuedConnection:
-    return QueuedConnection("app", "u", "d", max_bytes=max_bytes, transport="grpc", encoded=True)
+    return QueuedConnection("app", "u", "d", max_bytes=max_bytes, transport="grpc", encoding=PROTO)
 
 
 def _drain(conn: QueuedConnection) -> list[str]:

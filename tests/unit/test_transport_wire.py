@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from nexxus.core.config.settings import TransportSettings
 from nexxus.core.events import build_event
-from nexxus.transport.connection import ConnectionClosed, QueuedConnection
+from nexxus.transport.connection import PROTO, ConnectionClosed, QueuedConnection
 from nexxus.transport.hub import ConnectionHub
 from nexxus.transport.wire import batch_frame, encode_subscription_ids, encode_varint, event_frame
 from nexxus.v1 import common_pb2, events_pb2, internal_pb2
@@ -145,8 +145,8 @@ def test_hub_pushes_the_object_paths_events(
         hub = ConnectionHub("n1", FakeStore(), FakeBus(), TransportSettings())
         conns: dict[str, list[QueuedConnection]] = {}
         for device in ("d1", "d2", "d3"):  # d4 has no connection here
-            for encoded in (True, False):
-                c = QueuedConnection("app", "u", device, max_bytes=1 << 20, transport="t", encoded=encoded)
+            for encoding in (PROTO, ""):
+                c = QueuedConnection("app", "u", device, max_bytes=1 << 20, transport="t", encoding=encoding)
                 await hub.register(c)
                 conns.setdefault(device, []).append(c)
         delivery = internal_pb2.Delivery(
@@ -175,7 +175,7 @@ def test_hub_pushes_the_object_paths_events(
 
 async def test_encoded_and_plain_connections_convert_what_they_are_pushed() -> None:
     ev = events_pb2.Event(event_id="e1", subscription_ids=["s"])
-    enc = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoded=True)
+    enc = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoding=PROTO)
     await enc.push(ev)
     enc.push_encoded(ev.SerializeToString())
     assert await enc.next_encoded(1) == ev.SerializeToString()
@@ -188,7 +188,7 @@ async def test_encoded_and_plain_connections_convert_what_they_are_pushed() -> N
 
 
 async def test_push_encoded_on_a_full_queue_closes_as_too_slow() -> None:
-    c = QueuedConnection("app", "u", "d", max_bytes=2048, transport="grpc", encoded=True)
+    c = QueuedConnection("app", "u", "d", max_bytes=2048, transport="grpc", encoding=PROTO)
     for _ in range(3):
         c.push_encoded(b"x" * 1000)
     with pytest.raises(ConnectionClosed) as info:
@@ -197,7 +197,7 @@ async def test_push_encoded_on_a_full_queue_closes_as_too_slow() -> None:
 
 
 async def test_a_push_wakes_a_waiting_reader_and_idle_still_times_out() -> None:
-    c = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoded=True)
+    c = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoding=PROTO)
     reader = asyncio.create_task(c.next_encoded(0.3))
     await asyncio.sleep(0.1)
     c.push_encoded(b"\x0a\x01x")
@@ -218,7 +218,7 @@ async def test_a_push_wakes_a_waiting_reader_and_idle_still_times_out() -> None:
 
 
 async def test_cancelled_reader_leaves_the_connection_usable() -> None:
-    c = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoded=True)
+    c = QueuedConnection("app", "u", "d", max_bytes=1 << 16, transport="grpc", encoding=PROTO)
     reader = asyncio.create_task(c.next_encoded(5))
     await asyncio.sleep(0.01)
     reader.cancel()

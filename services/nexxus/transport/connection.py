@@ -141,7 +141,6 @@ class QueuedConnection(Connection):
         max_bytes: int,
         transport: str,
         connection_id: str | None = None,
-        encoded: bool = False,
         stats: BufferStats | None = None,
         encoding: str = "",
     ) -> None:
@@ -155,7 +154,7 @@ class QueuedConnection(Connection):
         # then pushes bytes), JSON_FULL / JSON_COMPACT their JSON text (edge_json.py).
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}")
-        self.encoding = PROTO if encoded else encoding
+        self.encoding = encoding
         self.stats = stats if stats is not None else BufferStats()
         # Bytes the drainer's socket holds that the client has not read yet.
         self.unsent_bytes: Callable[[], int] = _no_unsent

@@ -25,7 +25,7 @@ from nexxus.core import limits
 from nexxus.core.errors import InvalidArgument, NexxusError
 from nexxus.core.positions import Position
 from nexxus.rpc.errors import abort_with_error, error_to_stream_error
-from nexxus.transport.connection import ConnectionClosed, QueuedConnection
+from nexxus.transport.connection import PROTO, ConnectionClosed, QueuedConnection
 from nexxus.transport.hub import ConnectionHub
 from nexxus.transport.positioning import Frame, StreamPositions, resolve_page_size
 from nexxus.transport.session import (
@@ -112,7 +112,7 @@ class EventStreamServicer(Generic[CallerT]):
                 request.app_id, device_id, request.resume_from, request.resume_from_ack, field="resume_from"
             )
             conn = self.hub.connection(
-                request.app_id, caller.user_id or "", device_id, transport="grpc", encoded=True
+                request.app_id, caller.user_id or "", device_id, transport="grpc", encoding=PROTO
             )
             conn.authorization, conn.expires_at = authorization, caller.expires_at
             if start is not None or any(req.initial_state for req in request.subscriptions):

@@ -161,7 +161,6 @@ class ConnectionHub:
         device_id: str,
         *,
         transport: str,
-        encoded: bool = False,
         encoding: str = "",
     ) -> QueuedConnection:
         """A new connection with this node's byte budget (register it next);
@@ -172,7 +171,6 @@ class ConnectionHub:
             device_id,
             max_bytes=self.settings.max_buffer_bytes,
             transport=transport,
-            encoded=encoded,
             encoding=encoding,
             stats=self.buffer_stats,
         )
