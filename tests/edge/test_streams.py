@@ -10,8 +10,10 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -116,10 +118,27 @@ async def test_rest_ack_and_sse_resume_from_the_acked_position(world: World) -> 
     assert first["objectId"] == "low-1"
 
 
-async def test_sse_without_token_is_401(rest: Rest, world: World) -> None:
+async def _auth_failures(mesh: Mesh, http: aiohttp.ClientSession) -> float:
+    """The transport's nexxus_auth_failures_total, every reason."""
+    async with http.get(mesh.endpoint("transport").metrics_url) as resp:
+        text = await resp.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "nexxus_auth_failures_total"
+    )
+
+
+async def test_sse_without_token_is_401(
+    rest: Rest, world: World, edge_mesh: Mesh, http: aiohttp.ClientSession
+) -> None:
+    before = await _auth_failures(edge_mesh, http)
     reply = await rest.as_("").call("GET", f"/v1/apps/{world.app_id}/events")
     assert reply.status == 401, reply.body
     assert reply.json["code"] == 16
+    # Refused before the stream starts, and counted like every refused credential.
+    assert await _auth_failures(edge_mesh, http) == before + 1
 
 
 # --------------------------------------------------------------------------- native gRPC

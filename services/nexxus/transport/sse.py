@@ -42,6 +42,7 @@ from google.protobuf import json_format
 
 from nexxus.core import limits
 from nexxus.core.errors import InvalidArgument, NexxusError, NotFound, Unavailable
+from nexxus.core.metrics import observe_error
 from nexxus.core.positions import Position
 from nexxus.rpc.errors import DOMAIN, grpc_status_code
 from nexxus.transport.connection import ConnectionClosed, QueuedConnection
@@ -181,7 +182,9 @@ def _subscription(index: int, raw: str) -> subscriptions_pb2.CreateSubscriptionR
 
 
 def error_body(err: NexxusError) -> tuple[int, bytes]:
-    """(HTTP status, JSON google.rpc.Status body) of an error before the stream starts."""
+    """(HTTP status, JSON google.rpc.Status body) of an error before the stream starts
+    (counted like every error answered to a client: refused credentials, throttles)."""
+    observe_error(err)
     code = grpc_status_code(err)
     body = {
         "code": code.value[0],
