@@ -56,6 +56,7 @@ from nexxus.devserver.envoy_config import DEFAULT_DESCRIPTOR, envoy_config_for, 
 from nexxus.devserver.mesh import Mesh  # noqa: E402
 from nexxus.devserver.process import free_port  # noqa: E402
 from nexxus.devserver.servers import EnvoyServer  # noqa: E402
+from nexxus.runtime import SERVICES  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 CTX = mp.get_context("spawn")
@@ -71,7 +72,8 @@ NX_FILTER = {"priority": {"eq": "high"}}
 PB_FILTER = {"pb": "priority='high'"}
 PASSWORD = "correct horse battery"
 EDGE_NAMES = {"pb": "PocketBase", "sse": "Nexxus SSE", "ws": "Nexxus WS"}
-NEXXUS_PROCS = ("envoy", "nats", "valkey", "api", "writer", "router", "transport")
+# "all": the four roles in one process (`--topology one`).
+NEXXUS_PROCS = ("envoy", "nats", "valkey", "api", "writer", "router", "transport", "all")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -477,7 +479,7 @@ class Bench:
         """One transport, `conns` connections of one kind; `writes` single writes 2 s apart."""
         self.args._filter = False
         t0 = time.monotonic()
-        transport_pid = self.mesh.processes["transport"].pid or 0
+        transport_pid = (self.mesh.processes.get("transport") or self.mesh.processes["all"]).pid or 0
         proxies = [] if self.args.fanout_direct else await self.edge_proxies(conns)
 
         def rss() -> dict[str, int]:
@@ -726,7 +728,8 @@ async def amain(args: argparse.Namespace, argv: list[str]) -> int:
     nofile = raise_nofile()
     with contextlib.ExitStack() as stack:
         tmp = args.data_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="nexxus-edge-bench-"))
-        mesh = Mesh(settings_for(Path(tmp) / "nexxus"))
+        services = ("all",) if args.topology == "one" else SERVICES
+        mesh = Mesh(settings_for(Path(tmp) / "nexxus"), services=services)
         pb = PocketBase(Path(tmp) / "pocketbase")
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(
@@ -804,6 +807,12 @@ def main() -> None:
     )
     p.add_argument("--fanout-writes", type=int, default=3)
     p.add_argument("--fanout-procs", type=int, default=4)
+    p.add_argument(
+        "--topology",
+        choices=("split", "one"),
+        default="split",
+        help="split: api, writer, router and transport in their own processes; one: all four in one",
+    )
     p.add_argument("--stall", type=float, default=15.0, help="stop draining after this many idle seconds")
     p.add_argument("--profile", action="store_true", help="py-spy during the max-load phases")
     p.add_argument("--profile-edges", default="sse,ws")
