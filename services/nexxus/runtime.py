@@ -66,7 +66,10 @@ def resolve_secrets(settings: Settings) -> None:
     if not settings.auth.signing_key:
         settings.auth.signing_key = ensure_secret(data_dir / "signing.key")
     if not settings.node_id:
-        settings.node_id = f"{socket.gethostname()}-{os.getpid()}"
+        # Unique per process *incarnation*: a container restarted after a crash keeps
+        # its hostname and often its pid, and must not take over the dead
+        # incarnation's lease (its stale connections would never be reaped).
+        settings.node_id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:].lower()}"
 
 
 def stream_caller(authenticator: Authenticator) -> Callable[[str, str | None], Awaitable[Caller]]:

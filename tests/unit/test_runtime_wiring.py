@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from nexxus.core.config import Settings
@@ -35,3 +37,14 @@ def test_a_process_builds_the_union_of_its_services(tmp_path: Path) -> None:
     everything = adapters_needed(["api", "writer", "router", "transport"])
     assert everything == {"database", "identity", "bus", "store"}
     assert adapters_needed(["router"]) == {"identity", "bus", "store"}
+
+
+def test_each_start_gets_its_own_node_id(tmp_path: Path) -> None:
+    # A process restarted after a crash (same hostname, often the same pid in a
+    # container) must not reuse the dead incarnation's node id and lease.
+    ids = {runtime(tmp_path, "transport").settings.node_id for _ in range(20)}
+    assert len(ids) == 20
+    assert all(i.startswith(f"{socket.gethostname()}-{os.getpid()}-") for i in ids)
+    configured = Settings()
+    configured.data_dir, configured.node_id = str(tmp_path), "edge-1"
+    assert Runtime(configured, ["transport"]).settings.node_id == "edge-1"

@@ -249,6 +249,9 @@ class ObservabilitySettings:
 @dataclass(slots=True)
 class Settings:
     # Identifies this process's transport node (deliveries are routed per node).
+    # Empty: <hostname>-<pid>-<random>, new for every start. A fixed id must not be
+    # reused by a process started after a crash within `transport.lease_seconds`
+    # (it would renew the dead one's lease, whose connections are then never reaped).
     node_id: str = ""
     data_dir: str = ".nexxus"
     # The operator (admin) credential for application management; generated
