@@ -138,7 +138,8 @@ class Mesh:
             except OSError:
                 return False
             service = name.split("@", 1)[0]
-            started = "nexxus.runtime started" in text or f"started {service}" in text
+            # "started api, writer, …" from nexxus.runtime (any roles, "all" too), or a worker's line.
+            started = "nexxus.runtime: started " in text or f"started {service}" in text
             if not started or name not in self.observability_ports:
                 return started
             status, _ = await self.readiness(name)  # its real dependencies, not just "started"
