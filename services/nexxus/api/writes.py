@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -12,12 +13,11 @@ from nexxus.core.metrics import WRITES_ACCEPTED
 from nexxus.core.operations import new_operation_id
 from nexxus.core.partitions import write_partition
 from nexxus.core.tracing import sampled_context, start_span, traceparent_of
+from nexxus.core.writes import op_name
 from nexxus.v1 import common_pb2, objects_pb2
-from nexxus.v1.internal_pb2 import WRITE_OP_BARRIER, WriteCommand, WriteOp
+from nexxus.v1.internal_pb2 import WRITE_OP_BARRIER, WriteCommand, WriteResult
 
 log = logging.getLogger("nexxus.api.writes")
-
-_OPS = {op: WriteOp.Name(op).removeprefix("WRITE_OP_").lower() for op in WriteOp.values()}
 
 
 def new_command_id(ctx: ApiContext, app_id: str) -> str:
@@ -39,7 +39,7 @@ async def submit(
     The write is the span `api.write`, a child of the caller's `traceparent` when
     it sent one; its context travels with the command (docs/observability.md)."""
     parent = sampled_context(traceparent, sampled_only=False) if traceparent else None
-    attributes = {"nexxus.app": cmd.app_id, "nexxus.model": cmd.model, "nexxus.op": _OPS.get(cmd.op, "")}
+    attributes = {"nexxus.app": cmd.app_id, "nexxus.model": cmd.model, "nexxus.op": op_name(cmd.op)}
     with start_span("api", "api.write", parent=parent, root=True, attributes=attributes) as span:
         if span is not None:
             cmd.traceparent = traceparent_of(span)
@@ -47,19 +47,17 @@ async def submit(
         return await _submit(ctx, cmd, wait=wait)
 
 
-async def _submit(
-    ctx: ApiContext, cmd: WriteCommand, *, wait: bool
-) -> tuple[objects_pb2.Operation, common_pb2.Object | None]:
+async def _queue(
+    ctx: ApiContext, cmd: WriteCommand, partition: int, *, reply: bool
+) -> asyncio.Future[WriteResult] | None:
+    """Publish `cmd` durably on `partition` of its application; with `reply`, the
+    future of the writer's WriteResult (wait on it with `ctx.results.wait`)."""
     cmd.issue_time.FromNanoseconds(time.time_ns())
-    operation = objects_pb2.Operation(
-        operation_id=cmd.command_id, state=objects_pb2.Operation.STATE_PENDING, object_id=cmd.object_id
-    )
     fut = None
-    if wait:
+    if reply:
         cmd.reply_subject = ctx.results.reply_subject(cmd.command_id)
         fut = ctx.results.expect(cmd.command_id)
     try:
-        partition = write_partition(cmd.app_id, cmd.model, cmd.object_id, ctx.settings.writer.partitions)
         await ctx.bus.publish(
             ctx.bus.write_subject(cmd.app_id, partition),
             cmd.SerializeToString(),
@@ -69,7 +67,18 @@ async def _submit(
     except BaseException:
         ctx.results.forget(cmd.command_id)
         raise
-    WRITES_ACCEPTED.labels(cmd.app_id, cmd.model, _OPS.get(cmd.op, "")).inc()
+    return fut
+
+
+async def _submit(
+    ctx: ApiContext, cmd: WriteCommand, *, wait: bool
+) -> tuple[objects_pb2.Operation, common_pb2.Object | None]:
+    operation = objects_pb2.Operation(
+        operation_id=cmd.command_id, state=objects_pb2.Operation.STATE_PENDING, object_id=cmd.object_id
+    )
+    partition = write_partition(cmd.app_id, cmd.model, cmd.object_id, ctx.settings.writer.partitions)
+    fut = await _queue(ctx, cmd, partition, reply=wait)
+    WRITES_ACCEPTED.labels(cmd.app_id, cmd.model, op_name(cmd.op)).inc()
     if fut is None:
         return operation, None
     result = await ctx.results.wait(cmd.command_id, fut, ctx.settings.api.write_wait_seconds)
@@ -93,32 +102,19 @@ async def settle(ctx: ApiContext, app_id: str, model: str, object_id: str) -> bo
     partition = write_partition(app_id, model, object_id, ctx.settings.writer.partitions)
 
     async def send() -> bool:
-        return await _barrier(ctx, app_id, model, object_id, partition)
+        cmd = WriteCommand(
+            command_id=new_command_id(ctx, app_id),
+            app_id=app_id,
+            model=model,
+            object_id=object_id,
+            op=WRITE_OP_BARRIER,
+        )
+        try:
+            fut = await _queue(ctx, cmd, partition, reply=True)
+        except NexxusError as exc:
+            log.debug("barrier on %s partition %d not queued: %s", app_id, partition, exc)
+            return False
+        assert fut is not None
+        return await ctx.results.wait(cmd.command_id, fut, ctx.settings.api.write_wait_seconds) is not None
 
     return await ctx.barriers.settle((app_id, partition), send)
-
-
-async def _barrier(ctx: ApiContext, app_id: str, model: str, object_id: str, partition: int) -> bool:
-    cmd = WriteCommand(
-        command_id=new_command_id(ctx, app_id),
-        app_id=app_id,
-        model=model,
-        object_id=object_id,
-        op=WRITE_OP_BARRIER,
-    )
-    cmd.issue_time.FromNanoseconds(time.time_ns())
-    cmd.reply_subject = ctx.results.reply_subject(cmd.command_id)
-    fut = ctx.results.expect(cmd.command_id)
-    try:
-        await ctx.bus.publish(
-            ctx.bus.write_subject(app_id, partition), cmd.SerializeToString(), msg_id=cmd.command_id
-        )
-    except NexxusError as exc:
-        ctx.results.forget(cmd.command_id)
-        log.debug("barrier on %s partition %d not queued: %s", app_id, partition, exc)
-        return False
-    except BaseException:
-        ctx.results.forget(cmd.command_id)
-        raise
-    result = await ctx.results.wait(cmd.command_id, fut, ctx.settings.api.write_wait_seconds)
-    return result is not None

@@ -24,7 +24,16 @@ from nexxus.core.models import StoredObject
 from nexxus.core.schema import ModelSchema
 from nexxus.v1 import events_pb2, internal_pb2
 
-__all__ = ["WritePlan", "plan_write"]
+__all__ = ["WritePlan", "op_name", "plan_write"]
+
+_OP_NAMES: dict[int, str] = {
+    int(op): name.removeprefix("WRITE_OP_").lower() for name, op in internal_pb2.WriteOp.items()
+}
+
+
+def op_name(op: int) -> str:
+    """The op's short name, e.g. "create" (metrics labels, span attributes); "" when unknown."""
+    return _OP_NAMES.get(op, "")
 
 
 @dataclass(slots=True)

@@ -269,7 +269,6 @@ class ConnectionHub:
         tail = encode_position(position) if position else b""
         key = (delivery.event.model, delivery.event.object_id)
         version = delivery.event.version
-        pushed = 0
         started_ns = time.time_ns()
         by_kind: dict[str, int] = {}
         for target in delivery.targets:
@@ -305,12 +304,10 @@ class ConnectionHub:
                         conn.offer(seq, event, size, position, key, version)
                 else:
                     await conn.push(events_pb2.Event.FromString(data))
-                kind_name = conn.transport
-                by_kind[kind_name] = by_kind.get(kind_name, 0) + 1
-                pushed += 1
+                by_kind[conn.transport] = by_kind.get(conn.transport, 0) + 1
         if by_kind:
             _observe_pushes(delivery, by_kind, started_ns)
-        return pushed
+        return sum(by_kind.values())
 
     @property
     def subscriptions_made(self) -> int:

@@ -65,7 +65,8 @@ from nexxus.core.ports import (
 from nexxus.core.schema import ModelSchema
 from nexxus.core.schema_registry import SchemaRegistry
 from nexxus.core.tracing import begin_span, sampled_context, traceparent_of
-from nexxus.v1.internal_pb2 import WRITE_OP_BARRIER, ModelEvent, WriteCommand, WriteOp, WriteResult
+from nexxus.core.writes import op_name
+from nexxus.v1.internal_pb2 import WRITE_OP_BARRIER, ModelEvent, WriteCommand, WriteResult
 from nexxus.writer.partitions import PartitionOwner
 from nexxus.writer.retention import RetentionJob
 
@@ -73,7 +74,6 @@ log = logging.getLogger("nexxus.writer")
 
 LEASES = "WRITER_LEASES"
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_=-]")
-_OPS = {op: WriteOp.Name(op).removeprefix("WRITE_OP_").lower() for op in WriteOp.values()}
 
 
 @dataclass(slots=True)
@@ -247,7 +247,7 @@ class WriterService:
             attributes = {
                 "nexxus.app": cmd.app_id,
                 "nexxus.model": cmd.model,
-                "nexxus.op": _OPS.get(cmd.op, ""),
+                "nexxus.op": op_name(cmd.op),
                 "nexxus.command_id": cmd.command_id,
                 "nexxus.batch_size": len(items),
             }
@@ -272,7 +272,7 @@ class WriterService:
         if outcome.replayed or cmd.op == WRITE_OP_BARRIER:
             return
         if outcome.error is None:
-            WRITES_APPLIED.labels(cmd.app_id, cmd.model, _OPS.get(cmd.op, "")).inc()
+            WRITES_APPLIED.labels(cmd.app_id, cmd.model, op_name(cmd.op)).inc()
         else:
             WRITES_FAILED.labels(cmd.app_id, cmd.model, outcome.error.reason or outcome.error.code).inc()
 
